@@ -1,0 +1,139 @@
+//! The admin API on the internal listener: tenants and their keys.
+//!
+//! Every route needs `Authorization: Bearer <TOLLGATE_ADMIN_TOKEN>`. A created tenant's API key
+//! is in the 201 response and nowhere else: it is stored only as a keyed hash.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::api_keys::random_hex;
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::tenants::{Tenant, TenantChange};
+use crate::tiers::TierName;
+
+/// Admin request bodies are small; anything larger is refused with 413 before parsing.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+pub fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/admin/v1/tenants", axum::routing::post(create_tenant))
+        .route(
+            "/admin/v1/tenants/{id}",
+            get(get_tenant).patch(update_tenant),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(state, require_admin))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// JSON body whose rejections answer as [`ApiError`]s.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+struct Body<T>(T);
+
+async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Compare digests, in constant time, so neither the content nor the length of the token
+    // leaks through timing.
+    let authorized = presented.is_some_and(|token| {
+        let expected = Sha256::digest(state.admin_token.expose().as_bytes());
+        Sha256::digest(token.as_bytes()).ct_eq(&expected).into()
+    });
+    if authorized {
+        next.run(request).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTenant {
+    name: String,
+    tier: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateTenant {
+    tier: Option<String>,
+    suspended: Option<bool>,
+}
+
+async fn create_tenant(
+    State(state): State<AppState>,
+    Body(body): Body<CreateTenant>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 128 {
+        return Err(ApiError::InvalidField("name must be 1 to 128 characters"));
+    }
+    let tier = match body.tier {
+        Some(tier) => known_tier(&state, tier)?,
+        None => state.tiers.default_tier().name.clone(),
+    };
+    let (api_key, key_hash) = state.keys.mint()?;
+    let tenant = Tenant {
+        id: format!("tn_{}", random_hex(8)?).into(),
+        name: name.to_owned(),
+        tier,
+        suspended: false,
+        created_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    state.tenants.insert(tenant.clone(), key_hash);
+    tracing::info!(tenant = %tenant.id, tier = %tenant.tier, "tenant created");
+    let mut body = json!(tenant);
+    body["api_key"] = api_key.expose().into();
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn get_tenant(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Tenant>, ApiError> {
+    state
+        .tenants
+        .get(&id)
+        .map(Json)
+        .ok_or(ApiError::TenantNotFound)
+}
+
+async fn update_tenant(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body<UpdateTenant>,
+) -> Result<Json<Tenant>, ApiError> {
+    let change = TenantChange {
+        tier: body.tier.map(|tier| known_tier(&state, tier)).transpose()?,
+        suspended: body.suspended,
+    };
+    let tenant = state
+        .tenants
+        .update(&id, change)
+        .ok_or(ApiError::TenantNotFound)?;
+    tracing::info!(tenant = %tenant.id, tier = %tenant.tier, suspended = tenant.suspended, "tenant updated");
+    Ok(Json(tenant))
+}
+
+fn known_tier(state: &AppState, tier: String) -> Result<TierName, ApiError> {
+    match state.tiers.get(&tier) {
+        Some(known) => Ok(known.name.clone()),
+        None => Err(ApiError::UnknownTier(tier)),
+    }
+}

@@ -1,0 +1,87 @@
+//! Errors of the JSON APIs (admin now; usage and billing later) and how they answer.
+//!
+//! Every error answers an RFC 9457 problem document with a stable `code`. Internal causes
+//! are logged here, once, and never sent to the client.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::api_keys::RandomError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401: no admin token, or the wrong one.
+    #[error("a valid admin bearer token is required")]
+    Unauthorized,
+    /// 404
+    #[error("no tenant has this id")]
+    TenantNotFound,
+    /// 422
+    #[error("unknown tier {0:?}")]
+    UnknownTier(String),
+    /// 422: a field is out of its range.
+    #[error("{0}")]
+    InvalidField(&'static str),
+    /// 400, 413, 415 or 422: the body is not the JSON this endpoint takes.
+    #[error("{0}")]
+    Body(#[from] JsonRejection),
+    /// 500: the OS could not supply randomness for a key.
+    #[error("internal error")]
+    Random(#[from] RandomError),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::TenantNotFound => (StatusCode::NOT_FOUND, "tenant_not_found"),
+            ApiError::UnknownTier(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_tier"),
+            ApiError::InvalidField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+            ApiError::Body(rejection) => {
+                let status = rejection.status();
+                let code = match status {
+                    StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                    StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+                    _ => "invalid_json",
+                };
+                (status, code)
+            }
+            ApiError::Random(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+        }
+        let mut response = (
+            status,
+            Json(json!({
+                "type": "about:blank",
+                "title": status.canonical_reason().unwrap_or("Error"),
+                "status": status.as_u16(),
+                "code": code,
+                "detail": self.to_string(),
+            })),
+        )
+            .into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"tollgate-admin\""),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,14 @@
+//! Tollgate's control-plane: tenants and their hashed API keys, the tier table, exact
+//! sliding windows, and the decision endpoint the Envoy filter calls.
+
+pub mod admin;
+pub mod api_keys;
+pub mod app;
+pub mod config;
+pub mod decision;
+pub mod error;
+pub mod metrics;
+pub mod server;
+pub mod tenants;
+pub mod tiers;
+pub mod window;

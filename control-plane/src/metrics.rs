@@ -1,0 +1,55 @@
+//! Prometheus metrics, served on the internal listener at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Every callout that reached the decision endpoint, readable or not. The end-to-end tests
+    /// use it to prove the filter made no callout.
+    pub decision_requests: Counter,
+    /// Decisions by outcome: allow, deny, unknown_key, suspended, bad_request, unavailable.
+    pub decisions: Family<OutcomeLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tollgate");
+        let decision_requests = Counter::default();
+        registry.register(
+            "decision_requests",
+            "Callouts received on the decision endpoint",
+            decision_requests.clone(),
+        );
+        let decisions = Family::<OutcomeLabel, Counter>::default();
+        registry.register("decisions", "Decisions by outcome", decisions.clone());
+        Self {
+            registry,
+            decision_requests,
+            decisions,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn count_decision(&self, outcome: &'static str) {
+        self.decisions
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}

@@ -1,0 +1,129 @@
+//! Starting the control-plane: build the state, bind both listeners, serve until SIGINT or
+//! SIGTERM, then give in-flight requests a bounded time to finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api_keys::KeyHasher;
+use crate::app::{AppState, internal_router, public_router};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::tenants::Tenants;
+use crate::tiers::{TierTable, TierTableError};
+use crate::window::{MemoryWindows, SystemClock, Windows};
+
+/// How often idle windows are dropped from memory.
+const SWEEP_PERIOD: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Tiers(#[from] TierTableError),
+    #[error("cannot bind the {listener} listener on {addr}: {source}")]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the {listener} listener failed: {source}")]
+    Serve {
+        listener: &'static str,
+        source: std::io::Error,
+    },
+}
+
+pub fn build_state(config: &Config) -> Result<AppState, StartupError> {
+    let tiers = match &config.tiers {
+        Some(path) => TierTable::load(path)?,
+        None => TierTable::default(),
+    };
+    let windows = MemoryWindows::new(Arc::new(SystemClock));
+    windows.spawn_sweeper(SWEEP_PERIOD);
+    Ok(AppState {
+        tiers: Arc::new(tiers),
+        tenants: Arc::new(Tenants::default()),
+        windows: Arc::new(Windows::Memory(windows)),
+        keys: KeyHasher::new(&config.key_secret),
+        admin_token: config.admin_token.clone(),
+        metrics: Arc::new(Metrics::default()),
+    })
+}
+
+/// Runs until a shutdown signal, then waits at most the configured grace for in-flight
+/// requests.
+pub async fn run(config: Config) -> Result<(), StartupError> {
+    let state = build_state(&config)?;
+    let internal = bind("internal", config.internal_addr).await?;
+    let public = bind("public", config.public_addr).await?;
+    tracing::info!(internal = %config.internal_addr, public = %config.public_addr, "listening");
+
+    let shutdown = CancellationToken::new();
+    let serve = |listener: TcpListener, router: axum::Router, name: &'static str| {
+        let shutdown = shutdown.clone();
+        async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .map_err(|source| StartupError::Serve {
+                    listener: name,
+                    source,
+                })
+        }
+    };
+    let servers = async {
+        tokio::try_join!(
+            serve(internal, internal_router(state.clone()), "internal"),
+            serve(public, public_router(state), "public"),
+        )
+    };
+    let grace = config.shutdown_grace();
+    let deadline = async {
+        shutdown_signal().await;
+        tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down");
+        shutdown.cancel();
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = servers => result.map(|_| ()),
+        () = deadline => {
+            tracing::warn!("in-flight requests did not finish within the grace period");
+            Ok(())
+        }
+    }
+}
+
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind {
+            listener,
+            addr,
+            source,
+        })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

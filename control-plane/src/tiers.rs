@@ -1,0 +1,265 @@
+//! The tier table: what each tier may spend per window and what each route costs.
+//!
+//! Tiers are data, not code. The built-in table is Standard (60 per rolling 60 s, free) and
+//! Pro (1,000 per 60 s, paid); operators replace it with a TOML file (see `tiers.example.toml`).
+//! Names are restricted to `a-z 0-9 - _` because they travel as header values and as the policy
+//! name inside the `RateLimit` structured fields.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A tier's name, e.g. `standard`. Cheap to clone onto every decision.
+pub type TierName = Arc<str>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    pub name: TierName,
+    /// Units admitted per window.
+    pub limit: u32,
+    pub window: Duration,
+    /// Whether the tier is sold (Stripe billing decides who is on it).
+    pub paid: bool,
+    /// Per-route costs that override the filter's default cost for the route.
+    costs: HashMap<String, u32>,
+}
+
+impl Tier {
+    /// What one request on `route` costs on this tier; `default` is the filter's cost.
+    pub fn cost(&self, route: &str, default: u32) -> u32 {
+        self.costs.get(route).copied().unwrap_or(default)
+    }
+
+    pub fn window_seconds(&self) -> u32 {
+        u32::try_from(self.window.as_secs()).unwrap_or(u32::MAX)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierTable {
+    tiers: HashMap<TierName, Arc<Tier>>,
+    default_tier: TierName,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TierTableError {
+    #[error("cannot read the tier table {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the tier table is not valid TOML for Tollgate: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("tier name {0:?} must be 1-64 characters of a-z, 0-9, '-', '_'")]
+    Name(String),
+    #[error("tier {0:?} must have a limit of at least 1")]
+    Limit(String),
+    #[error("tier {0:?} must have a window of 1 to 86400 seconds")]
+    Window(String),
+    #[error("tier {tier:?} gives route {route:?} cost 0; a route costs at least 1")]
+    Cost { tier: String, route: String },
+    #[error("the default tier {0:?} is not in the table")]
+    DefaultTier(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierTableWire {
+    default_tier: String,
+    tiers: HashMap<String, TierWire>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierWire {
+    limit: u32,
+    window_seconds: u64,
+    #[serde(default)]
+    paid: bool,
+    #[serde(default)]
+    costs: HashMap<String, u32>,
+}
+
+impl TierTable {
+    pub fn load(path: &Path) -> Result<Self, TierTableError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TierTableError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        text.parse()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Tier>> {
+        self.tiers.get(name)
+    }
+
+    /// The tier new tenants start on, and the one a lapsed subscription falls back to.
+    pub fn default_tier(&self) -> &Arc<Tier> {
+        // Present by construction: `from_str` and `Default` both check it.
+        &self.tiers[&self.default_tier]
+    }
+}
+
+impl std::str::FromStr for TierTable {
+    type Err = TierTableError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let wire: TierTableWire = toml::from_str(text)?;
+        let mut tiers = HashMap::with_capacity(wire.tiers.len());
+        for (name, tier) in wire.tiers {
+            if !is_name(&name) {
+                return Err(TierTableError::Name(name));
+            }
+            if tier.limit == 0 {
+                return Err(TierTableError::Limit(name));
+            }
+            if !(1..=86_400).contains(&tier.window_seconds) {
+                return Err(TierTableError::Window(name));
+            }
+            if let Some((route, _)) = tier.costs.iter().find(|(_, cost)| **cost == 0) {
+                return Err(TierTableError::Cost {
+                    tier: name,
+                    route: route.clone(),
+                });
+            }
+            let name: TierName = name.into();
+            tiers.insert(
+                name.clone(),
+                Arc::new(Tier {
+                    name,
+                    limit: tier.limit,
+                    window: Duration::from_secs(tier.window_seconds),
+                    paid: tier.paid,
+                    costs: tier.costs,
+                }),
+            );
+        }
+        let default_tier: TierName = wire.default_tier.into();
+        if !tiers.contains_key(&default_tier) {
+            return Err(TierTableError::DefaultTier(default_tier.to_string()));
+        }
+        Ok(Self {
+            tiers,
+            default_tier,
+        })
+    }
+}
+
+impl Default for TierTable {
+    /// Standard: 60 per rolling minute, free. Pro: 1,000 per rolling minute, paid.
+    fn default() -> Self {
+        let tier = |name: &str, limit, paid| {
+            let name: TierName = name.into();
+            let tier = Tier {
+                name: name.clone(),
+                limit,
+                window: Duration::from_secs(60),
+                paid,
+                costs: HashMap::new(),
+            };
+            (name, Arc::new(tier))
+        };
+        Self {
+            tiers: HashMap::from([tier("standard", 60, false), tier("pro", 1000, true)]),
+            default_tier: "standard".into(),
+        }
+    }
+}
+
+pub fn is_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_table_is_standard_and_pro() {
+        let table = TierTable::default();
+        let standard = table.get("standard").unwrap();
+        assert_eq!(
+            (standard.limit, standard.window_seconds(), standard.paid),
+            (60, 60, false)
+        );
+        let pro = table.get("pro").unwrap();
+        assert_eq!(
+            (pro.limit, pro.window_seconds(), pro.paid),
+            (1000, 60, true)
+        );
+        assert_eq!(table.default_tier().name.as_ref(), "standard");
+    }
+
+    #[test]
+    fn the_example_file_in_the_repo_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tiers.example.toml");
+        let table = TierTable::load(&path).unwrap();
+        assert_eq!(table.get("standard").unwrap().cost("predict", 1), 5);
+        assert_eq!(table.get("standard").unwrap().cost("ingest", 1), 1);
+    }
+
+    #[test]
+    fn route_costs_override_the_filter_default() {
+        let table: TierTable = r#"
+            default_tier = "free"
+            [tiers.free]
+            limit = 10
+            window_seconds = 2
+            costs = { predict = 3 }
+        "#
+        .parse()
+        .unwrap();
+        let free = table.get("free").unwrap();
+        assert_eq!(free.cost("predict", 1), 3);
+        assert_eq!(free.cost("ingest", 2), 2);
+        assert_eq!(free.window, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn invalid_tables_are_refused() {
+        let cases = [
+            (
+                "default_tier = \"x\"\n[tiers.Pro]\nlimit = 1\nwindow_seconds = 1",
+                "name",
+            ),
+            (
+                "default_tier = \"x\"\n[tiers.x]\nlimit = 0\nwindow_seconds = 1",
+                "limit",
+            ),
+            (
+                "default_tier = \"x\"\n[tiers.x]\nlimit = 1\nwindow_seconds = 0",
+                "window",
+            ),
+            (
+                "default_tier = \"x\"\n[tiers.x]\nlimit = 1\nwindow_seconds = 1\ncosts = { a = 0 }",
+                "cost",
+            ),
+            (
+                "default_tier = \"y\"\n[tiers.x]\nlimit = 1\nwindow_seconds = 1",
+                "default",
+            ),
+            (
+                "default_tier = \"x\"\n[tiers.x]\nlimit = 1\nwindow_seconds = 1\nburst = 2",
+                "parse",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = text.parse::<TierTable>().unwrap_err();
+            let matches = match expected {
+                "name" => matches!(error, TierTableError::Name(_)),
+                "limit" => matches!(error, TierTableError::Limit(_)),
+                "window" => matches!(error, TierTableError::Window(_)),
+                "cost" => matches!(error, TierTableError::Cost { .. }),
+                "default" => matches!(error, TierTableError::DefaultTier(_)),
+                _ => matches!(error, TierTableError::Parse(_)),
+            };
+            assert!(matches, "{text:?} should fail on {expected}, got {error}");
+        }
+    }
+}

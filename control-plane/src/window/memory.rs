@@ -1,0 +1,216 @@
+//! The embedded window store: exact sliding-window logs in this process's memory.
+//!
+//! Each tenant's window is a log of admitted units and one of denied requests, both coalesced
+//! per millisecond, so a window never holds more entries than there are milliseconds in it,
+//! however hard a tenant floods. Windows live in a [`DashMap`]: a decision locks only its
+//! tenant's shard, for the few microseconds of trimming and counting, and never across an
+//! `.await`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use super::{Clock, Limit, StoreError, WindowDecision, WindowStore, WindowUsage};
+
+pub struct MemoryWindows {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    windows: DashMap<String, TenantWindow>,
+    clock: Arc<dyn Clock>,
+}
+
+impl MemoryWindows {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                windows: DashMap::new(),
+                clock,
+            }),
+        }
+    }
+
+    /// Drops the windows of tenants with nothing left in them every `period`. The task holds
+    /// only a weak reference and ends when the store is dropped.
+    pub fn spawn_sweeper(&self, period: Duration) {
+        let inner: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(inner) = inner.upgrade() else { return };
+                sweep(&inner);
+            }
+        });
+    }
+
+    /// Drops idle windows now; returns how many tenants still hold one.
+    pub fn sweep(&self) -> usize {
+        sweep(&self.inner);
+        self.inner.windows.len()
+    }
+}
+
+fn sweep(inner: &Inner) {
+    let now = inner.clock.now_ms();
+    inner.windows.retain(|_, window| {
+        window.expire(now);
+        !window.is_empty()
+    });
+}
+
+impl WindowStore for MemoryWindows {
+    async fn decide(
+        &self,
+        tenant: &str,
+        limit: Limit,
+        cost: u32,
+    ) -> Result<WindowDecision, StoreError> {
+        let now = self.inner.clock.now_ms();
+        // `get_mut` first: the common case finds the tenant without allocating its key.
+        if let Some(mut window) = self.inner.windows.get_mut(tenant) {
+            return Ok(window.decide(now, limit, cost));
+        }
+        let mut window = self
+            .inner
+            .windows
+            .entry(tenant.to_owned())
+            .or_insert_with(|| TenantWindow::new(limit.window_ms()));
+        Ok(window.decide(now, limit, cost))
+    }
+
+    async fn usage(&self, tenant: &str, limit: Limit) -> Result<WindowUsage, StoreError> {
+        let now = self.inner.clock.now_ms();
+        let usage = match self.inner.windows.get_mut(tenant) {
+            Some(mut window) => {
+                window.window_ms = limit.window_ms();
+                window.expire(now);
+                WindowUsage {
+                    used: window.used(),
+                    denied: window.denied.total,
+                    reset_ms: window.reset_ms(now),
+                }
+            }
+            None => WindowUsage {
+                used: 0,
+                denied: 0,
+                reset_ms: 0,
+            },
+        };
+        Ok(usage)
+    }
+}
+
+struct TenantWindow {
+    admitted: EventLog,
+    denied: EventLog,
+    /// The window length of the tenant's tier at its last decision; a tier change applies
+    /// from the next one.
+    window_ms: u64,
+}
+
+impl TenantWindow {
+    fn new(window_ms: u64) -> Self {
+        Self {
+            admitted: EventLog::default(),
+            denied: EventLog::default(),
+            window_ms,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.admitted.events.is_empty() && self.denied.events.is_empty()
+    }
+
+    fn used(&self) -> u32 {
+        u32::try_from(self.admitted.total).unwrap_or(u32::MAX)
+    }
+
+    fn expire(&mut self, now: u64) {
+        let cutoff = now.saturating_sub(self.window_ms);
+        self.admitted.expire(cutoff);
+        self.denied.expire(cutoff);
+    }
+
+    /// Milliseconds until the oldest admitted unit leaves the window.
+    fn reset_ms(&self, now: u64) -> u64 {
+        self.admitted
+            .events
+            .front()
+            .map_or(0, |&(at, _)| (at + self.window_ms).saturating_sub(now))
+    }
+
+    fn decide(&mut self, now: u64, limit: Limit, cost: u32) -> WindowDecision {
+        self.window_ms = limit.window_ms();
+        self.expire(now);
+        let used = self.used();
+        if u64::from(used) + u64::from(cost) <= u64::from(limit.limit) {
+            self.admitted.record(now, cost);
+            return WindowDecision {
+                admitted: true,
+                remaining: limit.limit - used - cost,
+                reset_ms: self.reset_ms(now),
+                retry_after_ms: 0,
+            };
+        }
+        self.denied.record(now, 1);
+        let retry_after_ms = if cost > limit.limit {
+            // Never admissible on this tier; the window length is the honest upper bound.
+            self.window_ms
+        } else {
+            let must_free = u64::from(used) + u64::from(cost) - u64::from(limit.limit);
+            self.admitted
+                .time_freeing(must_free)
+                .map_or(self.window_ms, |at| {
+                    (at + self.window_ms).saturating_sub(now)
+                })
+        };
+        WindowDecision {
+            admitted: false,
+            remaining: limit.limit.saturating_sub(used),
+            reset_ms: self.reset_ms(now),
+            retry_after_ms,
+        }
+    }
+}
+
+/// Events in time order as (millisecond, count), coalesced per millisecond.
+#[derive(Default)]
+struct EventLog {
+    events: VecDeque<(u64, u32)>,
+    total: u64,
+}
+
+impl EventLog {
+    fn record(&mut self, at: u64, count: u32) {
+        self.total += u64::from(count);
+        match self.events.back_mut() {
+            Some((last, n)) if *last == at => *n += count,
+            _ => self.events.push_back((at, count)),
+        }
+    }
+
+    /// Drops events at or before `cutoff`: they have left the window.
+    fn expire(&mut self, cutoff: u64) {
+        while let Some(&(at, count)) = self.events.front() {
+            if at > cutoff {
+                break;
+            }
+            self.total -= u64::from(count);
+            self.events.pop_front();
+        }
+    }
+
+    /// The time of the event whose expiry brings the freed count to at least `units`.
+    fn time_freeing(&self, units: u64) -> Option<u64> {
+        let mut freed = 0;
+        self.events.iter().find_map(|&(at, count)| {
+            freed += u64::from(count);
+            (freed >= units).then_some(at)
+        })
+    }
+}

@@ -1,0 +1,104 @@
+//! Per-tenant sliding windows: the exact log of what each tenant was admitted in the last
+//! window, and the one operation the decision path needs, [`WindowStore::decide`].
+//!
+//! Semantics every backend shares (checked by one conformance suite, `tests/window_store.rs`):
+//! - A request of cost `c` is admitted iff the units admitted in the last `window` plus `c`
+//!   stay within `limit`; admission is all or nothing, and atomic per tenant.
+//! - An admitted unit leaves the window exactly `window` after it was admitted (a log, not
+//!   fixed buckets), so capacity returns as old requests age out.
+//! - Denied requests are not added to the window (a flooding tenant recovers as its old
+//!   requests age out) but are counted, for usage.
+//! - Windows of idle tenants are dropped, so memory follows active tenants only.
+
+mod clock;
+mod memory;
+
+use std::time::Duration;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use memory::MemoryWindows;
+
+/// What a tenant may spend: `limit` units per rolling `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub limit: u32,
+    pub window: Duration,
+}
+
+impl Limit {
+    pub fn window_ms(&self) -> u64 {
+        u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The outcome of one decision, and where the tenant stands after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowDecision {
+    pub admitted: bool,
+    /// Units still available after this decision.
+    pub remaining: u32,
+    /// Milliseconds until the oldest admitted unit leaves the window (0 if the window is empty).
+    pub reset_ms: u64,
+    /// When denied: milliseconds until enough units leave the window to admit this request.
+    pub retry_after_ms: u64,
+}
+
+/// A tenant's window as the usage endpoint sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowUsage {
+    /// Units admitted in the current window.
+    pub used: u32,
+    /// Requests denied in the current window.
+    pub denied: u64,
+    pub reset_ms: u64,
+}
+
+/// Why a store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend is unreachable or timed out; worth retrying, and the filter applies its
+    /// failure mode meanwhile.
+    #[error("the window store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A backend holding the windows. Implementations must make `decide` atomic per tenant.
+pub trait WindowStore: Send + Sync {
+    fn decide(
+        &self,
+        tenant: &str,
+        limit: Limit,
+        cost: u32,
+    ) -> impl Future<Output = Result<WindowDecision, StoreError>> + Send;
+
+    fn usage(
+        &self,
+        tenant: &str,
+        limit: Limit,
+    ) -> impl Future<Output = Result<WindowUsage, StoreError>> + Send;
+}
+
+/// The store the control-plane runs with, chosen once at start.
+pub enum Windows {
+    /// The embedded default: exact, in this process, lost on restart.
+    Memory(MemoryWindows),
+}
+
+impl WindowStore for Windows {
+    async fn decide(
+        &self,
+        tenant: &str,
+        limit: Limit,
+        cost: u32,
+    ) -> Result<WindowDecision, StoreError> {
+        match self {
+            Windows::Memory(store) => store.decide(tenant, limit, cost).await,
+        }
+    }
+
+    async fn usage(&self, tenant: &str, limit: Limit) -> Result<WindowUsage, StoreError> {
+        match self {
+            Windows::Memory(store) => store.usage(tenant, limit).await,
+        }
+    }
+}

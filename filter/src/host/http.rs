@@ -1,0 +1,202 @@
+//! One HTTP stream: strip spoofable identity headers, find the key, make the one callout,
+//! and carry out the [`Action`] that [`outcome::on_answer`] chose.
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action as HostAction, MapType};
+use tollgate_protocol::{Answer, DECISION_PATH, DecisionRequest};
+
+use crate::api_key;
+use crate::config::Settings;
+use crate::outcome::{self, Action, CalloutFailure, Headers, IDENTITY_HEADERS, LocalReply};
+
+pub(super) struct RequestContext {
+    settings: Rc<Settings>,
+    /// Rate-limit headers for the response of an admitted request, set when the decision
+    /// arrives and written in the response phase.
+    response_headers: Headers,
+}
+
+impl RequestContext {
+    pub(super) fn new(settings: Rc<Settings>) -> Self {
+        Self {
+            settings,
+            response_headers: Vec::new(),
+        }
+    }
+
+    fn request_header(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    /// Sends the callout. `Err` carries the failure when Envoy refused to dispatch it (for
+    /// instance an unknown cluster), in which case no response callback will follow.
+    fn dispatch(&self, api_key: &str, route: &str, cost: u32) -> Result<(), CalloutFailure> {
+        let request = DecisionRequest {
+            api_key,
+            route,
+            cost,
+        };
+        let protocol_headers = request.headers();
+        let mut headers: Vec<(&str, &str)> = vec![
+            (":method", "POST"),
+            (":path", DECISION_PATH),
+            (":authority", &self.settings.authority),
+        ];
+        headers.extend(protocol_headers.iter().map(|(n, v)| (*n, v.as_str())));
+        hostcalls::dispatch_http_call(
+            &self.settings.cluster,
+            headers,
+            None,
+            Vec::new(),
+            self.settings.timeout,
+        )
+        .map(|_token| ())
+        .map_err(|status| CalloutFailure::Host(format!("{status:?}")))
+    }
+
+    /// Carries out an action. Returns whether the stream may continue now; `false` means a
+    /// local reply was sent (or the stream is stuck and Envoy's timeouts take over).
+    fn apply(&mut self, action: Action) -> bool {
+        match action {
+            Action::Resume { upstream, response } => {
+                for (name, value) in &upstream {
+                    if let Err(status) =
+                        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+                    {
+                        log::error!("tollgate: cannot set {name} upstream: {status:?}");
+                    }
+                }
+                self.response_headers = response;
+                true
+            }
+            Action::Reply(reply) => {
+                send(reply);
+                false
+            }
+        }
+    }
+
+    fn fail(&mut self, failure: CalloutFailure) -> bool {
+        log::warn!(
+            "tollgate: no decision ({failure}); failure mode {:?}",
+            self.settings.failure_mode
+        );
+        self.apply(outcome::on_answer(self.settings.failure_mode, Err(failure)))
+    }
+}
+
+fn send(reply: LocalReply) {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(n, v)| (*n, v.as_str()))
+        .collect();
+    if let Err(status) =
+        hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes()))
+    {
+        log::error!(
+            "tollgate: cannot send the {} reply: {status:?}",
+            reply.status
+        );
+    }
+}
+
+fn continue_if(resume: bool) -> HostAction {
+    if resume {
+        HostAction::Continue
+    } else {
+        HostAction::Pause
+    }
+}
+
+impl Context for RequestContext {
+    fn on_http_call_response(
+        &mut self,
+        _token_id: u32,
+        _num_headers: usize,
+        _body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let answer = match hostcalls::get_map(MapType::HttpCallResponseHeaders) {
+            Ok(headers) => {
+                let header = |name: &str| {
+                    headers
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| v.as_str())
+                };
+                let status = header(":status").and_then(|s| s.parse().ok());
+                Answer::parse(status, header).map_err(CalloutFailure::from_protocol)
+            }
+            Err(status) => Err(CalloutFailure::Host(format!("{status:?}"))),
+        };
+        let resume = match answer {
+            Ok(answer) => self.apply(outcome::on_answer(self.settings.failure_mode, Ok(answer))),
+            Err(failure) => self.fail(failure),
+        };
+        if resume && let Err(status) = hostcalls::resume_http_request() {
+            log::error!("tollgate: cannot resume the request: {status:?}");
+        }
+    }
+}
+
+impl HttpContext for RequestContext {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
+        for name in IDENTITY_HEADERS {
+            if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+                log::error!("tollgate: cannot remove {name}: {status:?}");
+                send(outcome::internal_error());
+                return HostAction::Pause;
+            }
+        }
+
+        let Some(path) = self.request_header(":path") else {
+            return HostAction::Continue;
+        };
+        let Some(route) = self.settings.routes.find(&path) else {
+            return HostAction::Continue;
+        };
+
+        let key_header = self.request_header(&self.settings.key_header);
+        let authorization = if self.settings.bearer {
+            self.request_header("authorization")
+        } else {
+            None
+        };
+        let api_key = match api_key::extract(key_header.as_deref(), authorization.as_deref()) {
+            Ok(key) => key,
+            Err(error) => {
+                send(outcome::on_key_error(error));
+                return HostAction::Pause;
+            }
+        };
+
+        match self.dispatch(api_key, &route.name, route.cost) {
+            Ok(()) => HostAction::Pause,
+            Err(failure) => {
+                let resume = self.fail(failure);
+                continue_if(resume)
+            }
+        }
+    }
+
+    fn on_http_response_headers(
+        &mut self,
+        _num_headers: usize,
+        _end_of_stream: bool,
+    ) -> HostAction {
+        for (name, value) in self.response_headers.drain(..) {
+            if let Err(status) =
+                hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&value))
+            {
+                log::error!("tollgate: cannot set {name} on the response: {status:?}");
+            }
+        }
+        HostAction::Continue
+    }
+}

@@ -1,0 +1,16 @@
+//! Tollgate's Envoy filter.
+//!
+//! Everything that decides lives in plain modules with no proxy-wasm import, tested natively and
+//! under Node (wasm32-unknown-unknown): configuration ([`config`]), key extraction
+//! ([`api_key`]), route matching ([`routes`]), and the mapping of a decision to an action
+//! ([`outcome`], [`ratelimit_headers`]). The `host` module is the only one that talks to Envoy;
+//! it moves bytes between the host and those modules and is built only for Envoy's wasm32-wasip1.
+
+pub mod api_key;
+pub mod config;
+pub mod outcome;
+pub mod ratelimit_headers;
+pub mod routes;
+
+#[cfg(all(target_arch = "wasm32", not(target_os = "unknown")))]
+mod host;

@@ -1,0 +1,345 @@
+//! What the filter does with a request, decided in one place.
+//!
+//! Every limited request ends in exactly one of three ways: it resumes upstream (with the
+//! tenant's identity and, later, rate-limit headers on the response), it is answered here with
+//! a local reply (401, 403, 429), or the decision failed and the configured [`FailureMode`]
+//! applies. [`on_answer`] is the only place that maps a callout's result to one of them; the
+//! host glue only carries the result out.
+
+use serde_json::json;
+use tollgate_protocol::{Answer, ProtocolError, Quota};
+
+use crate::api_key::KeyError;
+use crate::config::FailureMode;
+use crate::ratelimit_headers::{RETRY_AFTER, ceil_seconds, quota_headers};
+
+/// The tenant's id, set by the filter on requests it admits.
+pub const TENANT_ID: &str = "x-tenant-id";
+/// The tenant's tier, set by the filter on requests it admits.
+pub const TIER: &str = "x-tollgate-tier";
+/// Set instead of the identity when the failure mode let a request through unchecked; the
+/// value says why.
+pub const UNCHECKED: &str = "x-tollgate-unchecked";
+/// Headers only the filter may set. Removed from every client request first, so a tenant can
+/// never claim another identity towards the backend.
+pub const IDENTITY_HEADERS: [&str; 3] = [TENANT_ID, TIER, UNCHECKED];
+
+pub type Headers = Vec<(&'static str, String)>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Continue upstream, setting `upstream` on the request and adding `response` to the
+    /// response.
+    Resume {
+        upstream: Headers,
+        response: Headers,
+    },
+    /// Answer the client from Envoy.
+    Reply(LocalReply),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u32,
+    pub headers: Headers,
+    pub body: String,
+}
+
+/// Why no decision could be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CalloutFailure {
+    /// Envoy refused to dispatch the callout (e.g. an unknown cluster) or to hand over its
+    /// answer.
+    #[error("the host failed the callout: {0}")]
+    Host(String),
+    #[error("the control-plane did not answer in time")]
+    Timeout,
+    #[error("the control-plane could not decide (status {0})")]
+    Unavailable(u16),
+    #[error("the control-plane's answer is unreadable: {0}")]
+    Garbled(ProtocolError),
+}
+
+impl CalloutFailure {
+    /// Classifies a response that is not a valid answer. Envoy synthesises 504 for a callout
+    /// timeout and 503 when the cluster is unreachable.
+    pub fn from_protocol(error: ProtocolError) -> Self {
+        match error {
+            ProtocolError::UnexpectedStatus(504) => CalloutFailure::Timeout,
+            ProtocolError::UnexpectedStatus(status) if status >= 500 => {
+                CalloutFailure::Unavailable(status)
+            }
+            other => CalloutFailure::Garbled(other),
+        }
+    }
+
+    /// The value of [`UNCHECKED`] in fail-open mode.
+    fn reason(&self) -> &'static str {
+        match self {
+            CalloutFailure::Host(_) => "host_error",
+            CalloutFailure::Timeout => "timeout",
+            CalloutFailure::Unavailable(_) => "unavailable",
+            CalloutFailure::Garbled(_) => "invalid_answer",
+        }
+    }
+}
+
+/// The one function that turns a decision (or its failure) into an action.
+pub fn on_answer(failure_mode: FailureMode, answer: Result<Answer, CalloutFailure>) -> Action {
+    match answer {
+        Ok(Answer::Allow { tenant, quota }) => Action::Resume {
+            upstream: vec![(TENANT_ID, tenant), (TIER, quota.policy.clone())],
+            response: quota_headers(&quota),
+        },
+        Ok(Answer::Deny {
+            quota,
+            retry_after_ms,
+            ..
+        }) => Action::Reply(rate_limited(&quota, retry_after_ms)),
+        Ok(Answer::UnknownKey) => Action::Reply(unauthorized(
+            "invalid_api_key",
+            "The API key is not valid.",
+            Some("invalid_token"),
+        )),
+        Ok(Answer::Suspended { .. }) => Action::Reply(problem(
+            403,
+            "tenant_suspended",
+            "The tenant of this API key is suspended.",
+            Vec::new(),
+            None,
+        )),
+        Err(failure) => match failure_mode {
+            FailureMode::Open => Action::Resume {
+                upstream: vec![(UNCHECKED, failure.reason().to_owned())],
+                response: Vec::new(),
+            },
+            FailureMode::Closed => Action::Reply(problem(
+                503,
+                "rate_limiter_unavailable",
+                "The rate limiter could not decide on this request; retry shortly.",
+                vec![(RETRY_AFTER, "1".to_owned())],
+                None,
+            )),
+        },
+    }
+}
+
+/// The reply for a request without a usable API key; no callout is made for it.
+pub fn on_key_error(error: KeyError) -> LocalReply {
+    let oauth_error = match error {
+        KeyError::Missing => None,
+        _ => Some("invalid_request"),
+    };
+    unauthorized(error.code(), &error.to_string(), oauth_error)
+}
+
+/// The reply when the filter cannot make its own request safe to forward.
+pub fn internal_error() -> LocalReply {
+    problem(
+        500,
+        "internal_error",
+        "The gateway could not process this request.",
+        Vec::new(),
+        None,
+    )
+}
+
+fn rate_limited(quota: &Quota, retry_after_ms: u64) -> LocalReply {
+    let retry_after = ceil_seconds(retry_after_ms);
+    let mut headers = quota_headers(quota);
+    headers.push((RETRY_AFTER, retry_after.to_string()));
+    let detail = format!(
+        "The {} quota of {} per {} s is used up; retry in {} s.",
+        quota.policy, quota.limit, quota.window_seconds, retry_after
+    );
+    problem(
+        429,
+        "rate_limited",
+        &detail,
+        headers,
+        Some(json!({ "retry_after": retry_after, "limit": quota.limit, "policy": quota.policy })),
+    )
+}
+
+fn unauthorized(code: &str, detail: &str, oauth_error: Option<&str>) -> LocalReply {
+    let challenge = match oauth_error {
+        Some(error) => format!("Bearer realm=\"tollgate\", error=\"{error}\""),
+        None => "Bearer realm=\"tollgate\"".to_owned(),
+    };
+    problem(
+        401,
+        code,
+        detail,
+        vec![("www-authenticate", challenge)],
+        None,
+    )
+}
+
+/// An RFC 9457 problem document; `code` is our stable machine-readable member.
+fn problem(
+    status: u32,
+    code: &str,
+    detail: &str,
+    mut headers: Headers,
+    extra: Option<serde_json::Value>,
+) -> LocalReply {
+    let mut body = json!({
+        "type": "about:blank",
+        "title": title(status),
+        "status": status,
+        "code": code,
+        "detail": detail,
+    });
+    if let (Some(body), Some(serde_json::Value::Object(extra))) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    headers.push(("content-type", "application/problem+json".to_owned()));
+    headers.push(("cache-control", "no-store".to_owned()));
+    LocalReply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+fn title(status: u32) -> &'static str {
+    match status {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        _ => "Service Unavailable",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(remaining: u32) -> Quota {
+        Quota {
+            policy: "standard".into(),
+            limit: 60,
+            window_seconds: 60,
+            remaining,
+            reset_ms: 16_400,
+        }
+    }
+
+    fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn reply(action: Action) -> LocalReply {
+        match action {
+            Action::Reply(reply) => reply,
+            resume => panic!("expected a local reply, got {resume:?}"),
+        }
+    }
+
+    fn body(reply: &LocalReply) -> serde_json::Value {
+        serde_json::from_str(&reply.body).unwrap()
+    }
+
+    #[test]
+    fn an_allow_resumes_with_identity_upstream_and_quota_on_the_response() {
+        let action = on_answer(
+            FailureMode::Closed,
+            Ok(Answer::Allow {
+                tenant: "tn_1".into(),
+                quota: quota(59),
+            }),
+        );
+        let Action::Resume { upstream, response } = action else {
+            panic!("expected resume, got {action:?}");
+        };
+        assert_eq!(header(&upstream, TENANT_ID), Some("tn_1"));
+        assert_eq!(header(&upstream, TIER), Some("standard"));
+        assert_eq!(header(&response, "x-ratelimit-remaining"), Some("59"));
+        assert_eq!(
+            header(&response, "ratelimit"),
+            Some("\"standard\";r=59;t=17")
+        );
+    }
+
+    #[test]
+    fn a_deny_is_a_429_problem_with_a_retry_after_rounded_up() {
+        let reply = reply(on_answer(
+            FailureMode::Open,
+            Ok(Answer::Deny {
+                tenant: "tn_1".into(),
+                quota: quota(0),
+                retry_after_ms: 16_400,
+            }),
+        ));
+        assert_eq!(reply.status, 429);
+        assert_eq!(header(&reply.headers, "retry-after"), Some("17"));
+        assert_eq!(header(&reply.headers, "x-ratelimit-limit"), Some("60"));
+        assert_eq!(
+            header(&reply.headers, "ratelimit-policy"),
+            Some("\"standard\";q=60;w=60")
+        );
+        assert_eq!(
+            header(&reply.headers, "content-type"),
+            Some("application/problem+json")
+        );
+        let body = body(&reply);
+        assert_eq!(body["status"], 429);
+        assert_eq!(body["code"], "rate_limited");
+        assert_eq!(body["retry_after"], 17);
+    }
+
+    #[test]
+    fn unknown_keys_and_suspended_tenants_are_refused() {
+        let unknown = reply(on_answer(FailureMode::Open, Ok(Answer::UnknownKey)));
+        assert_eq!(unknown.status, 401);
+        assert_eq!(body(&unknown)["code"], "invalid_api_key");
+        assert!(header(&unknown.headers, "www-authenticate").is_some());
+
+        let suspended = reply(on_answer(
+            FailureMode::Open,
+            Ok(Answer::Suspended {
+                tenant: "tn_1".into(),
+            }),
+        ));
+        assert_eq!(suspended.status, 403);
+        assert_eq!(body(&suspended)["code"], "tenant_suspended");
+    }
+
+    #[test]
+    fn failures_follow_the_failure_mode() {
+        let failures = [
+            CalloutFailure::Host("BadArgument".into()),
+            CalloutFailure::from_protocol(ProtocolError::UnexpectedStatus(504)),
+            CalloutFailure::from_protocol(ProtocolError::UnexpectedStatus(503)),
+            CalloutFailure::from_protocol(ProtocolError::MissingStatus),
+        ];
+        for failure in failures {
+            let closed = reply(on_answer(FailureMode::Closed, Err(failure.clone())));
+            assert_eq!(closed.status, 503, "{failure:?}");
+            assert_eq!(body(&closed)["code"], "rate_limiter_unavailable");
+
+            let open = on_answer(FailureMode::Open, Err(failure.clone()));
+            let Action::Resume { upstream, .. } = open else {
+                panic!("fail-open must resume on {failure:?}");
+            };
+            assert_eq!(header(&upstream, UNCHECKED), Some(failure.reason()));
+            assert_eq!(header(&upstream, TENANT_ID), None);
+        }
+    }
+
+    #[test]
+    fn key_errors_are_401s_that_never_echo_the_key() {
+        let reply = on_key_error(KeyError::InvalidCharacters);
+        assert_eq!(reply.status, 401);
+        assert_eq!(body(&reply)["code"], "malformed_api_key");
+        let missing = on_key_error(KeyError::Missing);
+        assert_eq!(
+            header(&missing.headers, "www-authenticate"),
+            Some("Bearer realm=\"tollgate\"")
+        );
+    }
+}

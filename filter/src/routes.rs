@@ -1,0 +1,96 @@
+//! Which request paths are limited, and what each costs.
+//!
+//! A prefix matches on whole path segments: `/api/v1/ingest` limits `/api/v1/ingest`,
+//! `/api/v1/ingest/batch` and `/api/v1/ingest?x=1`, but not `/api/v1/ingestion`. Paths reach
+//! the filter after Envoy's normalisation (`normalize_path`, `merge_slashes`, see
+//! `envoy/envoy.yaml`), so `//api/v1/./ingest` cannot slip past. The longest matching prefix
+//! wins, so a specific route can cost more than its parent.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitedRoute {
+    pub prefix: String,
+    /// Sent to the control-plane, which may price the route per tier.
+    pub name: String,
+    /// Units of quota one request spends, unless the tier table says otherwise.
+    pub cost: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTable {
+    /// Longest prefix first, so the first match is the most specific.
+    routes: Vec<LimitedRoute>,
+}
+
+impl RouteTable {
+    pub fn new(mut routes: Vec<LimitedRoute>) -> Self {
+        routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+        Self { routes }
+    }
+
+    /// The limited route for a request's `:path`, if any.
+    pub fn find(&self, path: &str) -> Option<&LimitedRoute> {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        self.routes.iter().find(|route| {
+            let prefix = route.prefix.trim_end_matches('/');
+            match path.strip_prefix(prefix) {
+                Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.is_empty(),
+                None => false,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        let route = |prefix: &str, name: &str, cost| LimitedRoute {
+            prefix: prefix.into(),
+            name: name.into(),
+            cost,
+        };
+        RouteTable::new(vec![
+            route("/api/v1/ingest", "ingest", 1),
+            route("/api/v1/predict", "predict", 5),
+            route("/api/v1/predict/batch/", "predict-batch", 20),
+        ])
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments_only() {
+        let table = table();
+        let name = |path| table.find(path).map(|r| r.name.as_str());
+        assert_eq!(name("/api/v1/ingest"), Some("ingest"));
+        assert_eq!(name("/api/v1/ingest/"), Some("ingest"));
+        assert_eq!(name("/api/v1/ingest/events"), Some("ingest"));
+        assert_eq!(name("/api/v1/ingest?async=1"), Some("ingest"));
+        assert_eq!(name("/api/v1/ingestion"), None);
+        assert_eq!(name("/api/v1/other"), None);
+        assert_eq!(name("/healthz"), None);
+    }
+
+    #[test]
+    fn the_longest_prefix_wins() {
+        let table = table();
+        assert_eq!(
+            table.find("/api/v1/predict/batch").map(|r| r.cost),
+            Some(20)
+        );
+        assert_eq!(
+            table.find("/api/v1/predict/batch/7").map(|r| r.cost),
+            Some(20)
+        );
+        assert_eq!(table.find("/api/v1/predict/one").map(|r| r.cost), Some(5));
+    }
+
+    #[test]
+    fn a_root_prefix_limits_everything() {
+        let table = RouteTable::new(vec![LimitedRoute {
+            prefix: "/".into(),
+            name: "all".into(),
+            cost: 1,
+        }]);
+        assert!(table.find("/anything/at/all").is_some());
+    }
+}

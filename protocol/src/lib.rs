@@ -1,0 +1,324 @@
+//! The decision protocol between the filter (wasm32, inside Envoy) and the control-plane.
+//!
+//! One definition, compiled by both sides, so header names, status meanings and the protocol
+//! version cannot drift. The hot path is headers only: the filter sends a [`DecisionRequest`]
+//! as request headers on `POST` [`DECISION_PATH`], the control-plane answers with a status code
+//! and headers that encode an [`Answer`]. No bodies, no JSON. The version lives in the path so
+//! the two sides can be upgraded independently: a new protocol gets a new path, and the old one
+//! is served until every filter has moved. See `docs/protocol.md` for the prose version.
+//!
+//! This crate has no dependency on proxy-wasm, tokio or serde: it must build for wasm32 and
+//! stay cheap to link into the filter.
+
+/// The versioned path of the decision endpoint on the control-plane's internal listener.
+pub const DECISION_PATH: &str = "/v1/decision";
+
+/// Header names of the protocol. Lowercase, as HTTP/2 and Envoy require.
+pub mod header {
+    /// Request: the tenant's API key, exactly as the client presented it.
+    pub const API_KEY: &str = "x-tollgate-api-key";
+    /// Request: the name of the limited route, from the filter's configuration.
+    pub const ROUTE: &str = "x-tollgate-route";
+    /// Request: how many units of quota the request costs (the route's default cost).
+    pub const COST: &str = "x-tollgate-cost";
+
+    /// Answer: the tenant the key belongs to.
+    pub const TENANT: &str = "x-tollgate-tenant";
+    /// Answer: the tenant's tier, which names the rate-limit policy.
+    pub const TIER: &str = "x-tollgate-tier";
+    /// Answer: the quota of the window, in units.
+    pub const LIMIT: &str = "x-tollgate-limit";
+    /// Answer: the window length in whole seconds.
+    pub const WINDOW_SECONDS: &str = "x-tollgate-window-seconds";
+    /// Answer: units still available in the window after this decision.
+    pub const REMAINING: &str = "x-tollgate-remaining";
+    /// Answer: milliseconds until the oldest admitted unit leaves the window.
+    pub const RESET_MS: &str = "x-tollgate-reset-ms";
+    /// Answer (deny only): milliseconds until enough units free to admit this request.
+    pub const RETRY_AFTER_MS: &str = "x-tollgate-retry-after-ms";
+}
+
+/// Status codes of the answer. Anything else (and 400, 503) means the decision failed and the
+/// filter applies its failure mode.
+pub mod status {
+    pub const ALLOW: u16 = 200;
+    pub const DENY: u16 = 429;
+    pub const UNKNOWN_KEY: u16 = 401;
+    pub const SUSPENDED: u16 = 403;
+    /// The callout itself was malformed (a filter/control-plane mismatch).
+    pub const BAD_REQUEST: u16 = 400;
+    /// The control-plane could not decide (its store is down or slow).
+    pub const UNAVAILABLE: u16 = 503;
+}
+
+/// Longest API key either side accepts, in bytes.
+pub const MAX_API_KEY_LEN: usize = 256;
+
+/// What the filter asks: may this key spend `cost` units on `route` now?
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRequest<'a> {
+    pub api_key: &'a str,
+    pub route: &'a str,
+    pub cost: u32,
+}
+
+impl<'a> DecisionRequest<'a> {
+    /// The request headers, in addition to the pseudo-headers the caller adds.
+    pub fn headers(&self) -> [(&'static str, String); 3] {
+        [
+            (header::API_KEY, self.api_key.to_owned()),
+            (header::ROUTE, self.route.to_owned()),
+            (header::COST, self.cost.to_string()),
+        ]
+    }
+
+    /// Reads a request from its headers; `header` looks one up by lowercase name.
+    pub fn parse(header: impl Fn(&'static str) -> Option<&'a str>) -> Result<Self, ProtocolError> {
+        let api_key = require(&header, header::API_KEY)?;
+        let route = require(&header, header::ROUTE)?;
+        let cost: u32 = number(&header, header::COST)?;
+        if cost == 0 {
+            return Err(ProtocolError::InvalidHeader(header::COST));
+        }
+        Ok(Self {
+            api_key,
+            route,
+            cost,
+        })
+    }
+}
+
+/// Where a tenant stands in its window after a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quota {
+    /// The policy name (the tier), used in `RateLimit-Policy`.
+    pub policy: String,
+    pub limit: u32,
+    pub window_seconds: u32,
+    pub remaining: u32,
+    pub reset_ms: u64,
+}
+
+/// The control-plane's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Allow {
+        tenant: String,
+        quota: Quota,
+    },
+    Deny {
+        tenant: String,
+        quota: Quota,
+        retry_after_ms: u64,
+    },
+    UnknownKey,
+    Suspended {
+        tenant: String,
+    },
+}
+
+impl Answer {
+    pub fn status(&self) -> u16 {
+        match self {
+            Answer::Allow { .. } => status::ALLOW,
+            Answer::Deny { .. } => status::DENY,
+            Answer::UnknownKey => status::UNKNOWN_KEY,
+            Answer::Suspended { .. } => status::SUSPENDED,
+        }
+    }
+
+    /// The answer's headers.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::with_capacity(8);
+        match self {
+            Answer::Allow { tenant, quota } => {
+                headers.push((header::TENANT, tenant.clone()));
+                push_quota(&mut headers, quota);
+            }
+            Answer::Deny {
+                tenant,
+                quota,
+                retry_after_ms,
+            } => {
+                headers.push((header::TENANT, tenant.clone()));
+                push_quota(&mut headers, quota);
+                headers.push((header::RETRY_AFTER_MS, retry_after_ms.to_string()));
+            }
+            Answer::UnknownKey => {}
+            Answer::Suspended { tenant } => headers.push((header::TENANT, tenant.clone())),
+        }
+        headers
+    }
+
+    /// Reads an answer from the status and headers of the control-plane's response.
+    /// `status` is `None` when the response had no (numeric) `:status`.
+    pub fn parse<'h>(
+        status: Option<u16>,
+        header: impl Fn(&'static str) -> Option<&'h str>,
+    ) -> Result<Self, ProtocolError> {
+        match status {
+            Some(status::ALLOW) => Ok(Answer::Allow {
+                tenant: require(&header, header::TENANT)?.to_owned(),
+                quota: parse_quota(&header)?,
+            }),
+            Some(status::DENY) => Ok(Answer::Deny {
+                tenant: require(&header, header::TENANT)?.to_owned(),
+                quota: parse_quota(&header)?,
+                retry_after_ms: number(&header, header::RETRY_AFTER_MS)?,
+            }),
+            Some(status::UNKNOWN_KEY) => Ok(Answer::UnknownKey),
+            Some(status::SUSPENDED) => Ok(Answer::Suspended {
+                tenant: require(&header, header::TENANT)?.to_owned(),
+            }),
+            Some(other) => Err(ProtocolError::UnexpectedStatus(other)),
+            None => Err(ProtocolError::MissingStatus),
+        }
+    }
+}
+
+fn push_quota(headers: &mut Vec<(&'static str, String)>, quota: &Quota) {
+    headers.push((header::TIER, quota.policy.clone()));
+    headers.push((header::LIMIT, quota.limit.to_string()));
+    headers.push((header::WINDOW_SECONDS, quota.window_seconds.to_string()));
+    headers.push((header::REMAINING, quota.remaining.to_string()));
+    headers.push((header::RESET_MS, quota.reset_ms.to_string()));
+}
+
+fn parse_quota<'h>(
+    header: &impl Fn(&'static str) -> Option<&'h str>,
+) -> Result<Quota, ProtocolError> {
+    Ok(Quota {
+        policy: require(header, header::TIER)?.to_owned(),
+        limit: number(header, header::LIMIT)?,
+        window_seconds: number(header, header::WINDOW_SECONDS)?,
+        remaining: number(header, header::REMAINING)?,
+        reset_ms: number(header, header::RESET_MS)?,
+    })
+}
+
+fn require<'h>(
+    header: &impl Fn(&'static str) -> Option<&'h str>,
+    name: &'static str,
+) -> Result<&'h str, ProtocolError> {
+    match header(name) {
+        Some(value) if !value.is_empty() => Ok(value),
+        Some(_) => Err(ProtocolError::InvalidHeader(name)),
+        None => Err(ProtocolError::MissingHeader(name)),
+    }
+}
+
+fn number<'h, N: std::str::FromStr>(
+    header: &impl Fn(&'static str) -> Option<&'h str>,
+    name: &'static str,
+) -> Result<N, ProtocolError> {
+    require(header, name)?
+        .parse()
+        .map_err(|_| ProtocolError::InvalidHeader(name))
+}
+
+/// Why a request or answer could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("the response has no status")]
+    MissingStatus,
+    #[error("unexpected status {0}")]
+    UnexpectedStatus(u16),
+    #[error("header {0} is missing")]
+    MissingHeader(&'static str),
+    #[error("header {0} is invalid")]
+    InvalidHeader(&'static str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn quota() -> Quota {
+        Quota {
+            policy: "standard".into(),
+            limit: 60,
+            window_seconds: 60,
+            remaining: 0,
+            reset_ms: 16_250,
+        }
+    }
+
+    fn round_trip(answer: &Answer) -> Result<Answer, ProtocolError> {
+        let headers: HashMap<&str, String> = answer.headers().into_iter().collect();
+        Answer::parse(Some(answer.status()), |name| {
+            headers.get(name).map(String::as_str)
+        })
+    }
+
+    #[test]
+    fn every_answer_survives_encoding_and_parsing() {
+        let answers = [
+            Answer::Allow {
+                tenant: "tn_1".into(),
+                quota: quota(),
+            },
+            Answer::Deny {
+                tenant: "tn_1".into(),
+                quota: quota(),
+                retry_after_ms: 16_250,
+            },
+            Answer::UnknownKey,
+            Answer::Suspended {
+                tenant: "tn_2".into(),
+            },
+        ];
+        for answer in answers {
+            assert_eq!(round_trip(&answer), Ok(answer.clone()), "{answer:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_survives_encoding_and_parsing() {
+        let request = DecisionRequest {
+            api_key: "tg_abc",
+            route: "predict",
+            cost: 5,
+        };
+        let headers: HashMap<&str, String> = request.headers().into_iter().collect();
+        let parsed = DecisionRequest::parse(|name| headers.get(name).map(String::as_str));
+        assert_eq!(parsed, Ok(request));
+    }
+
+    #[test]
+    fn a_request_with_zero_or_garbled_cost_is_rejected() {
+        for cost in ["0", "-1", "five", ""] {
+            let parsed = DecisionRequest::parse(|name| match name {
+                header::COST => Some(cost),
+                _ => Some("x"),
+            });
+            assert_eq!(
+                parsed,
+                Err(ProtocolError::InvalidHeader(header::COST)),
+                "cost {cost:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_allow_without_quota_headers_is_an_error_not_a_default() {
+        let parsed = Answer::parse(Some(200), |name| (name == header::TENANT).then_some("tn_1"));
+        assert_eq!(parsed, Err(ProtocolError::MissingHeader(header::TIER)));
+    }
+
+    #[test]
+    fn failure_statuses_and_a_missing_status_are_errors() {
+        assert_eq!(
+            Answer::parse(Some(503), |_| None),
+            Err(ProtocolError::UnexpectedStatus(503))
+        );
+        assert_eq!(
+            Answer::parse(Some(504), |_| None),
+            Err(ProtocolError::UnexpectedStatus(504))
+        );
+        assert_eq!(
+            Answer::parse(None, |_| None),
+            Err(ProtocolError::MissingStatus)
+        );
+    }
+}
