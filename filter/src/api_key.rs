@@ -36,45 +36,57 @@ impl KeyError {
 }
 
 /// Picks the key from the configured header, else from a bearer `Authorization` header.
-/// `authorization` is `None` when bearer keys are disabled or the header is absent.
+/// `authorization` is `None` when bearer keys are disabled or the header is absent. Header
+/// values arrive as raw bytes: Envoy passes on bytes that are not UTF-8, and those are simply
+/// an invalid key.
 pub fn extract<'a>(
-    key_header: Option<&'a str>,
-    authorization: Option<&'a str>,
+    key_header: Option<&'a [u8]>,
+    authorization: Option<&'a [u8]>,
 ) -> Result<&'a str, KeyError> {
     let key = match (key_header, authorization) {
         (Some(key), _) => key,
         (None, Some(authorization)) => bearer_token(authorization)?,
         (None, None) => return Err(KeyError::Missing),
     };
-    validate(key.trim_matches([' ', '\t']))
+    validate(key.trim_ascii())
 }
 
-fn bearer_token(authorization: &str) -> Result<&str, KeyError> {
-    let (scheme, token) = authorization
-        .trim_start()
-        .split_once(' ')
+fn bearer_token(authorization: &[u8]) -> Result<&[u8], KeyError> {
+    let authorization = authorization.trim_ascii_start();
+    let space = authorization
+        .iter()
+        .position(|b| *b == b' ')
         .ok_or(KeyError::MalformedAuthorization)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let (scheme, token) = authorization.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(KeyError::MalformedAuthorization);
     }
     Ok(token)
 }
 
-fn validate(key: &str) -> Result<&str, KeyError> {
+fn validate(key: &[u8]) -> Result<&str, KeyError> {
     if key.is_empty() {
         Err(KeyError::Empty)
     } else if key.len() > MAX_API_KEY_LEN {
         Err(KeyError::TooLong)
-    } else if !key.bytes().all(|b| b.is_ascii_graphic()) {
+    } else if !key.iter().all(u8::is_ascii_graphic) {
         Err(KeyError::InvalidCharacters)
     } else {
-        Ok(key)
+        // Visible ASCII is UTF-8.
+        std::str::from_utf8(key).map_err(|_| KeyError::InvalidCharacters)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn extract<'a>(
+        key: Option<&'a str>,
+        authorization: Option<&'a str>,
+    ) -> Result<&'a str, KeyError> {
+        super::extract(key.map(str::as_bytes), authorization.map(str::as_bytes))
+    }
 
     #[test]
     fn the_key_header_is_read_and_wins_over_authorization() {
@@ -118,5 +130,9 @@ mod tests {
             Err(KeyError::MalformedAuthorization)
         );
         assert_eq!(extract(None, Some("Bearer ")), Err(KeyError::Empty));
+        assert_eq!(
+            super::extract(Some(b"tg_caf\xe9"), None),
+            Err(KeyError::InvalidCharacters)
+        );
     }
 }

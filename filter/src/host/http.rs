@@ -27,8 +27,10 @@ impl RequestContext {
         }
     }
 
-    fn request_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+    /// A request header's raw value. The SDK's `get_map_value` panics on bytes that are not
+    /// UTF-8, which a client can send; the bytes variant cannot.
+    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
             .ok()
             .flatten()
     }
@@ -122,13 +124,13 @@ impl Context for RequestContext {
         _body_size: usize,
         _num_trailers: usize,
     ) {
-        let answer = match hostcalls::get_map(MapType::HttpCallResponseHeaders) {
+        let answer = match hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders) {
             Ok(headers) => {
                 let header = |name: &str| {
                     headers
                         .iter()
                         .find(|(n, _)| n == name)
-                        .map(|(_, v)| v.as_str())
+                        .and_then(|(_, v)| std::str::from_utf8(v).ok())
                 };
                 let status = header(":status").and_then(|s| s.parse().ok());
                 Answer::parse(status, header).map_err(CalloutFailure::from_protocol)
@@ -158,7 +160,8 @@ impl HttpContext for RequestContext {
         let Some(path) = self.request_header(":path") else {
             return HostAction::Continue;
         };
-        let Some(route) = self.settings.routes.find(&path) else {
+        // Lossy, so a stray invalid byte after a limited prefix cannot skip the limit.
+        let Some(route) = self.settings.routes.find(&String::from_utf8_lossy(&path)) else {
             return HostAction::Continue;
         };
 

@@ -1,0 +1,46 @@
+//! Test harness: starts real processes (Envoy, the control-plane, the demo upstream) on free
+//! loopback ports, and stops them by PID when the [`Stack`] is dropped, also when a test
+//! fails. Envoy runs from `envoy/envoy.yaml` with only ports, the wasm path and the filter's
+//! configuration changed, so the tests exercise the configuration users run.
+//!
+//! The binaries must be built first (`make test` does): the workspace's debug binaries, the
+//! release wasm filter, and Envoy in `.venv` (or `ENVOY_BIN`).
+
+mod process;
+pub mod stack;
+
+pub use process::{Process, free_port};
+pub use stack::{Stack, StackOptions, Tenant};
+
+use std::path::PathBuf;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// `target/debug` (or whichever profile built the running test).
+pub fn binaries_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test binary>
+    exe.ancestors()
+        .nth(2)
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+pub fn envoy_bin() -> PathBuf {
+    std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".venv/bin/envoy"))
+}
+
+pub fn filter_wasm() -> PathBuf {
+    binaries_dir()
+        .parent()
+        .map(|target| target.join("wasm32-wasip1/release/tollgate_filter.wasm"))
+        .unwrap_or_default()
+}

@@ -1,0 +1,4 @@
+//! End-to-end tests: one binary, a module per capability. Each test starts its own stack on
+//! free ports, so they run in parallel.
+
+mod request_path;

@@ -1,0 +1,437 @@
+//! The request path: filter in real Envoy (2 workers) → control-plane → exact sliding window
+//! → 429 at the edge.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+use tollgate_e2e::stack::{
+    filter_config, set_filter_config, shipped_envoy_config, validate_envoy_config,
+};
+use tollgate_e2e::{Stack, StackOptions};
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("response has no {name} header"))
+}
+
+/// Sends `count` requests, `parallel` at a time; returns the status of each.
+async fn burst(
+    stack: &Stack,
+    path: &str,
+    key: &str,
+    count: usize,
+    parallel: usize,
+) -> Vec<StatusCode> {
+    let mut statuses = Vec::with_capacity(count);
+    let mut in_flight = JoinSet::new();
+    for _ in 0..count {
+        if in_flight.len() == parallel {
+            statuses.push(in_flight.join_next().await.unwrap().unwrap());
+        }
+        let request = stack.client().get(stack.url(path)).header("x-api-key", key);
+        in_flight.spawn(async move { request.send().await.expect("request").status() });
+    }
+    while let Some(status) = in_flight.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    statuses
+}
+
+fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+#[tokio::test]
+async fn a_standard_tenant_gets_60_requests_a_minute_and_the_61st_is_refused_at_the_edge() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let tenant = stack.create_tenant("standard").await;
+
+    let first = Instant::now();
+    let response = stack.call("/api/v1/ingest", &tenant.key).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-ratelimit-limit"), "60");
+    assert_eq!(header(&response, "x-ratelimit-remaining"), "59");
+    assert_eq!(
+        header(&response, "ratelimit-policy"),
+        "\"standard\";q=60;w=60"
+    );
+    assert_eq!(header(&response, "ratelimit"), "\"standard\";r=59;t=60");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["tenant_id"],
+        tenant.id.as_str(),
+        "the upstream learns the tenant"
+    );
+    assert_eq!(body["tier"], "standard");
+
+    let statuses = burst(&stack, "/api/v1/ingest", &tenant.key, 59, 8).await;
+    assert_eq!(count(&statuses, StatusCode::OK), 59, "{statuses:?}");
+
+    let callouts_before = stack.decision_requests().await;
+    let refused = stack.call("/api/v1/ingest", &tenant.key).await;
+    let true_wait = Duration::from_secs(60).saturating_sub(first.elapsed());
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = header(&refused, "retry-after").parse().unwrap();
+    assert!(
+        retry_after >= true_wait.as_secs() && retry_after <= 60,
+        "Retry-After {retry_after} s must not be earlier than the {true_wait:?} until a slot frees"
+    );
+    assert_eq!(header(&refused, "x-ratelimit-limit"), "60");
+    assert_eq!(header(&refused, "x-ratelimit-remaining"), "0");
+    assert_eq!(
+        header(&refused, "x-ratelimit-reset"),
+        retry_after.to_string()
+    );
+    assert_eq!(
+        header(&refused, "ratelimit-policy"),
+        "\"standard\";q=60;w=60"
+    );
+    assert_eq!(
+        header(&refused, "ratelimit"),
+        format!("\"standard\";r=0;t={retry_after}")
+    );
+    assert_eq!(header(&refused, "content-type"), "application/problem+json");
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["status"], 429);
+    assert_eq!(problem["code"], "rate_limited");
+    assert_eq!(problem["retry_after"], retry_after);
+    assert_eq!(stack.decision_requests().await, callouts_before + 1);
+}
+
+#[tokio::test]
+async fn a_pro_tenant_gets_1000_requests_a_minute() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let tenant = stack.create_tenant("pro").await;
+    let statuses = burst(&stack, "/api/v1/ingest", &tenant.key, 1000, 16).await;
+    assert_eq!(count(&statuses, StatusCode::OK), 1000);
+    let refused = stack.call("/api/v1/ingest", &tenant.key).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(header(&refused, "ratelimit-policy"), "\"pro\";q=1000;w=60");
+}
+
+#[tokio::test]
+async fn the_window_slides_as_old_requests_age_out_not_at_a_fixed_boundary() {
+    let tiers = r#"
+        default_tier = "sliding"
+        [tiers.sliding]
+        limit = 5
+        window_seconds = 2
+    "#;
+    let stack = Stack::start(StackOptions::default().tiers(tiers)).await;
+    let tenant = stack.create_tenant("sliding").await;
+    let ok = |statuses: Vec<StatusCode>| count(&statuses, StatusCode::OK);
+
+    let t0 = Instant::now();
+    assert_eq!(
+        ok(burst(&stack, "/api/v1/ingest", &tenant.key, 3, 3).await),
+        3
+    );
+    tokio::time::sleep_until((t0 + Duration::from_millis(1000)).into()).await;
+    let t1 = Instant::now();
+    assert_eq!(
+        ok(burst(&stack, "/api/v1/ingest", &tenant.key, 2, 2).await),
+        2
+    );
+    let full = stack.call("/api/v1/ingest", &tenant.key).await;
+    assert_eq!(full.status(), 429, "5 of 5 used");
+    assert_eq!(
+        header(&full, "retry-after"),
+        "1",
+        "the first three leave at t0 + 2 s"
+    );
+
+    // Just after t0 + 2 s the first three have aged out, the two from t1 have not: exactly
+    // three slots, where a fixed 2 s window would have freed all five.
+    tokio::time::sleep_until((t0 + Duration::from_millis(2150)).into()).await;
+    let statuses = burst(&stack, "/api/v1/ingest", &tenant.key, 5, 1).await;
+    assert_eq!(ok(statuses.clone()), 3, "{statuses:?}");
+
+    tokio::time::sleep_until((t1 + Duration::from_millis(2150)).into()).await;
+    let statuses = burst(&stack, "/api/v1/ingest", &tenant.key, 5, 1).await;
+    assert_eq!(
+        ok(statuses.clone()),
+        2,
+        "the two from t1 aged out: {statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn three_hundred_parallel_requests_admit_exactly_the_limit() {
+    // A generous timeout: this is about exactness, not latency, on a debug build.
+    let options = StackOptions::default().filter(
+        "control_plane",
+        json!({"cluster": "tollgate_control_plane", "timeout": "5s"}),
+    );
+    let stack = Stack::start(options).await;
+    let tenant = stack.create_tenant("standard").await;
+    let statuses = burst(&stack, "/api/v1/ingest", &tenant.key, 300, 300).await;
+    assert_eq!(count(&statuses, StatusCode::OK), 60);
+    assert_eq!(count(&statuses, StatusCode::TOO_MANY_REQUESTS), 240);
+}
+
+#[tokio::test]
+async fn a_route_with_cost_5_uses_5_units_of_quota() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let tenant = stack.create_tenant("standard").await;
+    let response = stack.call("/api/v1/predict", &tenant.key).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-ratelimit-remaining"), "55");
+    let response = stack.call("/api/v1/ingest", &tenant.key).await;
+    assert_eq!(header(&response, "x-ratelimit-remaining"), "54");
+
+    // 54 units left: ten more predictions (50), then the 11th does not fit in 4.
+    let statuses = burst(&stack, "/api/v1/predict", &tenant.key, 10, 4).await;
+    assert_eq!(count(&statuses, StatusCode::OK), 10);
+    let refused = stack.call("/api/v1/predict", &tenant.key).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(header(&refused, "x-ratelimit-remaining"), "4");
+    let cheap = stack.call("/api/v1/ingest", &tenant.key).await;
+    assert_eq!(cheap.status(), 200, "a cost-1 request still fits");
+}
+
+#[tokio::test]
+async fn requests_without_a_usable_key_get_401_from_the_filter_without_a_callout() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let callouts = stack.decision_requests().await;
+    let long_key = "k".repeat(257);
+    let cases: [(&str, Option<(&str, &[u8])>); 6] = [
+        ("missing", None),
+        ("empty", Some(("x-api-key", b""))),
+        ("too long", Some(("x-api-key", long_key.as_bytes()))),
+        ("not visible ASCII", Some(("x-api-key", b"tg_caf\xe9"))),
+        ("inner space", Some(("x-api-key", b"tg_a b"))),
+        (
+            "not a bearer token",
+            Some(("authorization", b"Basic dXNlcjpwYXNz")),
+        ),
+    ];
+    for (case, header_pair) in cases {
+        let mut request = stack.client().get(stack.url("/api/v1/ingest"));
+        if let Some((name, value)) = header_pair {
+            request = request.header(
+                name,
+                reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{case}");
+        assert!(
+            header(&response, "www-authenticate").starts_with("Bearer"),
+            "{case}"
+        );
+        let problem: Value = response.json().await.unwrap();
+        let expected = if case == "missing" {
+            "missing_api_key"
+        } else {
+            "malformed_api_key"
+        };
+        assert_eq!(problem["code"], expected, "{case}");
+    }
+    assert_eq!(
+        stack.decision_requests().await,
+        callouts,
+        "no callout for any of them"
+    );
+}
+
+#[tokio::test]
+async fn unknown_keys_get_401_and_suspended_tenants_403() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let unknown = stack
+        .call(
+            "/api/v1/ingest",
+            "tg_0000000000000000000000000000000000000000000000",
+        )
+        .await;
+    assert_eq!(unknown.status(), 401);
+    let problem: Value = unknown.json().await.unwrap();
+    assert_eq!(problem["code"], "invalid_api_key");
+
+    let tenant = stack.create_tenant("standard").await;
+    let bearer = stack
+        .client()
+        .get(stack.url("/api/v1/ingest"))
+        .bearer_auth(&tenant.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 200, "a bearer key works too");
+
+    let path = format!("/admin/v1/tenants/{}", tenant.id);
+    let patched = stack
+        .admin(Method::PATCH, &path, Some(json!({"suspended": true})))
+        .await;
+    assert_eq!(patched.status(), 200);
+    let suspended = stack.call("/api/v1/ingest", &tenant.key).await;
+    assert_eq!(suspended.status(), 403);
+    let problem: Value = suspended.json().await.unwrap();
+    assert_eq!(problem["code"], "tenant_suspended");
+
+    stack
+        .admin(Method::PATCH, &path, Some(json!({"suspended": false})))
+        .await;
+    assert_eq!(
+        stack.call("/api/v1/ingest", &tenant.key).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_spoofed_identity_never_reaches_the_upstream() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let tenant = stack.create_tenant("standard").await;
+    let response = stack
+        .client()
+        .get(stack.url("/api/v1/ingest"))
+        .header("x-api-key", &tenant.key)
+        .header("x-tenant-id", "tn_someone_else")
+        .header("x-tollgate-tier", "pro")
+        .header("x-tollgate-unchecked", "yes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: Value = response.json().await.unwrap();
+    assert_eq!(
+        echo["tenant_id"],
+        tenant.id.as_str(),
+        "exactly one, the real tenant"
+    );
+    assert_eq!(echo["tier"], "standard");
+    assert_eq!(echo["unchecked"], Value::Null);
+}
+
+/// Envoy answers callouts to a cluster with nothing listening at once with a synthesised 503.
+#[tokio::test]
+async fn with_the_control_plane_down_closed_mode_refuses_and_open_mode_passes_unchecked() {
+    for mode in ["closed", "open"] {
+        let mut stack =
+            Stack::start(StackOptions::default().filter("failure_mode", json!(mode))).await;
+        let tenant = stack.create_tenant("standard").await;
+        assert_eq!(
+            stack.call("/api/v1/ingest", &tenant.key).await.status(),
+            200
+        );
+        stack.control_plane.kill();
+
+        let started = Instant::now();
+        let response = stack
+            .client()
+            .get(stack.url("/api/v1/ingest"))
+            .header("x-api-key", &tenant.key)
+            .header("x-tenant-id", "tn_spoofed")
+            .send()
+            .await
+            .unwrap();
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_millis(1000),
+            "{mode}: answered after {elapsed:?}"
+        );
+        if mode == "closed" {
+            assert_eq!(response.status(), 503);
+            assert_eq!(
+                header(&response, "content-type"),
+                "application/problem+json"
+            );
+            let problem: Value = response.json().await.unwrap();
+            assert_eq!(problem["code"], "rate_limiter_unavailable");
+        } else {
+            assert_eq!(response.status(), 200);
+            let echo: Value = response.json().await.unwrap();
+            assert_eq!(echo["unchecked"], "unavailable");
+            assert_eq!(
+                echo["tenant_id"],
+                Value::Null,
+                "no identity, and not the spoofed one"
+            );
+        }
+    }
+}
+
+/// A control-plane that accepts connections but never answers: the callout times out.
+#[tokio::test]
+async fn a_hanging_control_plane_is_cut_off_at_the_callout_timeout() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            connections.push(socket);
+        }
+    });
+    for mode in ["closed", "open"] {
+        let options = StackOptions::default()
+            .callout_port(port)
+            .filter("failure_mode", json!(mode))
+            .filter(
+                "control_plane",
+                json!({"cluster": "tollgate_control_plane", "timeout": "300ms"}),
+            );
+        let stack = Stack::start(options).await;
+        let started = Instant::now();
+        let response = stack.call("/api/v1/ingest", "tg_whatever").await;
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(1300),
+            "{mode}: answered after {elapsed:?}, the timeout is 300 ms"
+        );
+        if mode == "closed" {
+            assert_eq!(response.status(), 503);
+        } else {
+            assert_eq!(response.status(), 200);
+            let echo: Value = response.json().await.unwrap();
+            assert_eq!(echo["unchecked"], "timeout");
+        }
+    }
+    held.abort();
+}
+
+#[tokio::test]
+async fn envoy_refuses_an_invalid_filter_configuration() {
+    let mut config = shipped_envoy_config();
+    let good = filter_config(&mut config);
+    set_filter_config(&mut config, &good);
+    let (accepted, output) = validate_envoy_config(&config);
+    assert!(
+        accepted,
+        "the shipped configuration must validate: {output}"
+    );
+
+    let broken = [
+        (
+            "unknown field",
+            json!({"control_plane": good["control_plane"], "routes": good["routes"], "failur_mode": "open"}),
+        ),
+        (
+            "bad failure mode",
+            json!({"control_plane": good["control_plane"], "routes": good["routes"], "failure_mode": "sometimes"}),
+        ),
+        (
+            "no routes",
+            json!({"control_plane": good["control_plane"], "routes": []}),
+        ),
+        (
+            "zero cost",
+            json!({"control_plane": good["control_plane"], "routes": [{"prefix": "/a", "name": "a", "cost": 0}]}),
+        ),
+        (
+            "bad timeout",
+            json!({"control_plane": {"cluster": "c", "timeout": "soon"}, "routes": good["routes"]}),
+        ),
+    ];
+    for (case, filter) in broken {
+        set_filter_config(&mut config, &filter);
+        let (accepted, output) = validate_envoy_config(&config);
+        assert!(!accepted, "{case}: Envoy accepted it:\n{output}");
+        assert!(
+            output.contains("configuration refused"),
+            "{case}: the log says why:\n{output}"
+        );
+    }
+}
