@@ -200,8 +200,8 @@ mod tests {
     fn the_example_file_in_the_repo_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tiers.example.toml");
         let table = TierTable::load(&path).unwrap();
-        assert_eq!(table.get("standard").unwrap().cost("predict", 1), 5);
-        assert_eq!(table.get("standard").unwrap().cost("ingest", 1), 1);
+        assert_eq!(table.get("pro").unwrap().cost("predict", 5), 2);
+        assert_eq!(table.get("standard").unwrap().cost("predict", 5), 5);
     }
 
     #[test]

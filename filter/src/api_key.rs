@@ -80,6 +80,8 @@ fn validate(key: &[u8]) -> Result<&str, KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn extract<'a>(
         key: Option<&'a str>,

@@ -221,6 +221,8 @@ fn is_route_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn parse(json: &str) -> Result<Settings, ConfigError> {
         Settings::from_json(Some(json.as_bytes()))

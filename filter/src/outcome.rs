@@ -215,6 +215,8 @@ fn title(status: u32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn quota(remaining: u32) -> Quota {
         Quota {

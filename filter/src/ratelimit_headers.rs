@@ -42,6 +42,8 @@ pub fn quota_headers(quota: &Quota) -> Vec<(&'static str, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn headers_follow_the_draft_syntax() {

@@ -43,6 +43,8 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn table() -> RouteTable {
         let route = |prefix: &str, name: &str, cost| LimitedRoute {

@@ -233,6 +233,8 @@ pub enum ProtocolError {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn quota() -> Quota {
         Quota {

