@@ -18,7 +18,17 @@ const READY_WITHIN: Duration = Duration::from_secs(20);
 pub struct StackOptions {
     tiers: Option<String>,
     filter: Vec<(&'static str, Value)>,
-    callout_port: Option<u16>,
+    callout: Callout,
+}
+
+/// Where the filter's callouts go.
+#[derive(Default)]
+enum Callout {
+    #[default]
+    ControlPlane,
+    Port(u16),
+    /// The demo upstream, which answers 200 with JSON and none of the protocol's headers.
+    DemoUpstream,
 }
 
 impl StackOptions {
@@ -36,7 +46,13 @@ impl StackOptions {
 
     /// Sends the filter's callouts to this port instead of the control-plane.
     pub fn callout_port(mut self, port: u16) -> Self {
-        self.callout_port = Some(port);
+        self.callout = Callout::Port(port);
+        self
+    }
+
+    /// Sends the filter's callouts to the demo upstream, which does not speak the protocol.
+    pub fn callout_to_demo_upstream(mut self) -> Self {
+        self.callout = Callout::DemoUpstream;
         self
     }
 }
@@ -156,11 +172,12 @@ impl Stack {
             .and_then(|l| l.iter_mut().find(|l| l["name"] == "public"))
             .expect("listener `public`");
         listener["address"]["socket_address"]["port_value"] = json!(envoy_port);
-        set_cluster_port(
-            &mut config,
-            "tollgate_control_plane",
-            options.callout_port.unwrap_or(internal_port),
-        );
+        let callout_port = match options.callout {
+            Callout::ControlPlane => internal_port,
+            Callout::Port(port) => port,
+            Callout::DemoUpstream => upstream_port,
+        };
+        set_cluster_port(&mut config, "tollgate_control_plane", callout_port);
         set_cluster_port(&mut config, "control_plane_public", public_port);
         set_cluster_port(&mut config, "demo_upstream", upstream_port);
         let mut filter = filter_config(&mut config);

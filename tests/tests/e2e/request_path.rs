@@ -395,6 +395,71 @@ async fn a_hanging_control_plane_is_cut_off_at_the_callout_timeout() {
 }
 
 #[tokio::test]
+async fn a_garbled_answer_is_a_failed_decision() {
+    for mode in ["closed", "open"] {
+        let options = StackOptions::default()
+            .callout_to_demo_upstream()
+            .filter("failure_mode", json!(mode));
+        let stack = Stack::start(options).await;
+        let response = stack.call("/api/v1/ingest", "tg_whatever").await;
+        if mode == "closed" {
+            assert_eq!(response.status(), 503);
+        } else {
+            assert_eq!(response.status(), 200);
+            let echo: Value = response.json().await.unwrap();
+            assert_eq!(echo["unchecked"], "invalid_answer");
+        }
+    }
+}
+
+#[tokio::test]
+async fn routes_that_are_not_limited_pass_through_without_a_key_or_a_callout() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let callouts = stack.decision_requests().await;
+    for _ in 0..3 {
+        let response = stack
+            .client()
+            .get(stack.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().get("x-ratelimit-limit").is_none());
+    }
+    // A path that merely starts with the same letters is another route.
+    let response = stack
+        .client()
+        .get(stack.url("/api/v1/ingestion"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        404,
+        "routed to the control-plane, which has no such page"
+    );
+    assert_eq!(stack.decision_requests().await, callouts);
+}
+
+#[tokio::test]
+async fn path_tricks_do_not_dodge_the_limit() {
+    let stack = Stack::start(StackOptions::default()).await;
+    for path in [
+        "//api/v1/ingest",
+        "/api/v1/./ingest",
+        "/api/v1/foo/../ingest",
+        "/api/v1/%69ngest",
+    ] {
+        let response = stack.client().get(stack.url(path)).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            401,
+            "{path} must be limited (no key → 401)"
+        );
+    }
+}
+
+#[tokio::test]
 async fn envoy_refuses_an_invalid_filter_configuration() {
     let mut config = shipped_envoy_config();
     let good = filter_config(&mut config);
