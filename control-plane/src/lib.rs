@@ -8,6 +8,8 @@ pub mod config;
 pub mod decision;
 pub mod error;
 pub mod metrics;
+pub mod redis_conn;
+pub mod redis_keys;
 pub mod server;
 pub mod tenants;
 pub mod tiers;

@@ -5,7 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tollgate_control_plane::window::{Limit, ManualClock, MemoryWindows, WindowStore};
+use tollgate_control_plane::redis_conn::{RedisConnection, RedisTarget};
+use tollgate_control_plane::window::{
+    Limit, ManualClock, MemoryWindows, RedisWindows, WindowStore,
+};
+use tollgate_e2e::redis::{RedisCluster, RedisServer};
 
 const START_MS: u64 = 1_700_000_000_000;
 
@@ -148,9 +152,11 @@ macro_rules! conformance {
         mod $backend {
             use super::*;
 
-            async fn store() -> (impl WindowStore + 'static, ManualClock) {
+            /// The store, its clock, and whatever must live as long as the store (servers).
+            async fn store() -> (impl WindowStore + 'static, ManualClock, impl Sized) {
                 let clock = ManualClock::new(START_MS);
-                ($make(clock.clone()).await, clock)
+                let (store, guard) = $make(clock.clone()).await;
+                (store, clock, guard)
             }
 
             conformance!(@tests
@@ -170,16 +176,121 @@ macro_rules! conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let (store, clock) = store().await;
+                let (store, clock, _guard) = store().await;
                 super::$name(store, clock).await;
             }
         )*
     };
 }
 
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn redis_store(target: RedisTarget, clock: Option<ManualClock>) -> RedisWindows {
+    let connection = RedisConnection::connect(&target, REDIS_TIMEOUT)
+        .await
+        .unwrap();
+    let clock = clock.map(|c| Arc::new(c) as Arc<dyn tollgate_control_plane::window::Clock>);
+    RedisWindows::new(connection, REDIS_TIMEOUT, clock)
+}
+
 conformance!(memory, |clock: ManualClock| async move {
-    MemoryWindows::new(Arc::new(clock))
+    (MemoryWindows::new(Arc::new(clock)), ())
 });
+
+conformance!(redis, |clock: ManualClock| async move {
+    let server = RedisServer::start();
+    (
+        redis_store(RedisTarget::Standalone(server.url()), Some(clock)).await,
+        server,
+    )
+});
+
+conformance!(redis_cluster, |clock: ManualClock| async move {
+    let cluster = RedisCluster::start();
+    (
+        redis_store(RedisTarget::Cluster(cluster.urls()), Some(clock)).await,
+        cluster,
+    )
+});
+
+/// With no clock given, the script takes Redis's own `TIME`.
+#[tokio::test]
+async fn the_redis_store_can_use_redis_time() {
+    let server = RedisServer::start();
+    let store = redis_store(RedisTarget::Standalone(server.url()), None).await;
+    let limit = per(2, 60);
+    assert!(store.decide("t1", limit, 1).await.unwrap().admitted);
+    assert!(store.decide("t1", limit, 1).await.unwrap().admitted);
+    let denied = store.decide("t1", limit, 1).await.unwrap();
+    assert!(!denied.admitted);
+    assert!(
+        (59_000..=60_000).contains(&denied.retry_after_ms),
+        "{denied:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_redis_store_lets_idle_windows_expire() {
+    let server = RedisServer::start();
+    let store = redis_store(RedisTarget::Standalone(server.url()), None).await;
+    store.decide("idle", per(5, 1), 1).await.unwrap();
+    store.decide("idle", per(5, 1), 9).await.unwrap();
+    let window_key = "tollgate:{idle}:window";
+    assert_eq!(server.cli(&["exists", window_key]).trim(), "1");
+    let ttl: i64 = server.cli(&["pttl", window_key]).trim().parse().unwrap();
+    assert!(
+        (1..=1000).contains(&ttl),
+        "the window key expires with the window: {ttl} ms"
+    );
+    assert!(
+        server
+            .cli(&["pttl", "tollgate:{idle}:denied"])
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+            > 0
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        server
+            .cli(&["exists", window_key, "tollgate:{idle}:denied"])
+            .trim(),
+        "0"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_redis_is_a_prompt_unavailable_error_and_recovery_is_automatic() {
+    let mut server = RedisServer::start();
+    let timeout = Duration::from_millis(100);
+    let connection = RedisConnection::connect(&RedisTarget::Standalone(server.url()), timeout)
+        .await
+        .unwrap();
+    let store = RedisWindows::new(connection, timeout, None);
+    assert!(store.decide("t1", per(5, 60), 1).await.is_ok());
+
+    server.kill();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let error = store.decide("t1", per(5, 60), 1).await;
+        assert!(error.is_err(), "Redis is down");
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    server.restart();
+    let started = std::time::Instant::now();
+    while store.decide("t1", per(5, 60), 1).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no recovery within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 #[tokio::test]
 async fn the_memory_store_forgets_idle_tenants() {

@@ -7,6 +7,7 @@
 //! release wasm filter, and Envoy in `.venv` (or `ENVOY_BIN`).
 
 mod process;
+pub mod redis;
 pub mod stack;
 
 pub use process::{Process, free_port};

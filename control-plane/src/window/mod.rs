@@ -12,11 +12,14 @@
 
 mod clock;
 mod memory;
+mod redis;
+mod scripts;
 
 use std::time::Duration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryWindows;
+pub use redis::RedisWindows;
 
 /// What a tenant may spend: `limit` units per rolling `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +85,8 @@ pub trait WindowStore: Send + Sync {
 pub enum Windows {
     /// The embedded default: exact, in this process, lost on restart.
     Memory(MemoryWindows),
+    /// Shared by every replica.
+    Redis(RedisWindows),
 }
 
 impl WindowStore for Windows {
@@ -93,12 +98,14 @@ impl WindowStore for Windows {
     ) -> Result<WindowDecision, StoreError> {
         match self {
             Windows::Memory(store) => store.decide(tenant, limit, cost).await,
+            Windows::Redis(store) => store.decide(tenant, limit, cost).await,
         }
     }
 
     async fn usage(&self, tenant: &str, limit: Limit) -> Result<WindowUsage, StoreError> {
         match self {
             Windows::Memory(store) => store.usage(tenant, limit).await,
+            Windows::Redis(store) => store.usage(tenant, limit).await,
         }
     }
 }

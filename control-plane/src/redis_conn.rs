@@ -1,0 +1,175 @@
+//! One handle for a standalone Redis or a Redis Cluster, with bounded waits.
+//!
+//! Both sides multiplex every request over shared connections and reconnect by themselves
+//! (the redis crate's `ConnectionManager` and cluster connection): no connection per request.
+//! Every call is cut off after the configured timeout, so a dead or frozen Redis turns into a
+//! prompt `StoreError::Unavailable` (and a 503 to the filter), never a hung decision.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Value};
+
+use crate::window::StoreError;
+
+#[derive(Clone)]
+pub enum RedisConnection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// Where Redis is, as configured. The URLs may hold a password: never log them, log
+/// [`RedisTarget::redacted`].
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Standalone(String),
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// The URLs with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let urls = match self {
+            RedisTarget::Standalone(url) => std::slice::from_ref(url),
+            RedisTarget::Cluster(urls) => urls.as_slice(),
+        };
+        urls.iter()
+            .map(|url| redact(url))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A URL of one node, for the change subscription (Redis Cluster forwards every PUBLISH to
+    /// every node, so one is enough).
+    pub fn first_url(&self) -> &str {
+        match self {
+            RedisTarget::Standalone(url) => url,
+            RedisTarget::Cluster(urls) => urls.first().map_or("", String::as_str),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// `redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl RedisConnection {
+    pub async fn connect(target: &RedisTarget, timeout: Duration) -> Result<Self, StoreError> {
+        let unavailable = |e: redis::RedisError| StoreError::Unavailable(e.to_string());
+        match target {
+            RedisTarget::Standalone(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+                // Retry quickly and forever: after an outage decisions must resume within
+                // seconds, and the per-call timeout keeps callers from waiting on it.
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500))
+                    .set_number_of_retries(usize::MAX);
+                let manager =
+                    ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+                Ok(RedisConnection::Standalone(manager))
+            }
+            RedisTarget::Cluster(urls) => {
+                let client = ClusterClientBuilder::new(urls.clone())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .build()
+                    .map_err(unavailable)?;
+                let connection = tokio::time::timeout(timeout * 10, client.get_async_connection())
+                    .await
+                    .map_err(|_| StoreError::Unavailable("cluster connection timed out".into()))?
+                    .map_err(unavailable)?;
+                Ok(RedisConnection::Cluster(connection))
+            }
+        }
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConnection::Standalone(c) => c.req_packed_command(cmd),
+            RedisConnection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConnection::Standalone(c) => c.req_packed_commands(cmd, offset, count),
+            RedisConnection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConnection::Standalone(c) => c.get_db(),
+            RedisConnection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Runs `call` on a clone of the connection, giving up after `timeout`.
+pub async fn bounded<T, F, Fut>(
+    connection: &RedisConnection,
+    timeout: Duration,
+    call: F,
+) -> Result<T, StoreError>
+where
+    F: FnOnce(RedisConnection) -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+    T: FromRedisValue,
+{
+    match tokio::time::timeout(timeout, call(connection.clone())).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(StoreError::Unavailable(error.to_string())),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "no answer from Redis within {} ms",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_survive_redaction() {
+        assert_eq!(
+            redact("redis://:hunter2@10.0.0.1:6379/0"),
+            "redis://:***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact("rediss://app:hunter2@cache:6380"),
+            "rediss://app:***@cache:6380"
+        );
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        let target = RedisTarget::Cluster(vec!["redis://:pw@a:1".into(), "redis://:pw@b:2".into()]);
+        assert!(!format!("{target:?}").contains("pw"));
+    }
+}

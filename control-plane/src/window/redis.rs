@@ -1,0 +1,101 @@
+//! The Redis window store: the same exact sliding-window log, shared by every control-plane
+//! replica. One decision is one EVALSHA of [`scripts::DECIDE`] on the tenant's keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Script;
+
+use super::{Clock, Limit, StoreError, WindowDecision, WindowStore, WindowUsage, scripts};
+use crate::redis_conn::{RedisConnection, bounded};
+use crate::redis_keys::tenant_window;
+
+pub struct RedisWindows {
+    connection: RedisConnection,
+    timeout: Duration,
+    /// `None`: Redis `TIME` inside the script. `Some`: this clock, for servers that refuse
+    /// `TIME` in scripts, and for tests.
+    clock: Option<Arc<dyn Clock>>,
+    decide: Script,
+    usage: Script,
+}
+
+impl RedisWindows {
+    pub fn new(
+        connection: RedisConnection,
+        timeout: Duration,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Self {
+        Self {
+            connection,
+            timeout,
+            clock,
+            decide: Script::new(scripts::DECIDE),
+            usage: Script::new(scripts::USAGE),
+        }
+    }
+
+    fn now_arg(&self) -> String {
+        self.clock
+            .as_ref()
+            .map(|clock| clock.now_ms().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Whether Redis answers a PING within the timeout.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        bounded(&self.connection, self.timeout, |mut c| async move {
+            redis::cmd("PING").query_async::<String>(&mut c).await
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+impl WindowStore for RedisWindows {
+    async fn decide(
+        &self,
+        tenant: &str,
+        limit: Limit,
+        cost: u32,
+    ) -> Result<WindowDecision, StoreError> {
+        let keys = tenant_window(tenant);
+        let mut invocation = self.decide.prepare_invoke();
+        invocation
+            .key(&keys[..])
+            .arg(limit.limit)
+            .arg(limit.window_ms())
+            .arg(cost)
+            .arg(self.now_arg());
+        let (admitted, remaining, reset_ms, retry_after_ms): (u8, u32, u64, u64) =
+            bounded(&self.connection, self.timeout, |mut c| async move {
+                invocation.invoke_async(&mut c).await
+            })
+            .await?;
+        Ok(WindowDecision {
+            admitted: admitted == 1,
+            remaining,
+            reset_ms,
+            retry_after_ms,
+        })
+    }
+
+    async fn usage(&self, tenant: &str, limit: Limit) -> Result<WindowUsage, StoreError> {
+        let keys = tenant_window(tenant);
+        let mut invocation = self.usage.prepare_invoke();
+        invocation
+            .key(&keys[..2])
+            .arg(limit.window_ms())
+            .arg(self.now_arg());
+        let (used, denied, reset_ms): (u32, u64, u64) =
+            bounded(&self.connection, self.timeout, |mut c| async move {
+                invocation.invoke_async(&mut c).await
+            })
+            .await?;
+        Ok(WindowUsage {
+            used,
+            denied,
+            reset_ms,
+        })
+    }
+}
