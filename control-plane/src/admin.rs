@@ -96,7 +96,7 @@ async fn create_tenant(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     };
-    state.tenants.insert(tenant.clone(), key_hash);
+    state.directory.create(tenant.clone(), &key_hash).await?;
     tracing::info!(tenant = %tenant.id, tier = %tenant.tier, "tenant created");
     let mut body = json!(tenant);
     body["api_key"] = api_key.expose().into();
@@ -108,7 +108,7 @@ async fn get_tenant(
     Path(id): Path<String>,
 ) -> Result<Json<Tenant>, ApiError> {
     state
-        .tenants
+        .directory
         .get(&id)
         .map(Json)
         .ok_or(ApiError::TenantNotFound)
@@ -124,8 +124,9 @@ async fn update_tenant(
         suspended: body.suspended,
     };
     let tenant = state
-        .tenants
-        .update(&id, change)
+        .directory
+        .update(&id, &change)
+        .await?
         .ok_or(ApiError::TenantNotFound)?;
     tracing::info!(tenant = %tenant.id, tier = %tenant.tier, suspended = tenant.suspended, "tenant updated");
     Ok(Json(tenant))

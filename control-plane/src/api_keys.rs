@@ -60,7 +60,24 @@ impl KeyHasher {
 pub fn random_hex(bytes: usize) -> Result<String, RandomError> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(RandomError)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&buf))
+}
+
+/// Lowercase hex, the form key hashes take in storage.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stored key hash back from hex; `None` if it is not 64 hex digits.
+pub fn unhex(text: &str) -> Option<KeyHash> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -81,6 +98,13 @@ mod tests {
         assert!(a.expose().starts_with("tg_"));
         assert!(a.expose().bytes().all(|c| c.is_ascii_graphic()));
         assert_eq!(hasher.hash(a.expose()), hash_a);
+    }
+
+    #[test]
+    fn key_hashes_round_trip_through_hex() {
+        let key = [0xab; 32];
+        assert_eq!(unhex(&hex(&key)), Some(key));
+        assert_eq!(unhex("zz"), None);
     }
 
     #[test]

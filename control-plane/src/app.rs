@@ -7,16 +7,17 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
 
 use crate::api_keys::KeyHasher;
 use crate::config::Secret;
+use crate::directory::Directory;
 use crate::metrics::Metrics;
-use crate::tenants::Tenants;
 use crate::tiers::TierTable;
 use crate::window::Windows;
 use crate::{admin, decision};
@@ -25,7 +26,7 @@ use crate::{admin, decision};
 #[derive(Clone)]
 pub struct AppState {
     pub tiers: Arc<TierTable>,
-    pub tenants: Arc<Tenants>,
+    pub directory: Arc<Directory>,
     pub windows: Arc<Windows>,
     pub keys: KeyHasher,
     pub admin_token: Secret,
@@ -43,8 +44,20 @@ pub fn internal_router(state: AppState) -> Router {
 pub fn public_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
+        .route("/readyz", get(readyz))
         .with_state(state)
+}
+
+/// Ready when the window store and the tenant directory answer.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let (windows, directory) = tokio::join!(state.windows.health(), state.directory.health());
+    let status = |result: &Result<(), _>| if result.is_ok() { "ok" } else { "unavailable" };
+    let body = Json(json!({ "windows": status(&windows), "tenants": status(&directory) }));
+    if windows.is_ok() && directory.is_ok() {
+        (StatusCode::OK, body)
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body)
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::redis_conn::RedisTarget;
+
 #[derive(Debug, Clone, Parser)]
 #[command(name = "tollgate-control-plane", version, about)]
 pub struct Config {
@@ -30,6 +32,29 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_KEY_SECRET", hide_env_values = true, value_parser = secret_of_at_least::<32>)]
     pub key_secret: Secret,
 
+    /// Redis for windows and tenants, shared by every replica (`redis://` or `rediss://`).
+    /// Without it (and without a cluster), the in-memory store applies.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, conflicts_with = "redis_cluster_urls", value_parser = secret_of_at_least::<1>)]
+    pub redis_url: Option<Secret>,
+
+    /// Redis Cluster seed nodes, comma-separated.
+    #[arg(long, env = "REDIS_CLUSTER_URLS", hide_env_values = true, value_delimiter = ',', value_parser = secret_of_at_least::<1>)]
+    pub redis_cluster_urls: Option<Vec<Secret>>,
+
+    /// Longest wait for Redis on any call; past it a decision answers 503.
+    #[arg(long, env = "TOLLGATE_REDIS_TIMEOUT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub redis_timeout_ms: u64,
+
+    /// Whose clock the window scripts use: Redis `TIME` (replicas agree whatever their
+    /// clocks), or this process's (for Redis-compatible servers that refuse `TIME` in scripts).
+    #[arg(long, env = "TOLLGATE_REDIS_CLOCK", value_enum, default_value_t = RedisClock::Redis)]
+    pub redis_clock: RedisClock,
+
+    /// With the in-memory store: keep tenants in this JSON file, rewritten atomically on
+    /// every change, so a restart keeps them.
+    #[arg(long, env = "TOLLGATE_STATE_FILE", conflicts_with_all = ["redis_url", "redis_cluster_urls"])]
+    pub state_file: Option<PathBuf>,
+
     /// Tier table (TOML). Without it, the built-in Standard/Pro table applies.
     #[arg(long, env = "TOLLGATE_TIERS")]
     pub tiers: Option<PathBuf>,
@@ -47,6 +72,44 @@ impl Config {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }
+
+    /// The store, as one value that cannot be half-configured.
+    pub fn store(&self) -> StoreConfig {
+        let target = match (&self.redis_url, &self.redis_cluster_urls) {
+            (Some(url), _) => RedisTarget::Standalone(url.expose().to_owned()),
+            (None, Some(urls)) => {
+                RedisTarget::Cluster(urls.iter().map(|u| u.expose().to_owned()).collect())
+            }
+            (None, None) => {
+                return StoreConfig::Memory {
+                    state_file: self.state_file.clone(),
+                };
+            }
+        };
+        StoreConfig::Redis {
+            target,
+            timeout: Duration::from_millis(self.redis_timeout_ms),
+            clock: self.redis_clock,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    Memory {
+        state_file: Option<PathBuf>,
+    },
+    Redis {
+        target: RedisTarget,
+        timeout: Duration,
+        clock: RedisClock,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedisClock {
+    Redis,
+    Local,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,6 +164,52 @@ mod tests {
             !printed.contains(TOKEN) && !printed.contains(KEY_SECRET),
             "{printed}"
         );
+    }
+
+    #[test]
+    fn the_store_is_memory_unless_redis_is_named() {
+        let base = ["cp", "--admin-token", TOKEN, "--key-secret", KEY_SECRET];
+        let memory = Config::try_parse_from(base).unwrap();
+        assert_eq!(memory.store(), StoreConfig::Memory { state_file: None });
+
+        let redis = Config::try_parse_from(
+            base.iter()
+                .copied()
+                .chain(["--redis-url", "redis://:pw@h:1"]),
+        )
+        .unwrap();
+        assert!(matches!(
+            redis.store(),
+            StoreConfig::Redis {
+                target: RedisTarget::Standalone(_),
+                ..
+            }
+        ));
+        assert!(!format!("{redis:?}").contains("pw"), "{redis:?}");
+        assert!(!format!("{:?}", redis.store()).contains("pw"));
+
+        let cluster = Config::try_parse_from(
+            base.iter()
+                .copied()
+                .chain(["--redis-cluster-urls", "redis://a:1,redis://b:2"]),
+        )
+        .unwrap();
+        let StoreConfig::Redis {
+            target: RedisTarget::Cluster(urls),
+            ..
+        } = cluster.store()
+        else {
+            panic!()
+        };
+        assert_eq!(urls.len(), 2);
+
+        let both = Config::try_parse_from(base.iter().copied().chain([
+            "--redis-url",
+            "redis://h:1",
+            "--state-file",
+            "x.json",
+        ]));
+        assert!(both.is_err(), "a state file with Redis is a contradiction");
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap) -> Respon
 
 async fn answer(state: &AppState, request: &DecisionRequest<'_>) -> Result<Answer, DecisionError> {
     let key = state.keys.hash(request.api_key);
-    let Some(owner) = state.tenants.by_key(&key) else {
+    let Some(owner) = state.directory.by_key(&key) else {
         return Ok(Answer::UnknownKey);
     };
     if owner.suspended {

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::api_keys::RandomError;
+use crate::window::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -28,6 +29,9 @@ pub enum ApiError {
     /// 400, 413, 415 or 422: the body is not the JSON this endpoint takes.
     #[error("{0}")]
     Body(#[from] JsonRejection),
+    /// 503: the durable store of tenants did not answer; nothing was changed.
+    #[error("the tenant store is unavailable; retry shortly")]
+    Store(#[from] StoreError),
     /// 500: the OS could not supply randomness for a key.
     #[error("internal error")]
     Random(#[from] RandomError),
@@ -50,6 +54,7 @@ impl ApiError {
                 };
                 (status, code)
             }
+            ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::Random(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }

@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod app;
 pub mod config;
 pub mod decision;
+pub mod directory;
 pub mod error;
 pub mod metrics;
 pub mod redis_conn;

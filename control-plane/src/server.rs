@@ -10,11 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api_keys::KeyHasher;
 use crate::app::{AppState, internal_router, public_router};
-use crate::config::Config;
+use crate::config::{Config, RedisClock, StoreConfig};
+use crate::directory::{Directory, DirectoryError};
 use crate::metrics::Metrics;
-use crate::tenants::Tenants;
+use crate::redis_conn::RedisConnection;
 use crate::tiers::{TierTable, TierTableError};
-use crate::window::{MemoryWindows, SystemClock, Windows};
+use crate::window::{Clock, MemoryWindows, RedisWindows, StoreError, SystemClock, Windows};
 
 /// How often idle windows are dropped from memory.
 const SWEEP_PERIOD: Duration = Duration::from_secs(10);
@@ -23,6 +24,10 @@ const SWEEP_PERIOD: Duration = Duration::from_secs(10);
 pub enum StartupError {
     #[error(transparent)]
     Tiers(#[from] TierTableError),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error("cannot set up Redis: {0}")]
+    Redis(#[from] StoreError),
     #[error("cannot bind the {listener} listener on {addr}: {source}")]
     Bind {
         listener: &'static str,
@@ -36,17 +41,44 @@ pub enum StartupError {
     },
 }
 
-pub fn build_state(config: &Config) -> Result<AppState, StartupError> {
+/// Builds the state; in Redis mode also starts the tenant change listener. Must run inside
+/// a tokio runtime (background tasks are spawned).
+pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
     let tiers = match &config.tiers {
         Some(path) => TierTable::load(path)?,
         None => TierTable::default(),
     };
-    let windows = MemoryWindows::new(Arc::new(SystemClock));
-    windows.spawn_sweeper(SWEEP_PERIOD);
+    let (windows, directory) = match config.store() {
+        StoreConfig::Memory { state_file } => {
+            let windows = MemoryWindows::new(Arc::new(SystemClock));
+            windows.spawn_sweeper(SWEEP_PERIOD);
+            let directory = match state_file {
+                Some(path) => Directory::file(path)?,
+                None => Directory::in_process(),
+            };
+            (Windows::Memory(windows), directory)
+        }
+        StoreConfig::Redis {
+            target,
+            timeout,
+            clock,
+        } => {
+            tracing::info!(redis = %target.redacted(), "using Redis");
+            let connection = RedisConnection::connect(&target, timeout).await?;
+            let clock = match clock {
+                RedisClock::Redis => None,
+                RedisClock::Local => Some(Arc::new(SystemClock) as Arc<dyn Clock>),
+            };
+            let windows = RedisWindows::new(connection.clone(), timeout, clock);
+            let directory = Directory::redis(connection, timeout);
+            directory.spawn_listener(target);
+            (Windows::Redis(windows), directory)
+        }
+    };
     Ok(AppState {
         tiers: Arc::new(tiers),
-        tenants: Arc::new(Tenants::default()),
-        windows: Arc::new(Windows::Memory(windows)),
+        directory: Arc::new(directory),
+        windows: Arc::new(windows),
         keys: KeyHasher::new(&config.key_secret),
         admin_token: config.admin_token.clone(),
         metrics: Arc::new(Metrics::default()),
@@ -56,7 +88,7 @@ pub fn build_state(config: &Config) -> Result<AppState, StartupError> {
 /// Runs until a shutdown signal, then waits at most the configured grace for in-flight
 /// requests.
 pub async fn run(config: Config) -> Result<(), StartupError> {
-    let state = build_state(&config)?;
+    let state = build_state(&config).await?;
     let internal = bind("internal", config.internal_addr).await?;
     let public = bind("public", config.public_addr).await?;
     tracing::info!(internal = %config.internal_addr, public = %config.public_addr, "listening");

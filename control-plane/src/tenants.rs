@@ -1,20 +1,21 @@
-//! Tenants and the hashes of their API keys.
+//! Tenants and the hashes of their API keys, as the decision path sees them.
 //!
-//! The decision path looks a tenant up by key hash on every callout, so the registry is an
-//! in-memory map behind a `std::sync::RwLock`: reads are concurrent, writes (admin calls) are
-//! rare, and the lock is never held across an `.await`.
+//! The decision path looks a tenant up by key hash on every callout, so this registry is an
+//! in-memory map behind a `std::sync::RwLock`: reads are concurrent, writes (admin calls and
+//! change notifications) are rare, and the lock is never held across an `.await`. It is a
+//! cache of the [`crate::directory`]'s durable records, replaced record by record.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::api_keys::KeyHash;
+use crate::api_keys::{KeyHash, hex, unhex};
 use crate::tiers::TierName;
 
 pub type TenantId = Arc<str>;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
@@ -22,6 +23,27 @@ pub struct Tenant {
     pub suspended: bool,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
+}
+
+/// A tenant as persisted: the public record plus the hashes of its keys (hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredTenant {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    pub key_hashes: Vec<String>,
+}
+
+impl StoredTenant {
+    pub fn new(tenant: Tenant, key: &KeyHash) -> Self {
+        Self {
+            tenant,
+            key_hashes: vec![hex(key)],
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = KeyHash> + '_ {
+        self.key_hashes.iter().filter_map(|h| unhex(h))
+    }
 }
 
 /// The decision path's view of a tenant.
@@ -39,6 +61,17 @@ pub struct TenantChange {
     pub suspended: Option<bool>,
 }
 
+impl TenantChange {
+    pub fn apply(&self, tenant: &mut Tenant) {
+        if let Some(tier) = &self.tier {
+            tenant.tier = tier.clone();
+        }
+        if let Some(suspended) = self.suspended {
+            tenant.suspended = suspended;
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Tenants {
     inner: RwLock<Registry>,
@@ -46,48 +79,67 @@ pub struct Tenants {
 
 #[derive(Default)]
 struct Registry {
-    by_id: HashMap<TenantId, Tenant>,
+    by_id: HashMap<TenantId, StoredTenant>,
     by_key: HashMap<KeyHash, TenantId>,
 }
 
 impl Tenants {
-    /// Adds a tenant with its first key. Both land together or not at all.
-    pub fn insert(&self, tenant: Tenant, key: KeyHash) {
+    /// Puts a tenant's current record in place of the old one (`None`: it is gone), keys
+    /// included, in one step.
+    pub fn replace(&self, id: &str, record: Option<StoredTenant>) {
         let mut registry = self.write();
-        registry.by_key.insert(key, tenant.id.clone());
-        registry.by_id.insert(tenant.id.clone(), tenant);
+        if let Some(old) = registry.by_id.remove(id) {
+            for key in old.keys() {
+                registry.by_key.remove(&key);
+            }
+        }
+        if let Some(record) = record {
+            for key in record.keys() {
+                registry.by_key.insert(key, record.tenant.id.clone());
+            }
+            registry.by_id.insert(record.tenant.id.clone(), record);
+        }
+    }
+
+    /// Replaces the whole registry.
+    pub fn replace_all(&self, records: Vec<StoredTenant>) {
+        let mut fresh = Registry::default();
+        for record in records {
+            for key in record.keys() {
+                fresh.by_key.insert(key, record.tenant.id.clone());
+            }
+            fresh.by_id.insert(record.tenant.id.clone(), record);
+        }
+        *self.write() = fresh;
     }
 
     pub fn get(&self, id: &str) -> Option<Tenant> {
+        self.read().by_id.get(id).map(|r| r.tenant.clone())
+    }
+
+    pub fn record(&self, id: &str) -> Option<StoredTenant> {
         self.read().by_id.get(id).cloned()
+    }
+
+    pub fn records(&self) -> Vec<StoredTenant> {
+        self.read().by_id.values().cloned().collect()
     }
 
     /// What the decision path needs of the tenant a key belongs to. Copies two `Arc`s and a
     /// flag, never the whole record.
     pub fn by_key(&self, key: &KeyHash) -> Option<KeyOwner> {
         let registry = self.read();
-        let tenant = registry.by_id.get(registry.by_key.get(key)?)?;
+        let record = registry.by_id.get(registry.by_key.get(key)?)?;
         Some(KeyOwner {
-            id: tenant.id.clone(),
-            tier: tenant.tier.clone(),
-            suspended: tenant.suspended,
+            id: record.tenant.id.clone(),
+            tier: record.tenant.tier.clone(),
+            suspended: record.tenant.suspended,
         })
     }
 
-    pub fn update(&self, id: &str, change: TenantChange) -> Option<Tenant> {
-        let mut registry = self.write();
-        let tenant = registry.by_id.get_mut(id)?;
-        if let Some(tier) = change.tier {
-            tenant.tier = tier;
-        }
-        if let Some(suspended) = change.suspended {
-            tenant.suspended = suspended;
-        }
-        Some(tenant.clone())
-    }
-
-    // A panic while holding the lock cannot leave the maps half-updated (each write is a
-    // single insert or field store), so a poisoned lock is safe to keep using.
+    // A panic while holding the lock cannot leave the maps half-updated in a way that matters
+    // (the worst case is a key index entry for a tenant being replaced), so a poisoned lock is
+    // safe to keep using.
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
         self.inner
             .read()
@@ -105,40 +157,49 @@ impl Tenants {
 mod tests {
     use super::*;
 
-    fn tenant(id: &str) -> Tenant {
-        Tenant {
-            id: id.into(),
-            name: "Acme".into(),
-            tier: "standard".into(),
-            suspended: false,
-            created_at: 0,
-        }
+    fn record(id: &str, key: u8) -> StoredTenant {
+        StoredTenant::new(
+            Tenant {
+                id: id.into(),
+                name: "Acme".into(),
+                tier: "standard".into(),
+                suspended: false,
+                created_at: 0,
+            },
+            &[key; 32],
+        )
     }
 
     #[test]
     fn a_tenant_is_found_by_id_and_by_key_hash() {
         let tenants = Tenants::default();
-        tenants.insert(tenant("tn_1"), [7; 32]);
+        tenants.replace("tn_1", Some(record("tn_1", 7)));
         assert_eq!(tenants.get("tn_1").map(|t| t.name), Some("Acme".into()));
         assert_eq!(tenants.by_key(&[7; 32]).map(|t| t.id), Some("tn_1".into()));
         assert_eq!(tenants.by_key(&[8; 32]), None);
     }
 
     #[test]
-    fn updates_change_only_what_they_name() {
+    fn replacing_a_record_replaces_its_keys() {
         let tenants = Tenants::default();
-        tenants.insert(tenant("tn_1"), [7; 32]);
-        let updated = tenants
-            .update(
-                "tn_1",
-                TenantChange {
-                    suspended: Some(true),
-                    tier: None,
-                },
-            )
-            .unwrap();
-        assert!(updated.suspended);
-        assert_eq!(updated.tier.as_ref(), "standard");
-        assert_eq!(tenants.update("tn_missing", TenantChange::default()), None);
+        tenants.replace("tn_1", Some(record("tn_1", 7)));
+        tenants.replace("tn_1", Some(record("tn_1", 9)));
+        assert_eq!(tenants.by_key(&[7; 32]), None, "the old key is gone");
+        assert!(tenants.by_key(&[9; 32]).is_some());
+        tenants.replace("tn_1", None);
+        assert_eq!(tenants.by_key(&[9; 32]), None);
+        assert_eq!(tenants.get("tn_1"), None);
+    }
+
+    #[test]
+    fn changes_touch_only_what_they_name() {
+        let mut tenant = record("tn_1", 1).tenant;
+        TenantChange {
+            suspended: Some(true),
+            tier: None,
+        }
+        .apply(&mut tenant);
+        assert!(tenant.suspended);
+        assert_eq!(tenant.tier.as_ref(), "standard");
     }
 }

@@ -13,7 +13,7 @@ use tower::ServiceExt;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
-fn app() -> Router {
+async fn app() -> Router {
     let config = clap::Parser::try_parse_from([
         "cp",
         "--admin-token",
@@ -23,7 +23,7 @@ fn app() -> Router {
     ])
     .map(|config: Config| config)
     .unwrap();
-    internal_router(build_state(&config).unwrap())
+    internal_router(build_state(&config).await.unwrap())
 }
 
 async fn send(app: &Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
@@ -66,7 +66,7 @@ async fn create(app: &Router, body: Value) -> Value {
 
 #[tokio::test]
 async fn the_admin_api_needs_the_token() {
-    let app = app();
+    let app = app().await;
     let (status, headers, body) = send(
         &app,
         Request::post("/admin/v1/tenants")
@@ -88,7 +88,7 @@ async fn the_admin_api_needs_the_token() {
 
 #[tokio::test]
 async fn a_created_tenant_gets_a_key_once_and_can_be_read_and_changed() {
-    let app = app();
+    let app = app().await;
     let created = create(&app, json!({"name": "Acme"})).await;
     assert_eq!(created["tier"], "standard", "the default tier");
     assert_eq!(created["suspended"], false);
@@ -119,7 +119,7 @@ async fn a_created_tenant_gets_a_key_once_and_can_be_read_and_changed() {
 
 #[tokio::test]
 async fn bad_admin_requests_get_problem_json_and_change_nothing() {
-    let app = app();
+    let app = app().await;
     let cases = [
         (
             "POST",
@@ -201,7 +201,7 @@ async fn bad_admin_requests_get_problem_json_and_change_nothing() {
 
 #[tokio::test]
 async fn the_decision_endpoint_answers_in_status_and_headers() {
-    let app = app();
+    let app = app().await;
     let created = create(&app, json!({"name": "Acme", "tier": "standard"})).await;
     let key = created["api_key"].as_str().unwrap();
 

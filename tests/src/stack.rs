@@ -19,6 +19,9 @@ pub struct StackOptions {
     tiers: Option<String>,
     filter: Vec<(&'static str, Value)>,
     callout: Callout,
+    redis_url: Option<String>,
+    replicas: Option<usize>,
+    state_file: bool,
 }
 
 /// Where the filter's callouts go.
@@ -44,6 +47,24 @@ impl StackOptions {
         self
     }
 
+    /// Runs the control-plane(s) on this Redis instead of the in-memory store.
+    pub fn redis(mut self, url: String) -> Self {
+        self.redis_url = Some(url);
+        self
+    }
+
+    /// Runs this many control-plane replicas behind Envoy's callout cluster.
+    pub fn replicas(mut self, count: usize) -> Self {
+        self.replicas = Some(count);
+        self
+    }
+
+    /// Keeps tenants in a state file (in-memory store), so a restart keeps them.
+    pub fn state_file(mut self) -> Self {
+        self.state_file = true;
+        self
+    }
+
     /// Sends the filter's callouts to this port instead of the control-plane.
     pub fn callout_port(mut self, port: u16) -> Self {
         self.callout = Callout::Port(port);
@@ -64,12 +85,10 @@ pub struct Tenant {
 
 pub struct Stack {
     pub envoy: Process,
-    pub control_plane: Process,
+    pub control_planes: Vec<ControlPlane>,
     pub upstream: Process,
     pub envoy_port: u16,
     pub envoy_admin_port: u16,
-    pub internal_port: u16,
-    pub public_port: u16,
     client: reqwest::Client,
     /// Holds the generated configs and logs; removed when the stack is dropped, after the
     /// processes (fields drop in declaration order).
@@ -110,12 +129,25 @@ pub fn set_filter_config(config: &mut Value, filter: &Value) {
 }
 
 fn set_cluster_port(config: &mut Value, cluster: &str, port: u16) {
+    set_cluster_ports(config, cluster, &[port]);
+}
+
+/// Points a cluster at these loopback ports, one endpoint each.
+fn set_cluster_ports(config: &mut Value, cluster: &str, ports: &[u16]) {
     let cluster = config["static_resources"]["clusters"]
         .as_array_mut()
         .and_then(|c| c.iter_mut().find(|c| c["name"] == cluster))
         .unwrap_or_else(|| panic!("cluster {cluster}"));
-    cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
-        ["port_value"] = json!(port);
+    let endpoints = &mut cluster["load_assignment"]["endpoints"][0]["lb_endpoints"];
+    let template = endpoints[0].clone();
+    *endpoints = ports
+        .iter()
+        .map(|port| {
+            let mut endpoint = template.clone();
+            endpoint["endpoint"]["address"]["socket_address"]["port_value"] = json!(port);
+            endpoint
+        })
+        .collect();
 }
 
 /// Runs `envoy --mode validate` on a config; returns whether Envoy accepted it, and its output.
@@ -136,30 +168,41 @@ pub fn validate_envoy_config(config: &Value) -> (bool, String) {
 impl Stack {
     pub async fn start(options: StackOptions) -> Stack {
         let dir = TempDir::new().expect("tempdir");
-        let (envoy_port, envoy_admin_port, internal_port, public_port, upstream_port) = (
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-        );
+        let (envoy_port, envoy_admin_port, upstream_port) = (free_port(), free_port(), free_port());
 
-        let mut control_plane = Command::new(binaries_dir().join("tollgate-control-plane"));
-        control_plane
-            .env(
-                "TOLLGATE_INTERNAL_ADDR",
-                format!("127.0.0.1:{internal_port}"),
-            )
-            .env("TOLLGATE_PUBLIC_ADDR", format!("127.0.0.1:{public_port}"))
-            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("TOLLGATE_KEY_SECRET", KEY_SECRET)
-            .env("RUST_LOG", "info");
-        if let Some(tiers) = &options.tiers {
+        let tiers = options.tiers.as_ref().map(|tiers| {
             let path = dir.path().join("tiers.toml");
             std::fs::write(&path, tiers).expect("write tiers");
-            control_plane.env("TOLLGATE_TIERS", path);
-        }
-        let control_plane = Process::spawn("control-plane", control_plane, dir.path());
+            path
+        });
+        let control_planes: Vec<ControlPlane> = (0..options.replicas.unwrap_or(1))
+            .map(|replica| {
+                let mut env = vec![
+                    (
+                        "TOLLGATE_INTERNAL_ADDR",
+                        format!("127.0.0.1:{}", free_port()),
+                    ),
+                    ("TOLLGATE_PUBLIC_ADDR", format!("127.0.0.1:{}", free_port())),
+                    ("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+                    ("TOLLGATE_KEY_SECRET", KEY_SECRET.to_owned()),
+                    ("RUST_LOG", "info".to_owned()),
+                ];
+                if let Some(path) = &tiers {
+                    env.push(("TOLLGATE_TIERS", path.display().to_string()));
+                }
+                if let Some(url) = &options.redis_url {
+                    env.push(("REDIS_URL", url.clone()));
+                }
+                if options.state_file {
+                    env.push((
+                        "TOLLGATE_STATE_FILE",
+                        dir.path().join("state.json").display().to_string(),
+                    ));
+                }
+                ControlPlane::spawn(&format!("control-plane-{replica}"), env, dir.path())
+            })
+            .collect();
+        let public_port = control_planes[0].public_port;
 
         let mut upstream = Command::new(binaries_dir().join("tollgate-demo-upstream"));
         upstream.env("DEMO_UPSTREAM_ADDR", format!("127.0.0.1:{upstream_port}"));
@@ -172,12 +215,12 @@ impl Stack {
             .and_then(|l| l.iter_mut().find(|l| l["name"] == "public"))
             .expect("listener `public`");
         listener["address"]["socket_address"]["port_value"] = json!(envoy_port);
-        let callout_port = match options.callout {
-            Callout::ControlPlane => internal_port,
-            Callout::Port(port) => port,
-            Callout::DemoUpstream => upstream_port,
+        let callout_ports: Vec<u16> = match options.callout {
+            Callout::ControlPlane => control_planes.iter().map(|c| c.internal_port).collect(),
+            Callout::Port(port) => vec![port],
+            Callout::DemoUpstream => vec![upstream_port],
         };
-        set_cluster_port(&mut config, "tollgate_control_plane", callout_port);
+        set_cluster_ports(&mut config, "tollgate_control_plane", &callout_ports);
         set_cluster_port(&mut config, "control_plane_public", public_port);
         set_cluster_port(&mut config, "demo_upstream", upstream_port);
         let mut filter = filter_config(&mut config);
@@ -194,18 +237,16 @@ impl Stack {
             .expect("http client");
         let stack = Stack {
             envoy,
-            control_plane,
+            control_planes,
             upstream,
             envoy_port,
             envoy_admin_port,
-            internal_port,
-            public_port,
             client,
             _dir: dir,
         };
-        stack
-            .wait_ready(&format!("http://127.0.0.1:{public_port}/healthz"))
-            .await;
+        for control_plane in &stack.control_planes {
+            stack.wait_ready(&control_plane.url("/readyz")).await;
+        }
         stack
             .wait_ready(&format!("http://127.0.0.1:{upstream_port}/"))
             .await;
@@ -215,7 +256,14 @@ impl Stack {
         stack
     }
 
-    async fn wait_ready(&self, url: &str) {
+    /// Kills control-plane `replica` and starts it again with the same settings.
+    pub async fn restart_control_plane(&mut self, replica: usize) {
+        self.control_planes[replica].restart();
+        let url = self.control_planes[replica].url("/readyz");
+        self.wait_ready(&url).await;
+    }
+
+    pub async fn wait_ready(&self, url: &str) {
         let started = Instant::now();
         loop {
             if let Ok(response) = self.client.get(url).send().await
@@ -240,9 +288,22 @@ impl Stack {
         format!("http://127.0.0.1:{}{path}", self.envoy_port)
     }
 
-    /// A URL on the control-plane's internal listener.
+    /// A URL on the first control-plane's internal listener.
     pub fn internal_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.internal_port)
+        self.control_planes[0].internal_url(path)
+    }
+
+    /// Asks control-plane `replica` for a decision directly, as the filter would.
+    pub async fn decide_via(&self, replica: usize, key: &str) -> reqwest::StatusCode {
+        self.client
+            .post(self.control_planes[replica].internal_url("/v1/decision"))
+            .header("x-tollgate-api-key", key)
+            .header("x-tollgate-route", "ingest")
+            .header("x-tollgate-cost", "1")
+            .send()
+            .await
+            .expect("decision request")
+            .status()
     }
 
     /// Sends `GET path` through Envoy with the key in `x-api-key`.
@@ -271,6 +332,30 @@ impl Stack {
         request.send().await.expect("admin request")
     }
 
+    /// Waits until control-plane `replica` has the tenant in its cache (read through its own
+    /// admin API, which costs no quota).
+    pub async fn wait_until_known(&self, replica: usize, tenant_id: &str) {
+        let url =
+            self.control_planes[replica].internal_url(&format!("/admin/v1/tenants/{tenant_id}"));
+        let started = Instant::now();
+        while self
+            .client
+            .get(&url)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("admin")
+            .status()
+            != 200
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "replica {replica} never learnt of {tenant_id}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn create_tenant(&self, tier: &str) -> Tenant {
         let response = self
             .admin(
@@ -287,11 +372,24 @@ impl Stack {
         }
     }
 
-    /// The control-plane's count of callouts received.
+    /// The control-planes' count of callouts received, all replicas together.
     pub async fn decision_requests(&self) -> u64 {
+        let mut total = 0;
+        for control_plane in &self.control_planes {
+            total += self
+                .metric(
+                    &control_plane.internal_url("/metrics"),
+                    "tollgate_decision_requests_total",
+                )
+                .await;
+        }
+        total
+    }
+
+    async fn metric(&self, url: &str, name: &str) -> u64 {
         let text = self
             .client
-            .get(self.internal_url("/metrics"))
+            .get(url)
             .send()
             .await
             .expect("metrics")
@@ -299,10 +397,60 @@ impl Stack {
             .await
             .expect("metrics text");
         text.lines()
-            .find_map(|l| l.strip_prefix("tollgate_decision_requests_total "))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse().ok())
-            .expect("tollgate_decision_requests_total in /metrics")
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
     }
+}
+
+/// One control-plane process and how to start it again.
+pub struct ControlPlane {
+    pub process: Process,
+    pub internal_port: u16,
+    pub public_port: u16,
+    name: String,
+    env: Vec<(&'static str, String)>,
+    dir: std::path::PathBuf,
+}
+
+impl ControlPlane {
+    fn spawn(name: &str, env: Vec<(&'static str, String)>, dir: &Path) -> ControlPlane {
+        let port = |var: &str| {
+            env.iter()
+                .find(|(k, _)| *k == var)
+                .and_then(|(_, v)| v.rsplit(':').next()?.parse().ok())
+                .expect("port")
+        };
+        ControlPlane {
+            process: start_control_plane(name, &env, dir),
+            internal_port: port("TOLLGATE_INTERNAL_ADDR"),
+            public_port: port("TOLLGATE_PUBLIC_ADDR"),
+            name: name.to_owned(),
+            env,
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn restart(&mut self) {
+        self.process.kill();
+        self.process = start_control_plane(&self.name, &self.env, &self.dir);
+    }
+
+    /// A URL on the public listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.public_port)
+    }
+
+    /// A URL on the internal listener.
+    pub fn internal_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.internal_port)
+    }
+}
+
+fn start_control_plane(name: &str, env: &[(&'static str, String)], dir: &Path) -> Process {
+    let mut command = Command::new(binaries_dir().join("tollgate-control-plane"));
+    command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    Process::spawn(name, command, dir)
 }
 
 fn start_envoy(config: &Value, dir: &Path) -> Process {

@@ -89,6 +89,16 @@ pub enum Windows {
     Redis(RedisWindows),
 }
 
+impl Windows {
+    /// Whether the store answers now.
+    pub async fn health(&self) -> Result<(), StoreError> {
+        match self {
+            Windows::Memory(_) => Ok(()),
+            Windows::Redis(store) => store.ping().await,
+        }
+    }
+}
+
 impl WindowStore for Windows {
     async fn decide(
         &self,

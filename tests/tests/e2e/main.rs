@@ -1,4 +1,5 @@
 //! End-to-end tests: one binary, a module per capability. Each test starts its own stack on
 //! free ports, so they run in parallel.
 
+mod redis_store;
 mod request_path;

@@ -20,7 +20,7 @@ fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
 }
 
 /// Sends `count` requests, `parallel` at a time; returns the status of each.
-async fn burst(
+pub async fn burst(
     stack: &Stack,
     path: &str,
     key: &str,
@@ -42,7 +42,7 @@ async fn burst(
     statuses
 }
 
-fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
+pub fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
     statuses.iter().filter(|s| **s == status).count()
 }
 
@@ -318,7 +318,7 @@ async fn with_the_control_plane_down_closed_mode_refuses_and_open_mode_passes_un
             stack.call("/api/v1/ingest", &tenant.key).await.status(),
             200
         );
-        stack.control_plane.kill();
+        stack.control_planes[0].process.kill();
 
         let started = Instant::now();
         let response = stack
@@ -507,7 +507,10 @@ async fn envoy_refuses_an_invalid_filter_configuration() {
 async fn the_control_plane_stops_cleanly_on_sigterm() {
     let mut stack = Stack::start(StackOptions::default()).await;
     let started = Instant::now();
-    let status = stack.control_plane.terminate().expect("exit status");
+    let status = stack.control_planes[0]
+        .process
+        .terminate()
+        .expect("exit status");
     assert!(status.success(), "exit status {status:?}");
     assert!(
         started.elapsed() < Duration::from_secs(5),

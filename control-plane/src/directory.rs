@@ -1,0 +1,343 @@
+//! Where tenants live durably, and how every replica's cache learns of changes.
+//!
+//! - Embedded default: a JSON state file, rewritten atomically (temporary file, fsync, rename)
+//!   on every change, so `make run` can restart without losing tenants. Without a file,
+//!   tenants last as long as the process.
+//! - Redis: the registry hashes (see [`crate::redis_keys`]); each change is published on a
+//!   channel, and every replica's listener replaces that tenant in its cache, so a change made
+//!   through any replica applies everywhere within milliseconds. The listener also reloads
+//!   everything when it (re)subscribes and every 30 s, in case a message was missed.
+//!
+//! Writes go to durable storage first and to the cache second: a failed write changes
+//! nothing and answers 503.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use tokio::sync::Mutex;
+
+use crate::api_keys::KeyHash;
+use crate::redis_conn::{RedisConnection, RedisTarget, bounded};
+use crate::redis_keys::{KEY_INDEX, TENANT_CHANGES, TENANTS};
+use crate::tenants::{KeyOwner, StoredTenant, Tenant, TenantChange, Tenants};
+use crate::window::StoreError;
+
+/// How often the Redis listener reloads every tenant, whatever it heard.
+const FULL_RELOAD_PERIOD: Duration = Duration::from_secs(30);
+
+pub struct Directory {
+    cache: Arc<Tenants>,
+    durable: Durable,
+    /// Whether the cache holds the durable records yet. Redis-backed directories fill it
+    /// from the listener; until then the replica is not ready.
+    loaded: Arc<AtomicBool>,
+}
+
+enum Durable {
+    Process,
+    /// The mutex serialises writers so two changes cannot interleave their snapshots.
+    File {
+        path: PathBuf,
+        lock: Mutex<()>,
+    },
+    Redis {
+        connection: RedisConnection,
+        timeout: Duration,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("cannot read the state file {path}: {reason}")]
+    StateFile { path: String, reason: String },
+}
+
+impl Directory {
+    /// Tenants that last as long as the process.
+    pub fn in_process() -> Self {
+        Self {
+            cache: Arc::default(),
+            durable: Durable::Process,
+            loaded: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Tenants in a state file; loads it now if it exists.
+    pub fn file(path: PathBuf) -> Result<Self, DirectoryError> {
+        let cache = Arc::new(Tenants::default());
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let records: Vec<StoredTenant> =
+                    serde_json::from_slice(&bytes).map_err(|e| DirectoryError::StateFile {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+                tracing::info!(tenants = records.len(), path = %path.display(), "state file loaded");
+                cache.replace_all(records);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(DirectoryError::StateFile {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        Ok(Self {
+            cache,
+            durable: Durable::File {
+                path,
+                lock: Mutex::new(()),
+            },
+            loaded: Arc::new(AtomicBool::new(true)),
+        })
+    }
+
+    /// Tenants in Redis. The cache fills when the listener (see [`Directory::spawn_listener`])
+    /// first loads them.
+    pub fn redis(connection: RedisConnection, timeout: Duration) -> Self {
+        Self {
+            cache: Arc::default(),
+            durable: Durable::Redis {
+                connection,
+                timeout,
+            },
+            loaded: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Tenant> {
+        self.cache.get(id)
+    }
+
+    pub fn by_key(&self, key: &KeyHash) -> Option<KeyOwner> {
+        self.cache.by_key(key)
+    }
+
+    pub async fn create(&self, tenant: Tenant, key: &KeyHash) -> Result<(), StoreError> {
+        let record = StoredTenant::new(tenant, key);
+        self.store(&record).await?;
+        self.cache.replace(&record.tenant.id.clone(), Some(record));
+        Ok(())
+    }
+
+    /// Applies `change` to the tenant's latest record; `None` if there is no such tenant.
+    pub async fn update(
+        &self,
+        id: &str,
+        change: &TenantChange,
+    ) -> Result<Option<Tenant>, StoreError> {
+        let Some(mut record) = self.latest(id).await? else {
+            return Ok(None);
+        };
+        change.apply(&mut record.tenant);
+        self.store(&record).await?;
+        let tenant = record.tenant.clone();
+        self.cache.replace(id, Some(record));
+        Ok(Some(tenant))
+    }
+
+    /// The freshest record: from Redis when shared, so a change made through another replica
+    /// a moment ago is not overwritten.
+    async fn latest(&self, id: &str) -> Result<Option<StoredTenant>, StoreError> {
+        match &self.durable {
+            Durable::Redis {
+                connection,
+                timeout,
+            } => fetch(connection, *timeout, id).await,
+            Durable::Process | Durable::File { .. } => Ok(self.cache.record(id)),
+        }
+    }
+
+    async fn store(&self, record: &StoredTenant) -> Result<(), StoreError> {
+        match &self.durable {
+            Durable::Process => Ok(()),
+            Durable::File { path, lock } => {
+                let _writer = lock.lock().await;
+                let mut records = self.cache.records();
+                records.retain(|r| r.tenant.id != record.tenant.id);
+                records.push(record.clone());
+                records.sort_by(|a, b| a.tenant.id.cmp(&b.tenant.id));
+                write_atomically(path, &records)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("state file: {e}")))
+            }
+            Durable::Redis {
+                connection,
+                timeout,
+            } => {
+                let json = serde_json::to_string(record)
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .hset(TENANTS, record.tenant.id.as_ref(), json)
+                    .ignore();
+                for key in &record.key_hashes {
+                    pipe.hset(KEY_INDEX, key, record.tenant.id.as_ref())
+                        .ignore();
+                }
+                pipe.publish(TENANT_CHANGES, record.tenant.id.as_ref())
+                    .ignore();
+                bounded(connection, *timeout, |mut c| async move {
+                    pipe.query_async::<()>(&mut c).await
+                })
+                .await
+            }
+        }
+    }
+
+    /// Whether the tenants are loaded and their durable home answers.
+    pub async fn health(&self) -> Result<(), StoreError> {
+        match &self.durable {
+            Durable::Process | Durable::File { .. } => Ok(()),
+            Durable::Redis {
+                connection,
+                timeout,
+            } => {
+                bounded(connection, *timeout, |mut c| async move {
+                    redis::cmd("PING").query_async::<String>(&mut c).await
+                })
+                .await?;
+                if self.loaded.load(Ordering::Acquire) {
+                    Ok(())
+                } else {
+                    Err(StoreError::Unavailable("tenants not loaded yet".into()))
+                }
+            }
+        }
+    }
+
+    /// In Redis mode, keeps this replica's cache in step with every other replica's changes.
+    /// The task holds only a weak reference to the cache and ends when it is dropped.
+    pub fn spawn_listener(&self, target: RedisTarget) {
+        let Durable::Redis {
+            connection,
+            timeout,
+        } = &self.durable
+        else {
+            return;
+        };
+        let cache = Arc::downgrade(&self.cache);
+        let loaded = self.loaded.clone();
+        let (connection, timeout) = (connection.clone(), *timeout);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            while cache.strong_count() > 0 {
+                match listen(&target, &connection, timeout, &cache, &loaded).await {
+                    Ok(()) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, retry_ms = backoff.as_millis() as u64, "tenant change listener lost Redis");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Subscribes, loads everything, then applies each announced change. Returns `Ok` only when
+/// the cache is gone (shutdown).
+async fn listen(
+    target: &RedisTarget,
+    connection: &RedisConnection,
+    timeout: Duration,
+    cache: &Weak<Tenants>,
+    loaded: &AtomicBool,
+) -> Result<(), StoreError> {
+    let unavailable = |e: redis::RedisError| StoreError::Unavailable(e.to_string());
+    let client = redis::Client::open(target.first_url()).map_err(unavailable)?;
+    let mut pubsub = tokio::time::timeout(timeout * 10, client.get_async_pubsub())
+        .await
+        .map_err(|_| StoreError::Unavailable("subscription timed out".into()))?
+        .map_err(unavailable)?;
+    pubsub
+        .subscribe(TENANT_CHANGES)
+        .await
+        .map_err(unavailable)?;
+    // Subscribed first, loaded second: a change made in between is both loaded and heard.
+    reload_all(connection, timeout, cache).await?;
+    loaded.store(true, Ordering::Release);
+    let mut messages = pubsub.on_message();
+    let mut reload = tokio::time::interval(FULL_RELOAD_PERIOD);
+    reload.tick().await;
+    loop {
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else {
+                    return Err(StoreError::Unavailable("subscription closed".into()));
+                };
+                let Ok(id) = message.get_payload::<String>() else { continue };
+                let record = fetch(connection, timeout, &id).await?;
+                let Some(cache) = cache.upgrade() else { return Ok(()) };
+                cache.replace(&id, record);
+            }
+            _ = reload.tick() => reload_all(connection, timeout, cache).await?,
+        }
+        if cache.strong_count() == 0 {
+            return Ok(());
+        }
+    }
+}
+
+async fn reload_all(
+    connection: &RedisConnection,
+    timeout: Duration,
+    cache: &Weak<Tenants>,
+) -> Result<(), StoreError> {
+    let all: Vec<(String, String)> = bounded(connection, timeout * 10, |mut c| async move {
+        c.hgetall(TENANTS).await
+    })
+    .await?;
+    let records: Vec<StoredTenant> = all
+        .into_iter()
+        .filter_map(|(id, json)| match serde_json::from_str(&json) {
+            Ok(record) => Some(record),
+            Err(error) => {
+                tracing::error!(tenant = %id, %error, "unreadable tenant record skipped");
+                None
+            }
+        })
+        .collect();
+    if let Some(cache) = cache.upgrade() {
+        tracing::debug!(tenants = records.len(), "tenants reloaded from Redis");
+        cache.replace_all(records);
+    }
+    Ok(())
+}
+
+async fn fetch(
+    connection: &RedisConnection,
+    timeout: Duration,
+    id: &str,
+) -> Result<Option<StoredTenant>, StoreError> {
+    let id = id.to_owned();
+    let json: Option<String> = bounded(connection, timeout, |mut c| async move {
+        c.hget(TENANTS, id).await
+    })
+    .await?;
+    json.map(|json| {
+        serde_json::from_str(&json)
+            .map_err(|e| StoreError::Unavailable(format!("tenant record: {e}")))
+    })
+    .transpose()
+}
+
+async fn write_atomically(path: &Path, records: &[StoredTenant]) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(records)?;
+    let tmp = path.with_extension("json.tmp");
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}

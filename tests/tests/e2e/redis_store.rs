@@ -1,0 +1,202 @@
+//! The Redis store end to end: several control-plane replicas share one exact window, tenants
+//! survive restarts, changes reach every replica, and Redis outages fail fast and heal.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use tollgate_e2e::redis::RedisServer;
+use tollgate_e2e::{Stack, StackOptions};
+
+use crate::request_path::{burst, count};
+
+const BULK_TIER: &str = r#"
+    default_tier = "bulk"
+    [tiers.bulk]
+    limit = 1000
+    window_seconds = 60
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_redis_admit_exactly_the_limit() {
+    let redis = RedisServer::start();
+    let options = StackOptions::default()
+        .redis(redis.url())
+        .replicas(2)
+        .tiers(BULK_TIER)
+        .filter(
+            "control_plane",
+            json!({"cluster": "tollgate_control_plane", "timeout": "5s"}),
+        );
+    let stack = Stack::start(options).await;
+    let tenant = stack.create_tenant("bulk").await;
+    // Both replicas must know the tenant before the flood, or one would answer 401.
+    stack.wait_until_known(1, &tenant.id).await;
+
+    let statuses = burst(&stack, "/api/v1/ingest", &tenant.key, 5000, 64).await;
+    assert_eq!(
+        count(&statuses, StatusCode::OK),
+        1000,
+        "exactly the limit, across replicas"
+    );
+    assert_eq!(count(&statuses, StatusCode::TOO_MANY_REQUESTS), 4000);
+    for (replica, control_plane) in stack.control_planes.iter().enumerate() {
+        let metrics = stack
+            .client()
+            .get(control_plane.internal_url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        let text = metrics.text().await.unwrap();
+        let served: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tollgate_decision_requests_total "))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!(
+            served > 500,
+            "replica {replica} served only {served} decisions"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_change_through_one_replica_reaches_the_other_within_a_second() {
+    let redis = RedisServer::start();
+    let stack = Stack::start(StackOptions::default().redis(redis.url()).replicas(2)).await;
+    let tenant = stack.create_tenant("standard").await;
+
+    let until = |replica: usize, key: String, status: StatusCode| {
+        let stack = &stack;
+        async move {
+            let started = Instant::now();
+            while stack.decide_via(replica, &key).await != status {
+                assert!(
+                    started.elapsed() < Duration::from_secs(1),
+                    "replica {replica} still not {status} after 1 s"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            started.elapsed()
+        }
+    };
+    until(1, tenant.key.clone(), StatusCode::OK).await;
+
+    let path = format!("/admin/v1/tenants/{}", tenant.id);
+    let patched = stack
+        .admin(Method::PATCH, &path, Some(json!({"suspended": true})))
+        .await;
+    assert_eq!(patched.status(), 200);
+    let took = until(1, tenant.key.clone(), StatusCode::FORBIDDEN).await;
+    eprintln!("suspension reached the other replica after {took:?}");
+}
+
+#[tokio::test]
+async fn a_redis_outage_fails_fast_and_decisions_resume_when_it_returns() {
+    let mut redis = RedisServer::start_durable();
+    let mut stack = Stack::start(StackOptions::default().redis(redis.url())).await;
+    let tenant = stack.create_tenant("standard").await;
+    assert_eq!(
+        stack.call("/api/v1/ingest", &tenant.key).await.status(),
+        200
+    );
+
+    redis.kill();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let response = stack.call("/api/v1/ingest", &tenant.key).await;
+        assert_eq!(response.status(), 503, "failure mode closed");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        stack
+            .client()
+            .get(stack.control_planes[0].url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 503,
+        "not ready while Redis is down"
+    );
+
+    redis.restart();
+    let started = Instant::now();
+    while stack.call("/api/v1/ingest", &tenant.key).await.status() != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "decisions did not resume within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "decisions resumed {:?} after Redis came back",
+        started.elapsed()
+    );
+
+    // The tenant outlived both the outage and a control-plane restart.
+    stack.restart_control_plane(0).await;
+    assert_eq!(
+        stack.call("/api/v1/ingest", &tenant.key).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_replica_serves_tenants_at_once_and_the_window_is_kept() {
+    let redis = RedisServer::start();
+    let tiers = "default_tier = \"tiny\"\n[tiers.tiny]\nlimit = 3\nwindow_seconds = 60\n";
+    let mut stack = Stack::start(
+        StackOptions::default()
+            .redis(redis.url())
+            .replicas(2)
+            .tiers(tiers),
+    )
+    .await;
+    let tenant = stack.create_tenant("tiny").await;
+    stack.wait_until_known(1, &tenant.id).await;
+    assert_eq!(
+        stack.decide_via(1, &tenant.key).await,
+        StatusCode::OK,
+        "1 of 3"
+    );
+    assert_eq!(
+        stack.decide_via(0, &tenant.key).await,
+        StatusCode::OK,
+        "2 of 3"
+    );
+
+    stack.restart_control_plane(0).await;
+    stack.restart_control_plane(1).await;
+    assert_eq!(
+        stack.decide_via(0, &tenant.key).await,
+        StatusCode::OK,
+        "3 of 3"
+    );
+    assert_eq!(
+        stack.decide_via(1, &tenant.key).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the window survived"
+    );
+}
+
+#[tokio::test]
+async fn the_embedded_store_keeps_tenants_across_a_restart() {
+    let mut stack = Stack::start(StackOptions::default().state_file()).await;
+    let tenant = stack.create_tenant("pro").await;
+    assert_eq!(
+        stack.call("/api/v1/ingest", &tenant.key).await.status(),
+        200
+    );
+    stack.restart_control_plane(0).await;
+    let response = stack.call("/api/v1/ingest", &tenant.key).await;
+    assert_eq!(response.status(), 200, "the key still works");
+    assert_eq!(
+        response.headers()["ratelimit-policy"],
+        "\"pro\";q=1000;w=60"
+    );
+}
