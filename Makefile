@@ -14,11 +14,12 @@ FILTER_WASM := target/$(WASM_TARGET)/release/tollgate_filter.wasm
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/[^0-9.]/, ""); print}' Cargo.lock)
 WASM_TEST_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
 
-.PHONY: help deps deps-test build run test lint unit-test wasm-test e2e-test clean
+.PHONY: help deps deps-test build run test lint unit-test wasm-test e2e-test bench-decisions clean
 
 help:
 	@echo "make run    start control-plane, demo upstream and Envoy (Ctrl-C stops them)"
 	@echo "make test   format, lint, unit, wasm (Node) and end-to-end tests"
+	@echo "make bench-decisions   decision-path micro-benchmark (memory and Redis)"
 
 ## Installation (idempotent) ##################################################
 
@@ -34,6 +35,10 @@ $(ENVOY):
 	@$(ENVOY) --version
 
 deps-test: deps
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	}
 	@if [ "$$($(WASM_TEST_RUNNER) --version 2>/dev/null | awk '{print $$2}')" != "$(WASM_BINDGEN_VERSION)" ]; then \
 	  echo "installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) (a few minutes, once)"; \
 	  cargo install --quiet wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
@@ -70,6 +75,12 @@ wasm-test:
 
 e2e-test:
 	ENVOY_BIN=$(abspath $(ENVOY)) cargo test -p tollgate-e2e
+
+## Benchmarks (print figures; never part of `make test`) #####################
+
+# The decision path's store operation alone, memory and Redis; Redis round trips and memory.
+bench-decisions: deps-test
+	cargo run --release -p tollgate-bench
 
 clean:
 	cargo clean

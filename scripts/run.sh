@@ -17,6 +17,8 @@ secret() {
 }
 export TOLLGATE_ADMIN_TOKEN=${TOLLGATE_ADMIN_TOKEN:-$(secret admin-token 24)}
 export TOLLGATE_KEY_SECRET=${TOLLGATE_KEY_SECRET:-$(secret key-secret 32)}
+# Tenants survive a restart of `make run` (unless REDIS_URL points the stack at Redis).
+[[ -n ${REDIS_URL:-} ]] || export TOLLGATE_STATE_FILE=${TOLLGATE_STATE_FILE:-$state/state.json}
 
 pids=()
 stop() {
