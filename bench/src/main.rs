@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tollgate_control_plane::redis_conn::{RedisConnection, RedisTarget};
-use tollgate_control_plane::window::{Limit, MemoryWindows, RedisWindows, SystemClock, WindowStore};
+use tollgate_control_plane::window::{
+    Limit, MemoryWindows, RedisWindows, SystemClock, WindowStore,
+};
 use tollgate_e2e::redis::RedisServer;
 
 const TENANTS: usize = 1_000;
@@ -51,11 +53,16 @@ async fn throughput<S: WindowStore + 'static>(store: Arc<S>) -> f64 {
 #[tokio::main]
 async fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("decision path micro-benchmark: {CONCURRENCY} concurrent tasks, {TENANTS} tenants, {RUN_FOR:?} per store, {cores} cores");
+    println!(
+        "decision path micro-benchmark: {CONCURRENCY} concurrent tasks, {TENANTS} tenants, {RUN_FOR:?} per store, {cores} cores"
+    );
 
     let memory = Arc::new(MemoryWindows::new(Arc::new(SystemClock)));
     let rate = throughput(memory).await;
-    println!("memory store:  {rate:>10.0} decisions/s ({:.0} per core)", rate / cores as f64);
+    println!(
+        "memory store:  {rate:>10.0} decisions/s ({:.0} per core)",
+        rate / cores as f64
+    );
 
     let redis = RedisServer::start();
     let timeout = Duration::from_secs(1);
@@ -64,7 +71,10 @@ async fn main() {
         .expect("connect");
     let store = Arc::new(RedisWindows::new(connection, timeout, None));
     let rate = throughput(store.clone()).await;
-    println!("redis store:   {rate:>10.0} decisions/s ({:.0} per core, redis-server on the same machine)", rate / cores as f64);
+    println!(
+        "redis store:   {rate:>10.0} decisions/s ({:.0} per core, redis-server on the same machine)",
+        rate / cores as f64
+    );
 
     // Round trips. Commands a script runs are counted in commandstats under their own names,
     // and a script cannot call EVALSHA, so EVALSHA calls are exactly the scripts sent; any
@@ -76,7 +86,10 @@ async fn main() {
         window: Duration::from_secs(60),
     };
     for i in 0..decisions {
-        store.decide(&format!("rt-{}", i % 10), limit, 1).await.expect("decision");
+        store
+            .decide(&format!("rt-{}", i % 10), limit, 1)
+            .await
+            .expect("decision");
     }
     let info = redis.cli(&["info", "commandstats"]);
     let calls: Vec<(String, u64)> = info
@@ -87,7 +100,10 @@ async fn main() {
         })
         .filter(|(name, _)| name != "info" && name != "config|resetstat")
         .collect();
-    let evalsha = calls.iter().find(|(n, _)| n == "evalsha").map_or(0, |(_, c)| *c);
+    let evalsha = calls
+        .iter()
+        .find(|(n, _)| n == "evalsha")
+        .map_or(0, |(_, c)| *c);
     let breakdown: Vec<String> = calls.iter().map(|(n, c)| format!("{n}={c}")).collect();
     println!(
         "round trips:   {decisions} decisions → {evalsha} EVALSHA = {:.2} per decision (all commands: {})",
@@ -107,7 +123,13 @@ async fn main() {
         store.decide(name, limit, 1).await.expect("one denial");
         let usage = |key: &str| -> u64 {
             redis
-                .cli(&["memory", "usage", &format!("tollgate:{{{name}}}:{key}"), "samples", "0"])
+                .cli(&[
+                    "memory",
+                    "usage",
+                    &format!("tollgate:{{{name}}}:{key}"),
+                    "samples",
+                    "0",
+                ])
                 .trim()
                 .parse()
                 .unwrap_or(0)
