@@ -10,12 +10,16 @@ use serde::Deserialize;
 use std::time::Duration;
 use tollgate_protocol::MAX_API_KEY_LEN;
 
+use crate::deny_cache::DenyCache;
 use crate::routes::{LimitedRoute, RouteTable};
 
 /// The longest callout timeout accepted. A decision that takes longer than this is not a
 /// rate limiter any more but an outage; the default is far lower.
 const MAX_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
+/// Short, so a tenant who upgrades mid-flood is let through within a second.
+const DEFAULT_DENY_TTL: Duration = Duration::from_secs(1);
+const MAX_DENY_SLOTS: u32 = 1 << 20;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,7 +29,34 @@ struct ConfigWire {
     failure_mode: FailureMode,
     #[serde(default)]
     api_key: ApiKeyWire,
+    #[serde(default)]
+    deny_cache: DenyCacheWire,
     routes: Vec<RouteWire>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DenyCacheWire {
+    #[serde(default = "default_true")]
+    enabled: bool,
+    #[serde(default)]
+    max_ttl: Option<String>,
+    #[serde(default = "default_slots")]
+    slots: u32,
+}
+
+impl Default for DenyCacheWire {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_ttl: None,
+            slots: default_slots(),
+        }
+    }
+}
+
+fn default_slots() -> u32 {
+    4096
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +138,8 @@ pub struct Settings {
     /// Whether `Authorization: Bearer <key>` is also accepted.
     pub bearer: bool,
     pub routes: RouteTable,
+    /// `None` when disabled: every request of a denied key then makes a callout.
+    pub deny_cache: Option<DenyCache>,
 }
 
 /// Why a configuration was refused. The message is what Envoy's log shows the operator.
@@ -124,6 +157,12 @@ pub enum ConfigError {
     Timeout(String),
     #[error("api_key.header {0:?} is not a valid lowercase header name")]
     KeyHeader(String),
+    #[error(
+        "deny_cache.max_ttl {0:?} is not a duration like \"1s\" or \"500ms\" between 1ms and 10s"
+    )]
+    DenyTtl(String),
+    #[error("deny_cache.slots must be between 1 and 1048576")]
+    DenySlots,
     #[error("routes must list at least one limited route")]
     NoRoutes,
     #[error("route prefix {0:?} must start with '/'")]
@@ -181,7 +220,24 @@ impl Settings {
             });
         }
 
+        let deny_cache = if wire.deny_cache.enabled {
+            let max_ttl = match wire.deny_cache.max_ttl {
+                None => DEFAULT_DENY_TTL,
+                Some(text) => parse_timeout(&text).ok_or(ConfigError::DenyTtl(text))?,
+            };
+            if !(1..=MAX_DENY_SLOTS).contains(&wire.deny_cache.slots) {
+                return Err(ConfigError::DenySlots);
+            }
+            Some(DenyCache {
+                slots: wire.deny_cache.slots,
+                max_ttl_ms: u64::try_from(max_ttl.as_millis()).unwrap_or(u64::MAX),
+            })
+        } else {
+            None
+        };
+
         Ok(Settings {
+            deny_cache,
             cluster: wire.control_plane.cluster,
             authority: wire.control_plane.authority,
             timeout,
@@ -242,6 +298,39 @@ mod tests {
             settings.routes.find("/api/v1/ingest").map(|r| r.cost),
             Some(1)
         );
+        assert_eq!(
+            settings.deny_cache,
+            Some(DenyCache {
+                slots: 4096,
+                max_ttl_ms: 1000
+            })
+        );
+    }
+
+    #[test]
+    fn the_deny_cache_can_be_tuned_or_disabled() {
+        let tuned = parse(
+            r#"{"control_plane":{"cluster":"cp"},"deny_cache":{"max_ttl":"250ms","slots":16},
+                "routes":[{"prefix":"/a","name":"a"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            tuned.deny_cache,
+            Some(DenyCache {
+                slots: 16,
+                max_ttl_ms: 250
+            })
+        );
+        let off = parse(
+            r#"{"control_plane":{"cluster":"cp"},"deny_cache":{"enabled":false},
+                "routes":[{"prefix":"/a","name":"a"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(off.deny_cache, None);
+        let zero = parse(
+            r#"{"control_plane":{"cluster":"cp"},"deny_cache":{"slots":0},"routes":[{"prefix":"/a","name":"a"}]}"#,
+        );
+        assert_eq!(zero, Err(ConfigError::DenySlots));
     }
 
     #[test]

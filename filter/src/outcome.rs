@@ -144,7 +144,65 @@ pub fn internal_error() -> LocalReply {
     )
 }
 
-fn rate_limited(quota: &Quota, retry_after_ms: u64) -> LocalReply {
+/// What happened to a limited request, for the filter's Envoy stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    Allowed,
+    Denied,
+    /// Denied by the edge deny cache, without a callout.
+    DeniedCached,
+    /// No usable key, or an unknown one.
+    Unauthorized,
+    /// The tenant is suspended.
+    Forbidden,
+    /// No decision: the control-plane was down, slow or garbled.
+    CalloutFailed,
+    /// No decision, and the request was let through unchecked.
+    PassedFailOpen,
+}
+
+impl Stat {
+    pub const ALL: [Stat; 7] = [
+        Stat::Allowed,
+        Stat::Denied,
+        Stat::DeniedCached,
+        Stat::Unauthorized,
+        Stat::Forbidden,
+        Stat::CalloutFailed,
+        Stat::PassedFailOpen,
+    ];
+
+    /// The Envoy stat name (Envoy shows it as `wasmcustom.<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Stat::Allowed => "tollgate.requests_allowed",
+            Stat::Denied => "tollgate.requests_denied",
+            Stat::DeniedCached => "tollgate.requests_denied_cached",
+            Stat::Unauthorized => "tollgate.requests_unauthorized",
+            Stat::Forbidden => "tollgate.requests_forbidden",
+            Stat::CalloutFailed => "tollgate.callout_failures",
+            Stat::PassedFailOpen => "tollgate.requests_passed_fail_open",
+        }
+    }
+
+    /// The stats a decision (or its failure) counts under.
+    pub fn of(
+        answer: &Result<Answer, CalloutFailure>,
+        failure_mode: FailureMode,
+    ) -> &'static [Stat] {
+        match (answer, failure_mode) {
+            (Ok(Answer::Allow { .. }), _) => &[Stat::Allowed],
+            (Ok(Answer::Deny { .. }), _) => &[Stat::Denied],
+            (Ok(Answer::UnknownKey), _) => &[Stat::Unauthorized],
+            (Ok(Answer::Suspended { .. }), _) => &[Stat::Forbidden],
+            (Err(_), FailureMode::Closed) => &[Stat::CalloutFailed],
+            (Err(_), FailureMode::Open) => &[Stat::CalloutFailed, Stat::PassedFailOpen],
+        }
+    }
+}
+
+/// The 429 for a denied request, whether the control-plane or the deny cache denied it.
+pub fn rate_limited(quota: &Quota, retry_after_ms: u64) -> LocalReply {
     let retry_after = ceil_seconds(retry_after_ms);
     let mut headers = quota_headers(quota);
     headers.push((RETRY_AFTER, retry_after.to_string()));

@@ -8,21 +8,28 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action as HostAction, MapType};
 use tollgate_protocol::{Answer, DECISION_PATH, DecisionRequest};
 
+use super::{HostSharedData, Stats, now_ms};
 use crate::api_key;
 use crate::config::Settings;
-use crate::outcome::{self, Action, CalloutFailure, Headers, IDENTITY_HEADERS, LocalReply};
+use crate::outcome::{self, Action, CalloutFailure, Headers, IDENTITY_HEADERS, LocalReply, Stat};
 
 pub(super) struct RequestContext {
     settings: Rc<Settings>,
+    stats: Rc<Stats>,
+    /// The key and cost of a request waiting for its decision, kept to remember a denial in
+    /// the deny cache. Never logged.
+    pending: Option<(String, u32)>,
     /// Rate-limit headers for the response of an admitted request, set when the decision
     /// arrives and written in the response phase.
     response_headers: Headers,
 }
 
 impl RequestContext {
-    pub(super) fn new(settings: Rc<Settings>) -> Self {
+    pub(super) fn new(settings: Rc<Settings>, stats: Rc<Stats>) -> Self {
         Self {
             settings,
+            stats,
+            pending: None,
             response_headers: Vec::new(),
         }
     }
@@ -83,12 +90,33 @@ impl RequestContext {
         }
     }
 
-    fn fail(&mut self, failure: CalloutFailure) -> bool {
-        log::warn!(
-            "tollgate: no decision ({failure}); failure mode {:?}",
-            self.settings.failure_mode
-        );
-        self.apply(outcome::on_answer(self.settings.failure_mode, Err(failure)))
+    /// Counts, caches and carries out a decision or its failure. Returns whether the stream
+    /// may continue.
+    fn decided(&mut self, answer: Result<Answer, CalloutFailure>) -> bool {
+        let mode = self.settings.failure_mode;
+        self.stats.count(Stat::of(&answer, mode));
+        match &answer {
+            Ok(Answer::Deny {
+                quota,
+                retry_after_ms,
+                ..
+            }) => {
+                if let (Some(cache), Some((key, cost))) = (&self.settings.deny_cache, &self.pending)
+                {
+                    cache.remember(
+                        &HostSharedData,
+                        key,
+                        *cost,
+                        now_ms(),
+                        quota,
+                        *retry_after_ms,
+                    );
+                }
+            }
+            Err(failure) => log::warn!("tollgate: no decision ({failure}); failure mode {mode:?}"),
+            Ok(_) => {}
+        }
+        self.apply(outcome::on_answer(mode, answer))
     }
 }
 
@@ -137,10 +165,7 @@ impl Context for RequestContext {
             }
             Err(status) => Err(CalloutFailure::Host(format!("{status:?}"))),
         };
-        let resume = match answer {
-            Ok(answer) => self.apply(outcome::on_answer(self.settings.failure_mode, Ok(answer))),
-            Err(failure) => self.fail(failure),
-        };
+        let resume = self.decided(answer);
         if resume && let Err(status) = hostcalls::resume_http_request() {
             log::error!("tollgate: cannot resume the request: {status:?}");
         }
@@ -174,17 +199,28 @@ impl HttpContext for RequestContext {
         let api_key = match api_key::extract(key_header.as_deref(), authorization.as_deref()) {
             Ok(key) => key,
             Err(error) => {
+                self.stats.count(&[Stat::Unauthorized]);
                 send(outcome::on_key_error(error));
                 return HostAction::Pause;
             }
         };
 
-        match self.dispatch(api_key, &route.name, route.cost) {
-            Ok(()) => HostAction::Pause,
-            Err(failure) => {
-                let resume = self.fail(failure);
-                continue_if(resume)
+        if let Some(cache) = &self.settings.deny_cache
+            && let Some(denied) = cache.lookup(&HostSharedData, api_key, route.cost, now_ms())
+        {
+            self.stats.count(&[Stat::DeniedCached]);
+            send(outcome::rate_limited(&denied.quota, denied.retry_after_ms));
+            return HostAction::Pause;
+        }
+
+        let cost = route.cost;
+        let dispatched = self.dispatch(api_key, &route.name, cost);
+        match dispatched {
+            Ok(()) => {
+                self.pending = Some((api_key.to_owned(), cost));
+                HostAction::Pause
             }
+            Err(failure) => continue_if(self.decided(Err(failure))),
         }
     }
 

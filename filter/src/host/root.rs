@@ -7,13 +7,14 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
+use super::Stats;
 use super::http::RequestContext;
 use crate::config::Settings;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_context_id| -> Box<dyn RootContext> {
-        Box::new(FilterRoot { settings: None })
+        Box::new(FilterRoot { settings: None, stats: None })
     });
 }}
 
@@ -21,6 +22,7 @@ struct FilterRoot {
     /// Shared with every request context of this worker; `Rc` because a wasm VM is
     /// single-threaded and the settings never change after `on_configure`.
     settings: Option<Rc<Settings>>,
+    stats: Option<Rc<Stats>>,
 }
 
 impl Context for FilterRoot {}
@@ -38,6 +40,13 @@ impl RootContext for FilterRoot {
                 return false;
             }
         };
+        let stats = match Stats::define() {
+            Ok(stats) => stats,
+            Err(status) => {
+                log::error!("tollgate: cannot define the filter's stats: {status:?}");
+                return false;
+            }
+        };
         match Settings::from_json(bytes.as_deref()) {
             Ok(settings) => {
                 log::info!(
@@ -47,6 +56,7 @@ impl RootContext for FilterRoot {
                     settings.failure_mode
                 );
                 self.settings = Some(Rc::new(settings));
+                self.stats = Some(Rc::new(stats));
                 true
             }
             Err(error) => {
@@ -58,7 +68,8 @@ impl RootContext for FilterRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let settings = self.settings.clone()?;
-        Some(Box::new(RequestContext::new(settings)))
+        let stats = self.stats.clone()?;
+        Some(Box::new(RequestContext::new(settings, stats)))
     }
 
     fn get_type(&self) -> Option<ContextType> {

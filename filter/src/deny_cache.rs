@@ -1,0 +1,283 @@
+//! The edge deny cache: once the control-plane denies a key, the filter answers that key's
+//! next requests with 429 itself, without a callout, until the earlier of the key's retry time
+//! and a short maximum (1 s by default, so a tier upgrade takes effect quickly). An
+//! over-quota flood then costs the control-plane about one callout per second per Envoy
+//! worker instead of one per request.
+//!
+//! The cache lives in proxy-wasm shared data, which every worker's VM with the same `vm_id`
+//! sees, and which never expires or shrinks by itself. So it is direct-mapped: a fixed number
+//! of slots (`tollgate.deny.<n>`), a key's slot chosen by its hash, a newer entry simply
+//! overwriting whatever was there. Memory is bounded by the slot count however many keys
+//! flood, and expired entries need no sweeping: they are ignored, then overwritten. A slot
+//! stores a 64-bit fingerprint of the key, never the key. Writes use compare-and-swap, so two
+//! workers never interleave a half-written entry.
+//!
+//! This module is pure: the host hands it a [`SharedData`] to read and write.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use tollgate_protocol::Quota;
+
+/// Shared data as the cache needs it; implemented over proxy-wasm host calls in `host`.
+pub trait SharedData {
+    /// The value and its CAS token, if the key was ever set.
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Sets the value if the CAS token still matches (`None`: unconditionally). `false` when
+    /// another writer came first.
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DenyCache {
+    pub slots: u32,
+    pub max_ttl_ms: u64,
+}
+
+/// A cached denial, with times relative to now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedDeny {
+    pub quota: Quota,
+    pub retry_after_ms: u64,
+}
+
+struct Entry {
+    fingerprint: u64,
+    expires_at: u64,
+    retry_at: u64,
+    reset_at: u64,
+    limit: u32,
+    window_seconds: u32,
+    remaining: u32,
+    policy: String,
+}
+
+impl Entry {
+    fn encode(&self) -> String {
+        format!(
+            "{};{};{};{};{};{};{};{}",
+            self.fingerprint,
+            self.expires_at,
+            self.retry_at,
+            self.reset_at,
+            self.limit,
+            self.window_seconds,
+            self.remaining,
+            self.policy
+        )
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Entry> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut fields = text.splitn(8, ';');
+        let mut number = || fields.next()?.parse::<u64>().ok();
+        let (fingerprint, expires_at, retry_at, reset_at) =
+            (number()?, number()?, number()?, number()?);
+        let (limit, window_seconds, remaining) = (number()?, number()?, number()?);
+        Some(Entry {
+            fingerprint,
+            expires_at,
+            retry_at,
+            reset_at,
+            limit: u32::try_from(limit).ok()?,
+            window_seconds: u32::try_from(window_seconds).ok()?,
+            remaining: u32::try_from(remaining).ok()?,
+            policy: fields.next()?.to_owned(),
+        })
+    }
+}
+
+/// Identifies a (key, cost) pair. The cost is part of it because a denial is only certain
+/// for requests of the same cost: a cheaper request may still fit the room a dearer one did
+/// not, and a dearer one may need to wait longer than the cached retry time.
+fn fingerprint(api_key: &str, cost: u32) -> u64 {
+    // SipHash with fixed keys: the same in every worker's VM, unlike a randomly keyed
+    // `HashMap` hasher.
+    let mut hasher = DefaultHasher::new();
+    api_key.hash(&mut hasher);
+    cost.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl DenyCache {
+    fn slot_key(&self, fingerprint: u64) -> String {
+        format!(
+            "tollgate.deny.{}",
+            fingerprint % u64::from(self.slots.max(1))
+        )
+    }
+
+    /// The cached denial of this key at this cost, if one is still in force at `now_ms`.
+    pub fn lookup(
+        &self,
+        shared: &impl SharedData,
+        api_key: &str,
+        cost: u32,
+        now_ms: u64,
+    ) -> Option<CachedDeny> {
+        let fingerprint = fingerprint(api_key, cost);
+        let (value, _cas) = shared.get(&self.slot_key(fingerprint));
+        let entry = Entry::decode(&value?)?;
+        if entry.fingerprint != fingerprint || entry.expires_at <= now_ms {
+            return None;
+        }
+        Some(CachedDeny {
+            quota: Quota {
+                policy: entry.policy,
+                limit: entry.limit,
+                window_seconds: entry.window_seconds,
+                remaining: entry.remaining,
+                reset_ms: entry.reset_at.saturating_sub(now_ms),
+            },
+            retry_after_ms: entry.retry_at.saturating_sub(now_ms),
+        })
+    }
+
+    /// Remembers a denial decided at `now_ms`. Returns whether it was stored (a concurrent
+    /// writer to the same slot may win; then its entry stands, which is as good).
+    pub fn remember(
+        &self,
+        shared: &impl SharedData,
+        api_key: &str,
+        cost: u32,
+        now_ms: u64,
+        quota: &Quota,
+        retry_after_ms: u64,
+    ) -> bool {
+        let fingerprint = fingerprint(api_key, cost);
+        let key = self.slot_key(fingerprint);
+        let entry = Entry {
+            fingerprint,
+            expires_at: now_ms + retry_after_ms.min(self.max_ttl_ms),
+            retry_at: now_ms + retry_after_ms,
+            reset_at: now_ms + quota.reset_ms,
+            limit: quota.limit,
+            window_seconds: quota.window_seconds,
+            remaining: quota.remaining,
+            policy: quota.policy.clone(),
+        };
+        let (_, cas) = shared.get(&key);
+        shared.set(&key, entry.encode().as_bytes(), cas)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    /// Shared data as Envoy keeps it: values with a CAS counter bumped on every write.
+    #[derive(Default)]
+    struct FakeShared(RefCell<HashMap<String, (Vec<u8>, u32)>>);
+
+    impl SharedData for FakeShared {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            match self.0.borrow().get(key) {
+                Some((value, cas)) => (Some(value.clone()), Some(*cas)),
+                None => (None, None),
+            }
+        }
+
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+            let mut map = self.0.borrow_mut();
+            let current = map.get(key).map(|(_, c)| *c);
+            if cas.is_some() && cas != current {
+                return false;
+            }
+            map.insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
+            true
+        }
+    }
+
+    fn quota() -> Quota {
+        Quota {
+            policy: "standard".into(),
+            limit: 60,
+            window_seconds: 60,
+            remaining: 0,
+            reset_ms: 5_000,
+        }
+    }
+
+    const CACHE: DenyCache = DenyCache {
+        slots: 64,
+        max_ttl_ms: 1_000,
+    };
+
+    #[test]
+    fn a_denial_is_served_until_the_maximum_ttl_with_times_counting_down() {
+        let shared = FakeShared::default();
+        assert!(CACHE.remember(&shared, "tg_a", 1, 10_000, &quota(), 5_000));
+        let hit = CACHE.lookup(&shared, "tg_a", 1, 10_400).expect("cached");
+        assert_eq!(hit.retry_after_ms, 4_600);
+        assert_eq!(hit.quota.reset_ms, 4_600);
+        assert_eq!(hit.quota.policy, "standard");
+        assert!(CACHE.lookup(&shared, "tg_a", 1, 10_999).is_some());
+        assert!(
+            CACHE.lookup(&shared, "tg_a", 1, 11_000).is_none(),
+            "expired after 1 s"
+        );
+    }
+
+    #[test]
+    fn a_denial_expires_at_its_retry_time_when_that_is_sooner() {
+        let shared = FakeShared::default();
+        CACHE.remember(&shared, "tg_a", 1, 10_000, &quota(), 300);
+        assert!(CACHE.lookup(&shared, "tg_a", 1, 10_299).is_some());
+        assert!(CACHE.lookup(&shared, "tg_a", 1, 10_300).is_none());
+    }
+
+    #[test]
+    fn other_keys_miss_and_the_key_itself_is_never_stored() {
+        let shared = FakeShared::default();
+        CACHE.remember(&shared, "tg_secret_key", 5, 0, &quota(), 5_000);
+        assert!(CACHE.lookup(&shared, "tg_other", 5, 1).is_none());
+        assert!(
+            CACHE.lookup(&shared, "tg_secret_key", 1, 1).is_none(),
+            "a cheaper request may fit"
+        );
+        assert!(CACHE.lookup(&shared, "tg_secret_key", 5, 1).is_some());
+        let stored: Vec<u8> = shared
+            .0
+            .borrow()
+            .values()
+            .flat_map(|(v, _)| v.clone())
+            .collect();
+        assert!(!String::from_utf8_lossy(&stored).contains("tg_secret_key"));
+    }
+
+    #[test]
+    fn ten_thousand_denied_keys_stay_within_the_slots() {
+        let shared = FakeShared::default();
+        for i in 0..10_000 {
+            CACHE.remember(&shared, &format!("tg_{i}"), 1, 0, &quota(), 5_000);
+        }
+        assert!(
+            shared.0.borrow().len() <= 64,
+            "{} entries",
+            shared.0.borrow().len()
+        );
+        // The newest entry of each slot is served.
+        assert!(CACHE.lookup(&shared, "tg_9999", 1, 1).is_some());
+    }
+
+    #[test]
+    fn a_lost_compare_and_swap_is_reported() {
+        let shared = FakeShared::default();
+        CACHE.remember(&shared, "tg_a", 1, 0, &quota(), 5_000);
+        let key = CACHE.slot_key(fingerprint("tg_a", 1));
+        let (_, cas) = shared.get(&key);
+        assert!(shared.set(&key, b"other writer", cas));
+        assert!(
+            !shared.set(&key, b"stale writer", cas),
+            "a stale token loses"
+        );
+        assert!(
+            CACHE.lookup(&shared, "tg_a", 1, 1).is_none(),
+            "garbage decodes to a miss"
+        );
+    }
+}
