@@ -372,6 +372,29 @@ impl Stack {
         }
     }
 
+    /// Envoy's counters whose names contain `tollgate`, by name (as `/stats` shows them).
+    pub async fn envoy_stats(&self) -> std::collections::HashMap<String, u64> {
+        let url = format!(
+            "http://127.0.0.1:{}/stats?filter=tollgate",
+            self.envoy_admin_port
+        );
+        let text = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .expect("envoy /stats")
+            .text()
+            .await
+            .expect("stats text");
+        text.lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(": ")?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
     /// The control-planes' count of callouts received, all replicas together.
     pub async fn decision_requests(&self) -> u64 {
         let mut total = 0;

@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary, a module per capability. Each test starts its own stack on
 //! free ports, so they run in parallel.
 
+mod edge_shedding;
 mod redis_store;
 mod request_path;
