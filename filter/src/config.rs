@@ -176,6 +176,10 @@ pub enum ConfigError {
 }
 
 impl Settings {
+    pub fn timeout_ms(&self) -> u64 {
+        u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+
     pub fn from_json(bytes: Option<&[u8]>) -> Result<Self, ConfigError> {
         let bytes = bytes
             .filter(|b| !b.is_empty())

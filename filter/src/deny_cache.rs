@@ -33,6 +33,18 @@ pub struct DenyCache {
     pub max_ttl_ms: u64,
 }
 
+/// What the cache says about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Denied: answer 429 without a callout.
+    Denied(CachedDeny),
+    /// This request holds the refresh lease of an expired denial: make the callout, and
+    /// [`DenyCache::forget`] the denial if it is admitted.
+    Refresh,
+    /// Nothing cached: make the callout.
+    Miss,
+}
+
 /// A cached denial, with times relative to now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedDeny {
@@ -52,6 +64,19 @@ struct Entry {
 }
 
 impl Entry {
+    fn into_denial(self, now_ms: u64) -> CachedDeny {
+        CachedDeny {
+            quota: Quota {
+                policy: self.policy,
+                limit: self.limit,
+                window_seconds: self.window_seconds,
+                remaining: self.remaining,
+                reset_ms: self.reset_at.saturating_sub(now_ms),
+            },
+            retry_after_ms: self.retry_at.saturating_sub(now_ms),
+        }
+    }
+
     fn encode(&self) -> String {
         format!(
             "{};{};{};{};{};{};{};{}",
@@ -89,6 +114,18 @@ impl Entry {
 /// Identifies a (key, cost) pair. The cost is part of it because a denial is only certain
 /// for requests of the same cost: a cheaper request may still fit the room a dearer one did
 /// not, and a dearer one may need to wait longer than the cached retry time.
+/// The slot's entry if it belongs to `fingerprint` and its denial may still hold.
+fn read(
+    shared: &impl SharedData,
+    slot: &str,
+    fingerprint: u64,
+    now_ms: u64,
+) -> Option<(Entry, Option<u32>)> {
+    let (value, cas) = shared.get(slot);
+    let entry = Entry::decode(&value?)?;
+    (entry.fingerprint == fingerprint && entry.retry_at > now_ms).then_some((entry, cas))
+}
+
 fn fingerprint(api_key: &str, cost: u32) -> u64 {
     // SipHash with fixed keys: the same in every worker's VM, unlike a randomly keyed
     // `HashMap` hasher.
@@ -107,29 +144,50 @@ impl DenyCache {
     }
 
     /// The cached denial of this key at this cost, if one is still in force at `now_ms`.
+    ///
+    /// When an entry has expired but the denial may still hold (before its retry time), the
+    /// first request to notice claims the refresh: it extends the entry by `lease_ms` with a
+    /// compare-and-swap and gets `None`, so it alone makes the callout, while every other
+    /// request, in any worker, is still answered from the cache. Without this, every request
+    /// arriving while the refresh callout is in flight would make a callout of its own.
     pub fn lookup(
         &self,
         shared: &impl SharedData,
         api_key: &str,
         cost: u32,
         now_ms: u64,
-    ) -> Option<CachedDeny> {
+        lease_ms: u64,
+    ) -> Lookup {
         let fingerprint = fingerprint(api_key, cost);
-        let (value, _cas) = shared.get(&self.slot_key(fingerprint));
-        let entry = Entry::decode(&value?)?;
-        if entry.fingerprint != fingerprint || entry.expires_at <= now_ms {
-            return None;
+        let slot = self.slot_key(fingerprint);
+        let Some((mut entry, cas)) = read(shared, &slot, fingerprint, now_ms) else {
+            return Lookup::Miss;
+        };
+        if entry.expires_at <= now_ms {
+            entry.expires_at = now_ms + lease_ms;
+            if shared.set(&slot, entry.encode().as_bytes(), cas) {
+                return Lookup::Refresh;
+            }
+            // Another request claimed it first (or replaced it): read what it left.
+            match read(shared, &slot, fingerprint, now_ms) {
+                Some((fresh, _)) if fresh.expires_at > now_ms => entry = fresh,
+                _ => return Lookup::Miss,
+            }
         }
-        Some(CachedDeny {
-            quota: Quota {
-                policy: entry.policy,
-                limit: entry.limit,
-                window_seconds: entry.window_seconds,
-                remaining: entry.remaining,
-                reset_ms: entry.reset_at.saturating_sub(now_ms),
-            },
-            retry_after_ms: entry.retry_at.saturating_sub(now_ms),
-        })
+        Lookup::Denied(entry.into_denial(now_ms))
+    }
+
+    /// Drops the cached denial of this key at this cost (the control-plane admitted it).
+    pub fn forget(&self, shared: &impl SharedData, api_key: &str, cost: u32) {
+        let fingerprint = fingerprint(api_key, cost);
+        let slot = self.slot_key(fingerprint);
+        let (value, cas) = shared.get(&slot);
+        if value
+            .and_then(|v| Entry::decode(&v))
+            .is_some_and(|e| e.fingerprint == fingerprint)
+        {
+            shared.set(&slot, b"", cas);
+        }
     }
 
     /// Remembers a denial decided at `now_ms`. Returns whether it was stored (a concurrent
@@ -211,35 +269,100 @@ mod tests {
     fn a_denial_is_served_until_the_maximum_ttl_with_times_counting_down() {
         let shared = FakeShared::default();
         assert!(CACHE.remember(&shared, "tg_a", 1, 10_000, &quota(), 5_000));
-        let hit = CACHE.lookup(&shared, "tg_a", 1, 10_400).expect("cached");
+        let Lookup::Denied(hit) = CACHE.lookup(&shared, "tg_a", 1, 10_400, 100) else {
+            panic!("cached");
+        };
         assert_eq!(hit.retry_after_ms, 4_600);
         assert_eq!(hit.quota.reset_ms, 4_600);
         assert_eq!(hit.quota.policy, "standard");
-        assert!(CACHE.lookup(&shared, "tg_a", 1, 10_999).is_some());
+        assert!(matches!(
+            CACHE.lookup(&shared, "tg_a", 1, 10_999, 100),
+            Lookup::Denied(_)
+        ));
         assert!(
-            CACHE.lookup(&shared, "tg_a", 1, 11_000).is_none(),
-            "expired after 1 s"
+            !matches!(
+                CACHE.lookup(&shared, "tg_a", 1, 11_000, 100),
+                Lookup::Denied(_)
+            ),
+            "expired after 1 s: this request refreshes"
         );
+    }
+
+    #[test]
+    fn only_one_request_refreshes_an_expired_entry() {
+        let shared = FakeShared::default();
+        CACHE.remember(&shared, "tg_a", 1, 0, &quota(), 5_000);
+        assert_eq!(
+            CACHE.lookup(&shared, "tg_a", 1, 1_000, 100),
+            Lookup::Refresh,
+            "the first one refreshes"
+        );
+        for now in [1_000, 1_050, 1_099] {
+            assert!(
+                matches!(
+                    CACHE.lookup(&shared, "tg_a", 1, now, 100),
+                    Lookup::Denied(_)
+                ),
+                "covered by the lease at {now}"
+            );
+        }
+        assert_eq!(
+            CACHE.lookup(&shared, "tg_a", 1, 1_100, 100),
+            Lookup::Refresh,
+            "the lease ran out: refresh again"
+        );
+    }
+
+    #[test]
+    fn an_admission_clears_the_denial_of_that_key_only() {
+        let shared = FakeShared::default();
+        CACHE.remember(&shared, "tg_b", 1, 0, &quota(), 5_000);
+        CACHE.forget(&shared, "tg_a", 1);
+        assert!(
+            matches!(CACHE.lookup(&shared, "tg_b", 1, 1, 100), Lookup::Denied(_)),
+            "another key's entry stays"
+        );
+        CACHE.remember(&shared, "tg_a", 1, 0, &quota(), 5_000);
+        CACHE.forget(&shared, "tg_a", 1);
+        assert!(!matches!(
+            CACHE.lookup(&shared, "tg_a", 1, 1, 100),
+            Lookup::Denied(_)
+        ));
     }
 
     #[test]
     fn a_denial_expires_at_its_retry_time_when_that_is_sooner() {
         let shared = FakeShared::default();
         CACHE.remember(&shared, "tg_a", 1, 10_000, &quota(), 300);
-        assert!(CACHE.lookup(&shared, "tg_a", 1, 10_299).is_some());
-        assert!(CACHE.lookup(&shared, "tg_a", 1, 10_300).is_none());
+        assert!(matches!(
+            CACHE.lookup(&shared, "tg_a", 1, 10_299, 100),
+            Lookup::Denied(_)
+        ));
+        assert!(!matches!(
+            CACHE.lookup(&shared, "tg_a", 1, 10_300, 100),
+            Lookup::Denied(_)
+        ));
     }
 
     #[test]
     fn other_keys_miss_and_the_key_itself_is_never_stored() {
         let shared = FakeShared::default();
         CACHE.remember(&shared, "tg_secret_key", 5, 0, &quota(), 5_000);
-        assert!(CACHE.lookup(&shared, "tg_other", 5, 1).is_none());
+        assert!(!matches!(
+            CACHE.lookup(&shared, "tg_other", 5, 1, 100),
+            Lookup::Denied(_)
+        ));
         assert!(
-            CACHE.lookup(&shared, "tg_secret_key", 1, 1).is_none(),
+            !matches!(
+                CACHE.lookup(&shared, "tg_secret_key", 1, 1, 100),
+                Lookup::Denied(_)
+            ),
             "a cheaper request may fit"
         );
-        assert!(CACHE.lookup(&shared, "tg_secret_key", 5, 1).is_some());
+        assert!(matches!(
+            CACHE.lookup(&shared, "tg_secret_key", 5, 1, 100),
+            Lookup::Denied(_)
+        ));
         let stored: Vec<u8> = shared
             .0
             .borrow()
@@ -261,7 +384,10 @@ mod tests {
             shared.0.borrow().len()
         );
         // The newest entry of each slot is served.
-        assert!(CACHE.lookup(&shared, "tg_9999", 1, 1).is_some());
+        assert!(matches!(
+            CACHE.lookup(&shared, "tg_9999", 1, 1, 100),
+            Lookup::Denied(_)
+        ));
     }
 
     #[test]
@@ -276,7 +402,7 @@ mod tests {
             "a stale token loses"
         );
         assert!(
-            CACHE.lookup(&shared, "tg_a", 1, 1).is_none(),
+            !matches!(CACHE.lookup(&shared, "tg_a", 1, 1, 100), Lookup::Denied(_)),
             "garbage decodes to a miss"
         );
     }

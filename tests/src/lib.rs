@@ -23,14 +23,16 @@ pub fn workspace() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// `target/debug` (or whichever profile built the running test).
+/// `target/debug` (or whichever profile built the running test or benchmark).
 pub fn binaries_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test binary>
-    exe.ancestors()
-        .nth(2)
-        .map(PathBuf::from)
-        .unwrap_or_default()
+    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    // Tests run from target/<profile>/deps/, binaries from target/<profile>/.
+    if dir.ends_with("deps") {
+        dir.parent().map(PathBuf::from).unwrap_or_default()
+    } else {
+        dir
+    }
 }
 
 pub fn envoy_bin() -> PathBuf {

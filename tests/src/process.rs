@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 pub struct Process {
     name: String,
@@ -77,10 +78,21 @@ impl Drop for Process {
     }
 }
 
-/// A port that was free a moment ago. The OS rarely hands it out again this fast.
+/// A loopback port for a server a test starts, free a moment ago.
+///
+/// Taken from below the kernel's ephemeral range (32768 and up on Linux): a port the kernel
+/// handed out with `bind(0)` could be handed out again, as the local port of one of the many
+/// outgoing connections the tests make, before the server got to bind it. Each test binary
+/// counts through its own stretch of the range, so parallel tests never pick the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a free port")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let stretch = 10_000 + (std::process::id() % 20) * 1_000;
+    for _ in 0..1_000 {
+        let port = stretch + NEXT.fetch_add(1, Ordering::Relaxed) % 1_000;
+        let port = u16::try_from(port).expect("port below 32768");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 1,000 tries");
 }

@@ -22,6 +22,9 @@ pub struct StackOptions {
     redis_url: Option<String>,
     replicas: Option<usize>,
     state_file: bool,
+    without_filter: bool,
+    direct_response: bool,
+    callout_http1: bool,
 }
 
 /// Where the filter's callouts go.
@@ -65,6 +68,25 @@ impl StackOptions {
         self
     }
 
+    /// Envoy without the Tollgate filter: the baseline the filter's cost is measured against.
+    pub fn without_filter(mut self) -> Self {
+        self.without_filter = true;
+        self
+    }
+
+    /// Envoy answers the limited routes itself (`direct_response` 200), reaching no upstream:
+    /// the raw ceiling of this Envoy on this machine.
+    pub fn direct_response(mut self) -> Self {
+        self.direct_response = true;
+        self
+    }
+
+    /// Calls the control-plane over HTTP/1.1 instead of HTTP/2.
+    pub fn callout_http1(mut self) -> Self {
+        self.callout_http1 = true;
+        self
+    }
+
     /// Sends the filter's callouts to this port instead of the control-plane.
     pub fn callout_port(mut self, port: u16) -> Self {
         self.callout = Callout::Port(port);
@@ -102,15 +124,38 @@ pub fn shipped_envoy_config() -> Value {
     serde_yaml_ng::from_str(&text).expect("envoy/envoy.yaml is YAML")
 }
 
-/// The `tollgate` filter entry of the public listener.
-pub fn tollgate_filter(config: &mut Value) -> &mut Value {
-    let listener = config["static_resources"]["listeners"]
+fn public_listener(config: &mut Value) -> &mut Value {
+    config["static_resources"]["listeners"]
         .as_array_mut()
         .and_then(|l| l.iter_mut().find(|l| l["name"] == "public"))
-        .expect("listener `public`");
-    listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        .expect("listener `public`")
+}
+
+fn public_http_filters(config: &mut Value) -> &mut Vec<Value> {
+    public_listener(config)["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
         .as_array_mut()
-        .and_then(|f| f.iter_mut().find(|f| f["name"] == "tollgate"))
+        .expect("http_filters")
+}
+
+fn public_routes(config: &mut Value) -> &mut Vec<Value> {
+    public_listener(config)["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+        ["virtual_hosts"][0]["routes"]
+        .as_array_mut()
+        .expect("routes")
+}
+
+fn cluster<'a>(config: &'a mut Value, name: &str) -> &'a mut Value {
+    config["static_resources"]["clusters"]
+        .as_array_mut()
+        .and_then(|c| c.iter_mut().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("cluster {name}"))
+}
+
+/// The `tollgate` filter entry of the public listener.
+pub fn tollgate_filter(config: &mut Value) -> &mut Value {
+    public_http_filters(config)
+        .iter_mut()
+        .find(|f| f["name"] == "tollgate")
         .expect("http filter `tollgate`")
 }
 
@@ -133,11 +178,8 @@ fn set_cluster_port(config: &mut Value, cluster: &str, port: u16) {
 }
 
 /// Points a cluster at these loopback ports, one endpoint each.
-fn set_cluster_ports(config: &mut Value, cluster: &str, ports: &[u16]) {
-    let cluster = config["static_resources"]["clusters"]
-        .as_array_mut()
-        .and_then(|c| c.iter_mut().find(|c| c["name"] == cluster))
-        .unwrap_or_else(|| panic!("cluster {cluster}"));
+fn set_cluster_ports(config: &mut Value, name: &str, ports: &[u16]) {
+    let cluster = cluster(config, name);
     let endpoints = &mut cluster["load_assignment"]["endpoints"][0]["lb_endpoints"];
     let template = endpoints[0].clone();
     *endpoints = ports
@@ -210,11 +252,7 @@ impl Stack {
 
         let mut config = shipped_envoy_config();
         config["admin"]["address"]["socket_address"]["port_value"] = json!(envoy_admin_port);
-        let listener = config["static_resources"]["listeners"]
-            .as_array_mut()
-            .and_then(|l| l.iter_mut().find(|l| l["name"] == "public"))
-            .expect("listener `public`");
-        listener["address"]["socket_address"]["port_value"] = json!(envoy_port);
+        public_listener(&mut config)["address"]["socket_address"]["port_value"] = json!(envoy_port);
         let callout_ports: Vec<u16> = match options.callout {
             Callout::ControlPlane => control_planes.iter().map(|c| c.internal_port).collect(),
             Callout::Port(port) => vec![port],
@@ -228,6 +266,23 @@ impl Stack {
             filter[field] = value;
         }
         set_filter_config(&mut config, &filter);
+        if options.without_filter {
+            public_http_filters(&mut config).retain(|f| f["name"] != "tollgate");
+        }
+        if options.direct_response {
+            for route in public_routes(&mut config) {
+                if route["route"]["cluster"] == "demo_upstream" {
+                    route.as_object_mut().map(|r| r.remove("route"));
+                    route["direct_response"] =
+                        json!({"status": 200, "body": {"inline_string": "{}"}});
+                }
+            }
+        }
+        if options.callout_http1 {
+            cluster(&mut config, "tollgate_control_plane")
+                .as_object_mut()
+                .map(|c| c.remove("typed_extension_protocol_options"));
+        }
         let envoy = start_envoy(&config, dir.path());
 
         let client = reqwest::Client::builder()

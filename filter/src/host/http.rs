@@ -11,6 +11,7 @@ use tollgate_protocol::{Answer, DECISION_PATH, DecisionRequest};
 use super::{HostSharedData, Stats, now_ms};
 use crate::api_key;
 use crate::config::Settings;
+use crate::deny_cache::Lookup;
 use crate::outcome::{self, Action, CalloutFailure, Headers, IDENTITY_HEADERS, LocalReply, Stat};
 
 pub(super) struct RequestContext {
@@ -19,6 +20,8 @@ pub(super) struct RequestContext {
     /// The key and cost of a request waiting for its decision, kept to remember a denial in
     /// the deny cache. Never logged.
     pending: Option<(String, u32)>,
+    /// Whether this request holds the refresh lease of a cached denial.
+    refreshing: bool,
     /// Rate-limit headers for the response of an admitted request, set when the decision
     /// arrives and written in the response phase.
     response_headers: Headers,
@@ -30,6 +33,7 @@ impl RequestContext {
             settings,
             stats,
             pending: None,
+            refreshing: false,
             response_headers: Vec::new(),
         }
     }
@@ -111,6 +115,13 @@ impl RequestContext {
                         quota,
                         *retry_after_ms,
                     );
+                }
+            }
+            Ok(Answer::Allow { .. }) => {
+                // Another request may hold a refresh lease on a denial that no longer holds.
+                if let (Some(cache), Some((key, cost))) = (&self.settings.deny_cache, &self.pending)
+                {
+                    cache.forget(&HostSharedData, key, *cost);
                 }
             }
             Err(failure) => log::warn!("tollgate: no decision ({failure}); failure mode {mode:?}"),
@@ -205,12 +216,17 @@ impl HttpContext for RequestContext {
             }
         };
 
-        if let Some(cache) = &self.settings.deny_cache
-            && let Some(denied) = cache.lookup(&HostSharedData, api_key, route.cost, now_ms())
-        {
-            self.stats.count(&[Stat::DeniedCached]);
-            send(outcome::rate_limited(&denied.quota, denied.retry_after_ms));
-            return HostAction::Pause;
+        if let Some(cache) = &self.settings.deny_cache {
+            let lease = self.settings.timeout_ms();
+            match cache.lookup(&HostSharedData, api_key, route.cost, now_ms(), lease) {
+                Lookup::Denied(denied) => {
+                    self.stats.count(&[Stat::DeniedCached]);
+                    send(outcome::rate_limited(&denied.quota, denied.retry_after_ms));
+                    return HostAction::Pause;
+                }
+                Lookup::Refresh => self.refreshing = true,
+                Lookup::Miss => {}
+            }
         }
 
         let cost = route.cost;

@@ -1,0 +1,293 @@
+//! The edge benchmark (`make bench`): what Tollgate costs in front of an API, against Envoy
+//! on its own, measured in one run with the scenarios interleaved over several rounds, so
+//! that every ratio compares figures taken minutes apart on the same machine.
+//!
+//! Scenarios, each behind Envoy with 2 workers:
+//! - a0: Envoy answers the route itself (`direct_response`): the raw ceiling.
+//! - a:  Envoy forwards to the demo upstream, no filter: the baseline for admitted traffic.
+//! - b:  filter + control-plane (memory store), one tenant under its limit, HTTP/2 callouts.
+//! - b1: as b, with HTTP/1.1 callouts (to choose the protocol).
+//! - c:  as b, with the Redis store.
+//! - d:  a flood from one tenant over its quota (the deny cache answers).
+//! - e:  100 tenants, each under its limit.
+//!
+//! Load: `wrk` (Debian), the same Lua request script for every scenario. CPU per request is
+//! read from /proc (utime + stime of Envoy, the control-plane and Redis) around each run.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use tollgate_e2e::redis::RedisServer;
+use tollgate_e2e::{Stack, StackOptions};
+
+const ROUNDS: usize = 2;
+const RUN_SECONDS: u64 = 5;
+const CONNECTIONS: u32 = 64;
+const TIERS: &str = r#"
+default_tier = "standard"
+[tiers.standard]
+limit = 60
+window_seconds = 60
+[tiers.unlimited]
+limit = 1000000000
+window_seconds = 60
+"#;
+
+struct Scenario {
+    name: &'static str,
+    stack: usize,
+    keys: Vec<String>,
+}
+
+struct Figures {
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    share_429: f64,
+    cpu_us_per_request: Vec<(&'static str, f64)>,
+    callouts: Option<u64>,
+}
+
+fn cpu_ticks(pid: Option<u32>) -> u64 {
+    let Some(pid) = pid else { return 0 };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at state; utime and
+    // stime are the 14th and 15th fields overall.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+async fn unlimited_key(stack: &Stack) -> String {
+    stack.create_tenant("unlimited").await.key
+}
+
+fn script(dir: &Path, keys: &[String]) -> std::path::PathBuf {
+    let path = dir.join(format!("keys-{}.lua", keys.len()));
+    let list: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
+    let lua = format!(
+        "local keys = {{{}}}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  return wrk.format(\"GET\", \"/api/v1/ingest\", {{[\"x-api-key\"] = keys[(i % #keys) + 1]}})\nend\n",
+        list.join(", ")
+    );
+    std::fs::write(&path, lua).expect("write wrk script");
+    path
+}
+
+fn duration_ms(text: &str) -> f64 {
+    let split = text.find(|c: char| c.is_alphabetic()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => value / 1000.0,
+        "ms" => value,
+        "s" => value * 1000.0,
+        "m" => value * 60_000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn run_wrk(url: &str, script: &Path) -> (f64, f64, f64, u64, u64) {
+    let output = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{RUN_SECONDS}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("run wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut rps = f64::NAN;
+    let (mut p50, mut p99) = (f64::NAN, f64::NAN);
+    let (mut requests, mut non_2xx) = (0u64, 0u64);
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", value] => rps = value.parse().unwrap_or(f64::NAN),
+            ["50%", value] => p50 = duration_ms(value),
+            ["99%", value] => p99 = duration_ms(value),
+            [count, "requests", "in", ..] => requests = count.parse().unwrap_or(0),
+            ["Non-2xx", "or", "3xx", "responses:", count] => non_2xx = count.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    (rps, p50, p99, requests, non_2xx)
+}
+
+async fn decision_requests(stack: &Stack) -> u64 {
+    stack.decision_requests().await
+}
+
+#[tokio::main]
+async fn main() {
+    let redis = RedisServer::start();
+    let dir = tempfile_dir();
+    println!("Starting stacks (release binaries, Envoy --concurrency 2)...");
+    let stacks = vec![
+        Stack::start(StackOptions::default().without_filter().direct_response()).await, // 0: a0
+        Stack::start(StackOptions::default().without_filter()).await,                   // 1: a
+        Stack::start(StackOptions::default().tiers(TIERS)).await, // 2: b, d, e
+        Stack::start(StackOptions::default().tiers(TIERS).callout_http1()).await, // 3: b1
+        Stack::start(StackOptions::default().tiers(TIERS).redis(redis.url())).await, // 4: c
+    ];
+
+    let b_key = unlimited_key(&stacks[2]).await;
+    let b1_key = unlimited_key(&stacks[3]).await;
+    let c_key = unlimited_key(&stacks[4]).await;
+    let flooder = stacks[2].create_tenant("standard").await.key;
+    let mut many = Vec::new();
+    for _ in 0..100 {
+        many.push(unlimited_key(&stacks[2]).await);
+    }
+    // Exhaust the flooder's quota before any round.
+    for _ in 0..61 {
+        stacks[2].call("/api/v1/ingest", &flooder).await;
+    }
+
+    let scenarios = [
+        Scenario {
+            name: "a0",
+            stack: 0,
+            keys: vec!["tg_none".into()],
+        },
+        Scenario {
+            name: "a",
+            stack: 1,
+            keys: vec!["tg_none".into()],
+        },
+        Scenario {
+            name: "b",
+            stack: 2,
+            keys: vec![b_key],
+        },
+        Scenario {
+            name: "b1",
+            stack: 3,
+            keys: vec![b1_key],
+        },
+        Scenario {
+            name: "c",
+            stack: 4,
+            keys: vec![c_key],
+        },
+        Scenario {
+            name: "d",
+            stack: 2,
+            keys: vec![flooder],
+        },
+        Scenario {
+            name: "e",
+            stack: 2,
+            keys: many,
+        },
+    ];
+    let hz = ticks_per_second();
+    let mut report = String::new();
+    for round in 1..=ROUNDS {
+        let mut results: Vec<(&str, Figures)> = Vec::new();
+        for scenario in &scenarios {
+            let stack = &stacks[scenario.stack];
+            let script = script(&dir, &scenario.keys);
+            let pids = [
+                ("envoy", stack.envoy.pid()),
+                ("control-plane", stack.control_planes[0].process.pid()),
+                (
+                    "redis",
+                    if scenario.stack == 4 {
+                        redis.pid()
+                    } else {
+                        None
+                    },
+                ),
+            ];
+            let before: Vec<u64> = pids.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
+            let callouts_before = decision_requests(stack).await;
+            let (rps, p50, p99, requests, non_2xx) = run_wrk(&stack.url("/api/v1/ingest"), &script);
+            let callouts = decision_requests(stack).await - callouts_before;
+            let cpu = pids
+                .iter()
+                .zip(before)
+                .filter(|((_, pid), _)| pid.is_some())
+                .map(|((name, pid), before)| {
+                    let used = (cpu_ticks(*pid) - before) as f64 / hz;
+                    (*name, used * 1e6 / requests.max(1) as f64)
+                })
+                .collect();
+            results.push((
+                scenario.name,
+                Figures {
+                    requests_per_second: rps,
+                    p50_ms: p50,
+                    p99_ms: p99,
+                    share_429: 100.0 * non_2xx as f64 / requests.max(1) as f64,
+                    cpu_us_per_request: cpu,
+                    callouts: (scenario.name == "d").then_some(callouts),
+                },
+            ));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let rps = |name: &str| {
+            results
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(f64::NAN, |(_, f)| f.requests_per_second)
+        };
+        let (a0, a) = (rps("a0"), rps("a"));
+        let _ = writeln!(
+            report,
+            "\nround {round} of {ROUNDS} ({RUN_SECONDS} s each, wrk -t2 -c{CONNECTIONS})"
+        );
+        let _ = writeln!(
+            report,
+            "{:<4} {:>9} {:>8} {:>8} {:>6} {:>7} {:>7}  cpu µs/request",
+            "", "req/s", "p50 ms", "p99 ms", "% 429", "/ a", "/ a0"
+        );
+        for (name, f) in &results {
+            let cpu: Vec<String> = f
+                .cpu_us_per_request
+                .iter()
+                .map(|(n, us)| format!("{n} {us:.1}"))
+                .collect();
+            let callouts = f
+                .callouts
+                .map(|c| format!("; control-plane callouts {c} in {RUN_SECONDS} s"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                report,
+                "{name:<4} {:>9.0} {:>8.2} {:>8.2} {:>6.1} {:>7.2} {:>7.2}  {}{callouts}",
+                f.requests_per_second,
+                f.p50_ms,
+                f.p99_ms,
+                f.share_429,
+                f.requests_per_second / a,
+                f.requests_per_second / a0,
+                cpu.join(", "),
+            );
+        }
+        print!("{report}");
+        report.clear();
+    }
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    dir
+}
