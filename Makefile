@@ -14,11 +14,12 @@ FILTER_WASM := target/$(WASM_TARGET)/release/tollgate_filter.wasm
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/[^0-9.]/, ""); print}' Cargo.lock)
 WASM_TEST_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
 
-.PHONY: help deps deps-test build run test lint unit-test wasm-test e2e-test bench-decisions clean
+.PHONY: help deps deps-test build run test lint unit-test wasm-test e2e-test bench bench-decisions clean
 
 help:
 	@echo "make run    start control-plane, demo upstream and Envoy (Ctrl-C stops them)"
 	@echo "make test   format, lint, unit, wasm (Node) and end-to-end tests"
+	@echo "make bench  edge benchmark: Tollgate vs Envoy alone (needs wrk; a few minutes)"
 	@echo "make bench-decisions   decision-path micro-benchmark (memory and Redis)"
 
 ## Installation (idempotent) ##################################################
@@ -78,9 +79,16 @@ e2e-test:
 
 ## Benchmarks (print figures; never part of `make test`) #####################
 
+# Tollgate in front of an API against Envoy alone, scenarios interleaved over two rounds.
+bench: deps-test
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	cargo build --release --workspace --bins
+	cargo build --release --target $(WASM_TARGET) -p tollgate-filter
+	ENVOY_BIN=$(abspath $(ENVOY)) target/release/edge
+
 # The decision path's store operation alone, memory and Redis; Redis round trips and memory.
 bench-decisions: deps-test
-	cargo run --release -p tollgate-bench
+	cargo run --release -p tollgate-bench --bin decisions
 
 clean:
 	cargo clean

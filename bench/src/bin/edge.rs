@@ -140,7 +140,7 @@ async fn main() {
     let redis = RedisServer::start();
     let dir = tempfile_dir();
     println!("Starting stacks (release binaries, Envoy --concurrency 2)...");
-    let stacks = vec![
+    let stacks = [
         Stack::start(StackOptions::default().without_filter().direct_response()).await, // 0: a0
         Stack::start(StackOptions::default().without_filter()).await,                   // 1: a
         Stack::start(StackOptions::default().tiers(TIERS)).await, // 2: b, d, e
