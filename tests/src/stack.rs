@@ -117,7 +117,7 @@ pub struct Stack {
     _dir: TempDir,
 }
 
-/// The filter configuration in `envoy/envoy.yaml`.
+/// `envoy/envoy.yaml`, parsed.
 pub fn shipped_envoy_config() -> Value {
     let path = workspace().join("envoy/envoy.yaml");
     let text = std::fs::read_to_string(&path).expect("read envoy/envoy.yaml");
