@@ -125,7 +125,67 @@ async fn denials_are_counted_but_take_no_room(store: impl WindowStore, clock: Ma
 
 async fn usage_of_an_unknown_tenant_is_zero(store: impl WindowStore, _clock: ManualClock) {
     let usage = store.usage("nobody", per(60, 60)).await.unwrap();
-    assert_eq!((usage.used, usage.denied, usage.reset_ms), (0, 0, 0));
+    assert_eq!(
+        (
+            usage.used,
+            usage.denied,
+            usage.reset_ms,
+            usage.month_to_date
+        ),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(usage.history.len(), 60);
+    assert!(
+        usage
+            .history
+            .iter()
+            .all(|m| m.admitted == 0 && m.denied == 0)
+    );
+}
+
+async fn usage_reports_per_minute_history_and_month_to_date(
+    store: impl WindowStore,
+    clock: ManualClock,
+) {
+    let limit = per(4, 600);
+    store.decide("t1", limit, 1).await.unwrap();
+    store.decide("t1", limit, 1).await.unwrap();
+    store.decide("t1", limit, 2).await.unwrap();
+    assert!(!store.decide("t1", limit, 1).await.unwrap().admitted);
+    clock.advance(Duration::from_secs(120));
+    let usage = store.usage("t1", limit).await.unwrap();
+    let first_minute = START_MS / 60_000 * 60_000;
+    assert_eq!(
+        usage.history[57].minute_start_ms, first_minute,
+        "two minutes ago"
+    );
+    assert_eq!(
+        (usage.history[57].admitted, usage.history[57].denied),
+        (4, 1)
+    );
+    assert_eq!(
+        usage.history[59].minute_start_ms,
+        first_minute + 120_000,
+        "the current minute"
+    );
+    assert_eq!(usage.history.iter().map(|m| m.admitted).sum::<u64>(), 4);
+    assert_eq!(usage.month_to_date, 4);
+    assert_eq!(
+        (usage.used, usage.denied),
+        (4, 1),
+        "the 600 s window still holds them"
+    );
+
+    // START_MS is 2023-11-14; twenty days on it is December, and the month starts from zero.
+    clock.advance(Duration::from_secs(20 * 86_400));
+    assert!(store.decide("t1", limit, 3).await.unwrap().admitted);
+    let usage = store.usage("t1", limit).await.unwrap();
+    assert_eq!(usage.month_to_date, 3);
+    assert_eq!(
+        usage.history.iter().map(|m| m.admitted).sum::<u64>(),
+        3,
+        "last hour only"
+    );
 }
 
 async fn concurrent_decisions_never_over_admit(
@@ -168,6 +228,7 @@ macro_rules! conformance {
                 a_request_costing_more_than_the_limit_is_denied,
                 denials_are_counted_but_take_no_room,
                 usage_of_an_unknown_tenant_is_zero,
+                usage_reports_per_minute_history_and_month_to_date,
                 concurrent_decisions_never_over_admit,
             );
         }
@@ -293,15 +354,19 @@ async fn a_dead_redis_is_a_prompt_unavailable_error_and_recovery_is_automatic() 
 }
 
 #[tokio::test]
-async fn the_memory_store_forgets_idle_tenants() {
+async fn the_memory_store_forgets_tenants_idle_for_an_hour() {
     let clock = ManualClock::new(START_MS);
     let store = MemoryWindows::new(Arc::new(clock.clone()));
     store.decide("idle", per(5, 2), 1).await.unwrap();
-    clock.advance(Duration::from_secs(1));
+    clock.advance(Duration::from_secs(30 * 60));
     store.decide("busy", per(5, 2), 1).await.unwrap();
-    assert_eq!(store.sweep(), 2, "both windows still hold a request");
-    clock.advance(Duration::from_millis(1_500));
-    assert_eq!(store.sweep(), 1, "the idle tenant's window is dropped");
-    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        store.sweep(),
+        2,
+        "the idle tenant's last half hour of history is kept"
+    );
+    clock.advance(Duration::from_secs(31 * 60));
+    assert_eq!(store.sweep(), 1, "an hour without requests: dropped");
+    clock.advance(Duration::from_secs(30 * 60));
     assert_eq!(store.sweep(), 0);
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
+use super::history::{MinuteRing, month_of};
 use super::{Clock, Limit, StoreError, WindowDecision, WindowStore, WindowUsage};
 
 pub struct MemoryWindows {
@@ -20,7 +21,16 @@ pub struct MemoryWindows {
 
 struct Inner {
     windows: DashMap<String, TenantWindow>,
+    /// Month-to-date per tenant, kept apart from the windows so that sweeping an idle
+    /// tenant's window does not forget its month. One small entry per tenant ever seen.
+    months: DashMap<String, MonthCount>,
     clock: Arc<dyn Clock>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct MonthCount {
+    month: u32,
+    admitted: u64,
 }
 
 impl MemoryWindows {
@@ -28,6 +38,7 @@ impl MemoryWindows {
         Self {
             inner: Arc::new(Inner {
                 windows: DashMap::new(),
+                months: DashMap::new(),
                 clock,
             }),
         }
@@ -59,7 +70,7 @@ fn sweep(inner: &Inner) {
     let now = inner.clock.now_ms();
     inner.windows.retain(|_, window| {
         window.expire(now);
-        !window.is_empty()
+        !window.is_empty() || !window.minutes.is_idle(now)
     });
 }
 
@@ -72,19 +83,37 @@ impl WindowStore for MemoryWindows {
     ) -> Result<WindowDecision, StoreError> {
         let now = self.inner.clock.now_ms();
         // `get_mut` first: the common case finds the tenant without allocating its key.
-        if let Some(mut window) = self.inner.windows.get_mut(tenant) {
-            return Ok(window.decide(now, limit, cost));
+        let decision = match self.inner.windows.get_mut(tenant) {
+            Some(mut window) => window.decide(now, limit, cost),
+            None => self
+                .inner
+                .windows
+                .entry(tenant.to_owned())
+                .or_insert_with(|| TenantWindow::new(limit.window_ms()))
+                .decide(now, limit, cost),
+        };
+        if decision.admitted {
+            let month = month_of(now);
+            let mut count = match self.inner.months.get_mut(tenant) {
+                Some(count) => count,
+                None => self.inner.months.entry(tenant.to_owned()).or_default(),
+            };
+            if count.month != month {
+                *count = MonthCount { month, admitted: 0 };
+            }
+            count.admitted += u64::from(cost);
         }
-        let mut window = self
-            .inner
-            .windows
-            .entry(tenant.to_owned())
-            .or_insert_with(|| TenantWindow::new(limit.window_ms()));
-        Ok(window.decide(now, limit, cost))
+        Ok(decision)
     }
 
     async fn usage(&self, tenant: &str, limit: Limit) -> Result<WindowUsage, StoreError> {
         let now = self.inner.clock.now_ms();
+        let month_to_date = self
+            .inner
+            .months
+            .get(tenant)
+            .filter(|count| count.month == month_of(now))
+            .map_or(0, |count| count.admitted);
         let usage = match self.inner.windows.get_mut(tenant) {
             Some(mut window) => {
                 window.window_ms = limit.window_ms();
@@ -93,12 +122,16 @@ impl WindowStore for MemoryWindows {
                     used: window.used(),
                     denied: window.denied.total,
                     reset_ms: window.reset_ms(now),
+                    month_to_date,
+                    history: window.minutes.history(now),
                 }
             }
             None => WindowUsage {
                 used: 0,
                 denied: 0,
                 reset_ms: 0,
+                month_to_date,
+                history: MinuteRing::default().history(now),
             },
         };
         Ok(usage)
@@ -108,6 +141,8 @@ impl WindowStore for MemoryWindows {
 struct TenantWindow {
     admitted: EventLog,
     denied: EventLog,
+    /// Per-minute counts of the last hour; keeps an idle tenant's entry alive for that hour.
+    minutes: MinuteRing,
     /// The window length of the tenant's tier at its last decision; a tier change applies
     /// from the next one.
     window_ms: u64,
@@ -118,6 +153,7 @@ impl TenantWindow {
         Self {
             admitted: EventLog::default(),
             denied: EventLog::default(),
+            minutes: MinuteRing::default(),
             window_ms,
         }
     }
@@ -150,6 +186,7 @@ impl TenantWindow {
         let used = self.used();
         if u64::from(used) + u64::from(cost) <= u64::from(limit.limit) {
             self.admitted.record(now, cost);
+            self.minutes.record(now, u64::from(cost), 0);
             return WindowDecision {
                 admitted: true,
                 remaining: limit.limit - used - cost,
@@ -158,6 +195,7 @@ impl TenantWindow {
             };
         }
         self.denied.record(now, 1);
+        self.minutes.record(now, 0, 1);
         let retry_after_ms = if cost > limit.limit {
             // Never admissible on this tier; the window length is the honest upper bound.
             self.window_ms

@@ -11,6 +11,7 @@
 //! - Windows of idle tenants are dropped, so memory follows active tenants only.
 
 mod clock;
+mod history;
 mod memory;
 mod redis;
 mod scripts;
@@ -18,6 +19,7 @@ mod scripts;
 use std::time::Duration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use history::{HISTORY_MINUTES, MinuteUsage, month_of};
 pub use memory::MemoryWindows;
 pub use redis::RedisWindows;
 
@@ -46,14 +48,18 @@ pub struct WindowDecision {
     pub retry_after_ms: u64,
 }
 
-/// A tenant's window as the usage endpoint sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A tenant's window and counters as the usage endpoint sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowUsage {
     /// Units admitted in the current window.
     pub used: u32,
     /// Requests denied in the current window.
     pub denied: u64,
     pub reset_ms: u64,
+    /// Units admitted in the current calendar month (UTC).
+    pub month_to_date: u64,
+    /// The last [`HISTORY_MINUTES`] minutes, oldest first, ending with the current one.
+    pub history: Vec<MinuteUsage>,
 }
 
 /// Why a store could not answer.

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use redis::Script;
 
-use super::{Clock, Limit, StoreError, WindowDecision, WindowStore, WindowUsage, scripts};
+use super::{
+    Clock, HISTORY_MINUTES, Limit, MinuteUsage, StoreError, WindowDecision, WindowStore,
+    WindowUsage, scripts,
+};
 use crate::redis_conn::{RedisConnection, bounded};
 use crate::redis_keys::tenant_window;
 
@@ -84,18 +87,36 @@ impl WindowStore for RedisWindows {
         let keys = tenant_window(tenant);
         let mut invocation = self.usage.prepare_invoke();
         invocation
-            .key(&keys[..2])
+            .key(&keys[..])
             .arg(limit.window_ms())
             .arg(self.now_arg());
-        let (used, denied, reset_ms): (u32, u64, u64) =
-            bounded(&self.connection, self.timeout, |mut c| async move {
-                invocation.invoke_async(&mut c).await
+        let reply: Vec<u64> = bounded(&self.connection, self.timeout, |mut c| async move {
+            invocation.invoke_async(&mut c).await
+        })
+        .await?;
+        let malformed = || StoreError::Unavailable("malformed usage reply from Redis".into());
+        let (head, ring) = reply.split_at_checked(5).ok_or_else(malformed)?;
+        let &[used, denied, reset_ms, month_to_date, minute] = head else {
+            return Err(malformed());
+        };
+        if ring.len() != 2 * HISTORY_MINUTES as usize {
+            return Err(malformed());
+        }
+        let history = ring
+            .chunks_exact(2)
+            .zip(minute + 1 - HISTORY_MINUTES..=minute)
+            .map(|(pair, minute)| MinuteUsage {
+                minute_start_ms: minute * 60_000,
+                admitted: pair[0],
+                denied: pair[1],
             })
-            .await?;
+            .collect();
         Ok(WindowUsage {
-            used,
+            used: u32::try_from(used).unwrap_or(u32::MAX),
             denied,
             reset_ms,
+            month_to_date,
+            history,
         })
     }
 }

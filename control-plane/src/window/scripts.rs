@@ -96,10 +96,12 @@ if remaining < 0 then remaining = 0 end
 return {admitted, remaining, reset, retry}
 "#;
 
-/// Read a tenant's window without changing it.
+/// Read a tenant's window and counters without changing them.
 ///
-/// KEYS: 1 window ZSET, 2 denied ZSET. ARGV: 1 window ms, 2 now ms or "".
-/// Returns: {used, denied, reset ms}.
+/// KEYS: 1 window ZSET, 2 denied ZSET, 3 usage HASH, 4 month HASH.
+/// ARGV: 1 window ms, 2 now ms or "".
+/// Returns: {used, denied, reset ms, month-to-date, current minute, then admitted and denied
+/// for each of the last 60 minutes, oldest first}.
 pub const USAGE: &str = r#"
 local window = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
@@ -113,5 +115,39 @@ local denied = redis.call('ZCOUNT', KEYS[2], floor, '+inf')
 local reset = 0
 local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], floor, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 if oldest[2] then reset = tonumber(oldest[2]) + window - now end
-return {used, denied, reset}
+
+-- Same month arithmetic as DECIDE.
+local z = math.floor(now / 86400000) + 719468
+local era = math.floor(z / 146097)
+local doe = z - era * 146097
+local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+local mp = math.floor((5 * doy + 2) / 153)
+local m = mp < 10 and mp + 3 or mp - 9
+local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+local month = redis.call('HMGET', KEYS[4], 'month', 'admitted')
+local month_to_date = 0
+if month[1] == tostring(y * 100 + m) then month_to_date = tonumber(month[2]) end
+
+local minute = math.floor(now / 60000)
+local result = {used, denied, reset, month_to_date, minute}
+local fields = {}
+for i = 59, 0, -1 do
+  local slot = (minute - i) % 60
+  fields[#fields + 1] = 'm' .. slot
+  fields[#fields + 1] = 'a' .. slot
+  fields[#fields + 1] = 'd' .. slot
+end
+local ring = redis.call('HMGET', KEYS[3], unpack(fields))
+for i = 0, 59 do
+  local stamp, a, d = ring[3 * i + 1], ring[3 * i + 2], ring[3 * i + 3]
+  if stamp == tostring(minute - 59 + i) then
+    result[#result + 1] = tonumber(a)
+    result[#result + 1] = tonumber(d)
+  else
+    result[#result + 1] = 0
+    result[#result + 1] = 0
+  end
+end
+return result
 "#;
