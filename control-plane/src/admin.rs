@@ -9,7 +9,7 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -21,17 +21,22 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::tenants::{Tenant, TenantChange};
 use crate::tiers::TierName;
+use crate::usage;
 
 /// Admin request bodies are small; anything larger is refused with 413 before parsing.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
-        .route("/admin/v1/tenants", axum::routing::post(create_tenant))
+        .route(
+            "/admin/v1/tenants",
+            post(create_tenant).get(usage::list_tenants),
+        )
         .route(
             "/admin/v1/tenants/{id}",
             get(get_tenant).patch(update_tenant),
         )
+        .route("/admin/v1/tenants/{id}/usage", get(usage::admin_usage))
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,7 +20,7 @@ use crate::directory::Directory;
 use crate::metrics::Metrics;
 use crate::tiers::TierTable;
 use crate::window::Windows;
-use crate::{admin, decision};
+use crate::{admin, dashboard, decision, usage};
 
 /// Shared by every request; cloning copies a few `Arc`s.
 #[derive(Clone)]
@@ -41,10 +41,13 @@ pub fn internal_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub fn public_router(state: AppState) -> Router {
+/// `cors_origins`: browser origins allowed to poll the usage endpoint.
+pub fn public_router(state: AppState, cors_origins: &[HeaderValue]) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .merge(usage::public_routes(cors_origins))
+        .merge(dashboard::routes())
         .with_state(state)
 }
 

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use axum::http::HeaderValue;
 use clap::{Parser, ValueEnum};
 
 use crate::redis_conn::RedisTarget;
@@ -54,6 +55,11 @@ pub struct Config {
     /// every change, so a restart keeps them.
     #[arg(long, env = "TOLLGATE_STATE_FILE", conflicts_with_all = ["redis_url", "redis_cluster_urls"])]
     pub state_file: Option<PathBuf>,
+
+    /// Browser origins allowed to read the usage endpoint (CORS), comma-separated, e.g.
+    /// `https://dashboard.example.com`. Without any, only same-origin pages can.
+    #[arg(long, env = "TOLLGATE_CORS_ORIGINS", value_delimiter = ',', value_parser = origin)]
+    pub cors_origins: Vec<HeaderValue>,
 
     /// Tier table (TOML). Without it, the built-in Standard/Pro table applies.
     #[arg(long, env = "TOLLGATE_TIERS")]
@@ -136,6 +142,16 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(..)")
     }
+}
+
+fn origin(value: &str) -> Result<HeaderValue, String> {
+    let valid = (value.starts_with("https://") || value.starts_with("http://"))
+        && !value.ends_with('/')
+        && !value.contains(char::is_whitespace);
+    if !valid {
+        return Err("an origin is scheme://host[:port], without a path".to_owned());
+    }
+    HeaderValue::from_str(value).map_err(|e| e.to_string())
 }
 
 fn secret_of_at_least<const N: usize>(value: &str) -> Result<Secret, String> {

@@ -114,6 +114,13 @@ impl Directory {
         self.cache.get(id)
     }
 
+    /// Every tenant, by id.
+    pub fn list(&self) -> Vec<Tenant> {
+        let mut tenants: Vec<Tenant> = self.cache.records().into_iter().map(|r| r.tenant).collect();
+        tenants.sort_by(|a, b| a.id.cmp(&b.id));
+        tenants
+    }
+
     pub fn by_key(&self, key: &KeyHash) -> Option<KeyOwner> {
         self.cache.by_key(key)
     }

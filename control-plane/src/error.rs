@@ -17,6 +17,9 @@ pub enum ApiError {
     /// 401: no admin token, or the wrong one.
     #[error("a valid admin bearer token is required")]
     Unauthorized,
+    /// 401: the tenant's API key is missing, malformed or unknown.
+    #[error("a valid API key is required (x-api-key or Authorization: Bearer)")]
+    InvalidApiKey,
     /// 404
     #[error("no tenant has this id")]
     TenantNotFound,
@@ -41,6 +44,7 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::InvalidApiKey => (StatusCode::UNAUTHORIZED, "invalid_api_key"),
             ApiError::TenantNotFound => (StatusCode::NOT_FOUND, "tenant_not_found"),
             ApiError::UnknownTier(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_tier"),
             ApiError::InvalidField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
@@ -81,10 +85,15 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::UNAUTHORIZED {
+        let realm = match self {
+            ApiError::Unauthorized => Some("Bearer realm=\"tollgate-admin\""),
+            ApiError::InvalidApiKey => Some("Bearer realm=\"tollgate\""),
+            _ => None,
+        };
+        if let Some(realm) = realm {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer realm=\"tollgate-admin\""),
+                header::HeaderValue::from_static(realm),
             );
         }
         response

@@ -109,7 +109,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let servers = async {
         tokio::try_join!(
             serve(internal, internal_router(state.clone()), "internal"),
-            serve(public, public_router(state), "public"),
+            serve(public, public_router(state, &config.cors_origins), "public"),
         )
     };
     let grace = config.shutdown_grace();

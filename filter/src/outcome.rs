@@ -9,9 +9,9 @@
 use serde_json::json;
 use tollgate_protocol::{Answer, ProtocolError, Quota};
 
-use crate::api_key::KeyError;
 use crate::config::FailureMode;
 use crate::ratelimit_headers::{RETRY_AFTER, ceil_seconds, quota_headers};
+use tollgate_protocol::api_key::KeyError;
 
 /// The tenant's id, set by the filter on requests it admits.
 pub const TENANT_ID: &str = "x-tenant-id";

@@ -1,11 +1,13 @@
-//! Finding the tenant's API key in the request headers.
+//! Finding the tenant's API key in the request headers: the same rules in the filter (which
+//! refuses unusable keys without a callout) and in the control-plane's own key-authenticated
+//! endpoints (usage, billing).
 //!
 //! The key comes from the configured header (`x-api-key` by default) or, when enabled, from
 //! `Authorization: Bearer <key>`. Anything the control-plane could never accept is refused here,
 //! with no callout: a missing or empty key, one over 256 bytes, or one with bytes outside
 //! visible ASCII. The key itself never appears in an error or a log line.
 
-use tollgate_protocol::MAX_API_KEY_LEN;
+use crate::MAX_API_KEY_LEN;
 
 /// Why no usable key was found. The filter answers 401 for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

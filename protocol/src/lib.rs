@@ -10,6 +10,8 @@
 //! This crate has no dependency on proxy-wasm, tokio or serde: it must build for wasm32 and
 //! stay cheap to link into the filter.
 
+pub mod api_key;
+
 /// The versioned path of the decision endpoint on the control-plane's internal listener.
 pub const DECISION_PATH: &str = "/v1/decision";
 

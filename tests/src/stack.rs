@@ -25,6 +25,7 @@ pub struct StackOptions {
     without_filter: bool,
     direct_response: bool,
     callout_http1: bool,
+    control_plane_env: Vec<(&'static str, String)>,
 }
 
 /// Where the filter's callouts go.
@@ -78,6 +79,12 @@ impl StackOptions {
     /// the raw ceiling of this Envoy on this machine.
     pub fn direct_response(mut self) -> Self {
         self.direct_response = true;
+        self
+    }
+
+    /// Sets an environment variable of every control-plane replica.
+    pub fn control_plane_env(mut self, name: &'static str, value: &str) -> Self {
+        self.control_plane_env.push((name, value.to_owned()));
         self
     }
 
@@ -235,6 +242,7 @@ impl Stack {
                 if let Some(url) = &options.redis_url {
                     env.push(("REDIS_URL", url.clone()));
                 }
+                env.extend(options.control_plane_env.iter().cloned());
                 if options.state_file {
                     env.push((
                         "TOLLGATE_STATE_FILE",

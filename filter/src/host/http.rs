@@ -9,10 +9,10 @@ use proxy_wasm::types::{Action as HostAction, MapType};
 use tollgate_protocol::{Answer, DECISION_PATH, DecisionRequest};
 
 use super::{HostSharedData, Stats, now_ms};
-use crate::api_key;
 use crate::config::Settings;
 use crate::deny_cache::Lookup;
 use crate::outcome::{self, Action, CalloutFailure, Headers, IDENTITY_HEADERS, LocalReply, Stat};
+use tollgate_protocol::api_key;
 
 pub(super) struct RequestContext {
     settings: Rc<Settings>,

@@ -151,7 +151,10 @@ fn docker_compose_validates_and_broken_copies_fail() {
         .env_remove("TOLLGATE_ADMIN_TOKEN")
         .env_remove("TOLLGATE_KEY_SECRET");
     let (ok, output) = run(command);
-    assert!(!ok && output.contains("required variable TOLLGATE_"), "{output}");
+    assert!(
+        !ok && output.contains("required variable TOLLGATE_"),
+        "{output}"
+    );
 }
 
 #[test]

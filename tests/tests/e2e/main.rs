@@ -5,3 +5,4 @@ mod deploy_configs;
 mod edge_shedding;
 mod redis_store;
 mod request_path;
+mod usage;

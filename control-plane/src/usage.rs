@@ -1,0 +1,150 @@
+//! Usage: what a tenant has spent, read from the same window the decisions use, so it is
+//! exact. `GET /api/v1/usage` on the public listener (authenticated by the tenant's own API
+//! key, not counted against its quota, CORS for configured dashboard origins), and the same
+//! shape for operators on the admin API.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tollgate_protocol::api_key;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::tenants::Tenant;
+use crate::window::{Limit, StoreError, WindowStore};
+
+#[derive(Debug, Serialize)]
+pub struct Usage {
+    pub tenant_id: String,
+    pub tier: String,
+    pub suspended: bool,
+    pub limit: u32,
+    pub window_seconds: u32,
+    /// Units admitted in the current rolling window.
+    pub used: u32,
+    pub remaining: u32,
+    /// Seconds until the oldest admitted unit leaves the window (rounded up).
+    pub reset_seconds: u64,
+    /// Requests the control-plane denied in the current window.
+    pub denied: u64,
+    pub month_to_date: u64,
+    pub history: Vec<Minute>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Minute {
+    /// Start of the minute, Unix seconds.
+    pub start: u64,
+    pub admitted: u64,
+    pub denied: u64,
+}
+
+/// The tenant-facing route, with CORS for `origins` (none: same-origin only).
+pub fn public_routes(origins: &[HeaderValue]) -> Router<AppState> {
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+        .allow_methods([Method::GET])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("x-api-key"),
+        ])
+        .max_age(std::time::Duration::from_secs(600));
+    Router::new().route("/api/v1/usage", get(tenant_usage).layer(cors))
+}
+
+async fn tenant_usage(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = api_key(&headers).ok_or(ApiError::InvalidApiKey)?;
+    let owner = state
+        .directory
+        .by_key(&state.keys.hash(key))
+        .ok_or(ApiError::InvalidApiKey)?;
+    let tenant = state
+        .directory
+        .get(&owner.id)
+        .ok_or(ApiError::InvalidApiKey)?;
+    let usage = usage_of(&state, &tenant).await?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(usage)).into_response())
+}
+
+/// `GET /admin/v1/tenants/{id}/usage` (behind the admin token).
+pub async fn admin_usage(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = state.directory.get(&id).ok_or(ApiError::TenantNotFound)?;
+    let usage = usage_of(&state, &tenant).await?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(usage)).into_response())
+}
+
+#[derive(Debug, Serialize)]
+pub struct TenantSummary {
+    #[serde(flatten)]
+    tenant: Tenant,
+    used: u32,
+    limit: u32,
+}
+
+/// `GET /admin/v1/tenants` (behind the admin token): every tenant with its current use, one
+/// store round trip per tenant.
+pub async fn list_tenants(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<TenantSummary>>, ApiError> {
+    let mut summaries = Vec::new();
+    for tenant in state.directory.list() {
+        let usage = usage_of(&state, &tenant).await?;
+        summaries.push(TenantSummary {
+            tenant,
+            used: usage.used,
+            limit: usage.limit,
+        });
+    }
+    Ok(Json(summaries))
+}
+
+pub async fn usage_of(state: &AppState, tenant: &Tenant) -> Result<Usage, ApiError> {
+    let tier = state.tiers.get(&tenant.tier).ok_or_else(|| {
+        ApiError::Store(StoreError::Unavailable(format!(
+            "tenant {} is on tier {}, which the tier table does not define",
+            tenant.id, tenant.tier
+        )))
+    })?;
+    let limit = Limit {
+        limit: tier.limit,
+        window: tier.window,
+    };
+    let window = state.windows.usage(&tenant.id, limit).await?;
+    Ok(Usage {
+        tenant_id: tenant.id.to_string(),
+        tier: tier.name.to_string(),
+        suspended: tenant.suspended,
+        limit: tier.limit,
+        window_seconds: tier.window_seconds(),
+        used: window.used,
+        remaining: tier.limit.saturating_sub(window.used),
+        reset_seconds: window.reset_ms.div_ceil(1000),
+        denied: window.denied,
+        month_to_date: window.month_to_date,
+        history: window
+            .history
+            .iter()
+            .map(|m| Minute {
+                start: m.minute_start_ms / 1000,
+                admitted: m.admitted,
+                denied: m.denied,
+            })
+            .collect(),
+    })
+}
+
+/// The key from `x-api-key` or `Authorization: Bearer`, by the same rules as the filter.
+fn api_key(headers: &HeaderMap) -> Option<&str> {
+    let bytes = |name| headers.get(name).map(HeaderValue::as_bytes);
+    api_key::extract(bytes("x-api-key"), bytes("authorization")).ok()
+}
