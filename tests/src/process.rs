@@ -21,6 +21,9 @@ impl Process {
         let out = File::create(&log).expect("create log file");
         let err = out.try_clone().expect("clone log file");
         command.stdin(Stdio::null()).stdout(out).stderr(err);
+        // Its own process group, so that killing it also kills anything it started (a
+        // browser under the Node test driver, for one).
+        command.process_group(0);
         // If the test binary itself dies without unwinding, the kernel still kills the child.
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
@@ -43,12 +46,32 @@ impl Process {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Kills the process (SIGKILL) and reaps it.
+    /// Kills the process and its process group (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on the process group this child leads; it has not been reaped,
+            // so the group id cannot have been reused.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Waits for the process to exit by itself, at most `timeout`; kills it past that.
+    pub fn wait_for_exit(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < timeout {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok().flatten() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.kill();
+        None
     }
 
     /// Sends SIGTERM and waits for the exit status.
