@@ -67,7 +67,10 @@ async fn answer(state: &AppState, request: &DecisionRequest<'_>) -> Result<Answe
         window: tier.window,
     };
     let cost = tier.cost(request.route, request.cost);
-    let decision = state.windows.decide(&owner.id, limit, cost).await?;
+    let decision = state
+        .windows
+        .decide(&owner.id, limit, cost, request.edge_denied)
+        .await?;
     let quota = Quota {
         policy: tier.name.to_string(),
         limit: tier.limit,

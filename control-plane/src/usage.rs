@@ -69,7 +69,12 @@ async fn tenant_usage(
         .directory
         .get(&owner.id)
         .ok_or(ApiError::InvalidApiKey)?;
-    let usage = usage_of(&state, &tenant).await?;
+    // Envoy's filter attaches the key's denials it answered from its cache and has not
+    // reported yet. A client that sets the header itself (bypassing Envoy) can only inflate
+    // its own denied count.
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let reported = tollgate_protocol::edge_denied(&header).unwrap_or(0);
+    let usage = usage_of(&state, &tenant, reported).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(usage)).into_response())
 }
 
@@ -79,7 +84,7 @@ pub async fn admin_usage(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let tenant = state.directory.get(&id).ok_or(ApiError::TenantNotFound)?;
-    let usage = usage_of(&state, &tenant).await?;
+    let usage = usage_of(&state, &tenant, 0).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(usage)).into_response())
 }
 
@@ -98,7 +103,7 @@ pub async fn list_tenants(
 ) -> Result<Json<Vec<TenantSummary>>, ApiError> {
     let mut summaries = Vec::new();
     for tenant in state.directory.list() {
-        let usage = usage_of(&state, &tenant).await?;
+        let usage = usage_of(&state, &tenant, 0).await?;
         summaries.push(TenantSummary {
             tenant,
             used: usage.used,
@@ -108,7 +113,12 @@ pub async fn list_tenants(
     Ok(Json(summaries))
 }
 
-pub async fn usage_of(state: &AppState, tenant: &Tenant) -> Result<Usage, ApiError> {
+/// The tenant's usage, after counting `reported_denials` the filter reported.
+pub async fn usage_of(
+    state: &AppState,
+    tenant: &Tenant,
+    reported_denials: u64,
+) -> Result<Usage, ApiError> {
     let tier = state.tiers.get(&tenant.tier).ok_or_else(|| {
         ApiError::Store(StoreError::Unavailable(format!(
             "tenant {} is on tier {}, which the tier table does not define",
@@ -119,7 +129,10 @@ pub async fn usage_of(state: &AppState, tenant: &Tenant) -> Result<Usage, ApiErr
         limit: tier.limit,
         window: tier.window,
     };
-    let window = state.windows.usage(&tenant.id, limit).await?;
+    let window = state
+        .windows
+        .usage(&tenant.id, limit, reported_denials)
+        .await?;
     Ok(Usage {
         tenant_id: tenant.id.to_string(),
         tier: tier.name.to_string(),

@@ -23,29 +23,29 @@ fn per(limit: u32, window_secs: u64) -> Limit {
 async fn admits_up_to_the_limit_then_denies(store: impl WindowStore, _clock: ManualClock) {
     let limit = per(5, 60);
     for i in 0..5 {
-        let decision = store.decide("t1", limit, 1).await.unwrap();
+        let decision = store.decide("t1", limit, 1, 0).await.unwrap();
         assert!(decision.admitted, "request {i} should be admitted");
         assert_eq!(decision.remaining, 4 - i, "remaining after request {i}");
     }
-    let denied = store.decide("t1", limit, 1).await.unwrap();
+    let denied = store.decide("t1", limit, 1, 0).await.unwrap();
     assert!(!denied.admitted, "the 6th request must be denied");
     assert_eq!(denied.remaining, 0);
 }
 
 async fn tenants_do_not_share_windows(store: impl WindowStore, _clock: ManualClock) {
     let limit = per(1, 60);
-    assert!(store.decide("a", limit, 1).await.unwrap().admitted);
-    assert!(store.decide("b", limit, 1).await.unwrap().admitted);
-    assert!(!store.decide("a", limit, 1).await.unwrap().admitted);
+    assert!(store.decide("a", limit, 1, 0).await.unwrap().admitted);
+    assert!(store.decide("b", limit, 1, 0).await.unwrap().admitted);
+    assert!(!store.decide("a", limit, 1, 0).await.unwrap().admitted);
 }
 
 async fn a_denial_says_when_the_oldest_request_leaves(store: impl WindowStore, clock: ManualClock) {
     let limit = per(2, 60);
-    store.decide("t1", limit, 1).await.unwrap();
+    store.decide("t1", limit, 1, 0).await.unwrap();
     clock.advance(Duration::from_millis(10_500));
-    store.decide("t1", limit, 1).await.unwrap();
+    store.decide("t1", limit, 1, 0).await.unwrap();
     clock.advance(Duration::from_millis(20_000));
-    let denied = store.decide("t1", limit, 1).await.unwrap();
+    let denied = store.decide("t1", limit, 1, 0).await.unwrap();
     assert!(!denied.admitted);
     // The first request was 30.5 s ago; it leaves the 60 s window in 29.5 s.
     assert_eq!(denied.retry_after_ms, 29_500);
@@ -54,40 +54,40 @@ async fn a_denial_says_when_the_oldest_request_leaves(store: impl WindowStore, c
 
 async fn the_window_slides_instead_of_resetting(store: impl WindowStore, clock: ManualClock) {
     let limit = per(2, 2);
-    assert!(store.decide("t1", limit, 1).await.unwrap().admitted);
+    assert!(store.decide("t1", limit, 1, 0).await.unwrap().admitted);
     clock.advance(Duration::from_millis(1_000));
-    assert!(store.decide("t1", limit, 1).await.unwrap().admitted);
-    assert!(!store.decide("t1", limit, 1).await.unwrap().admitted);
+    assert!(store.decide("t1", limit, 1, 0).await.unwrap().admitted);
+    assert!(!store.decide("t1", limit, 1, 0).await.unwrap().admitted);
 
     // One millisecond before the first request ages out: still full.
     clock.advance(Duration::from_millis(999));
     assert!(
-        !store.decide("t1", limit, 1).await.unwrap().admitted,
+        !store.decide("t1", limit, 1, 0).await.unwrap().admitted,
         "at 1.999 s"
     );
     // It ages out exactly 2 s after it was admitted; the second one is still in.
     clock.advance(Duration::from_millis(1));
     assert!(
-        store.decide("t1", limit, 1).await.unwrap().admitted,
+        store.decide("t1", limit, 1, 0).await.unwrap().admitted,
         "at 2.000 s"
     );
     assert!(
-        !store.decide("t1", limit, 1).await.unwrap().admitted,
+        !store.decide("t1", limit, 1, 0).await.unwrap().admitted,
         "one slot only"
     );
 }
 
 async fn a_costly_request_is_all_or_nothing(store: impl WindowStore, clock: ManualClock) {
     let limit = per(10, 60);
-    assert!(store.decide("t1", limit, 4).await.unwrap().admitted);
+    assert!(store.decide("t1", limit, 4, 0).await.unwrap().admitted);
     clock.advance(Duration::from_secs(1));
-    assert!(store.decide("t1", limit, 4).await.unwrap().admitted);
-    let denied = store.decide("t1", limit, 5).await.unwrap();
+    assert!(store.decide("t1", limit, 4, 0).await.unwrap().admitted);
+    let denied = store.decide("t1", limit, 5, 0).await.unwrap();
     assert!(!denied.admitted, "8 used + 5 > 10");
     assert_eq!(denied.remaining, 2, "a denied request takes nothing");
     // Freeing 3 units needs the first request (4 units) to age out: 59 s from now.
     assert_eq!(denied.retry_after_ms, 59_000);
-    let fits = store.decide("t1", limit, 2).await.unwrap();
+    let fits = store.decide("t1", limit, 2, 0).await.unwrap();
     assert!(fits.admitted, "2 units still fit");
     assert_eq!(fits.remaining, 0);
 }
@@ -96,26 +96,26 @@ async fn a_request_costing_more_than_the_limit_is_denied(
     store: impl WindowStore,
     _clock: ManualClock,
 ) {
-    let denied = store.decide("t1", per(3, 60), 4).await.unwrap();
+    let denied = store.decide("t1", per(3, 60), 4, 0).await.unwrap();
     assert!(!denied.admitted);
     assert_eq!(denied.retry_after_ms, 60_000);
 }
 
 async fn denials_are_counted_but_take_no_room(store: impl WindowStore, clock: ManualClock) {
     let limit = per(2, 10);
-    store.decide("t1", limit, 1).await.unwrap();
-    store.decide("t1", limit, 1).await.unwrap();
+    store.decide("t1", limit, 1, 0).await.unwrap();
+    store.decide("t1", limit, 1, 0).await.unwrap();
     for _ in 0..7 {
-        assert!(!store.decide("t1", limit, 1).await.unwrap().admitted);
+        assert!(!store.decide("t1", limit, 1, 0).await.unwrap().admitted);
     }
-    let usage = store.usage("t1", limit).await.unwrap();
+    let usage = store.usage("t1", limit, 0).await.unwrap();
     assert_eq!((usage.used, usage.denied), (2, 7));
 
     // Once the admitted requests age out the tenant is admitted again at once: the denials
     // did not extend its window.
     clock.advance(Duration::from_secs(10));
-    assert!(store.decide("t1", limit, 1).await.unwrap().admitted);
-    let usage = store.usage("t1", limit).await.unwrap();
+    assert!(store.decide("t1", limit, 1, 0).await.unwrap().admitted);
+    let usage = store.usage("t1", limit, 0).await.unwrap();
     assert_eq!(
         (usage.used, usage.denied),
         (1, 0),
@@ -124,7 +124,7 @@ async fn denials_are_counted_but_take_no_room(store: impl WindowStore, clock: Ma
 }
 
 async fn usage_of_an_unknown_tenant_is_zero(store: impl WindowStore, _clock: ManualClock) {
-    let usage = store.usage("nobody", per(60, 60)).await.unwrap();
+    let usage = store.usage("nobody", per(60, 60), 0).await.unwrap();
     assert_eq!(
         (
             usage.used,
@@ -148,12 +148,12 @@ async fn usage_reports_per_minute_history_and_month_to_date(
     clock: ManualClock,
 ) {
     let limit = per(4, 600);
-    store.decide("t1", limit, 1).await.unwrap();
-    store.decide("t1", limit, 1).await.unwrap();
-    store.decide("t1", limit, 2).await.unwrap();
-    assert!(!store.decide("t1", limit, 1).await.unwrap().admitted);
+    store.decide("t1", limit, 1, 0).await.unwrap();
+    store.decide("t1", limit, 1, 0).await.unwrap();
+    store.decide("t1", limit, 2, 0).await.unwrap();
+    assert!(!store.decide("t1", limit, 1, 0).await.unwrap().admitted);
     clock.advance(Duration::from_secs(120));
-    let usage = store.usage("t1", limit).await.unwrap();
+    let usage = store.usage("t1", limit, 0).await.unwrap();
     let first_minute = START_MS / 60_000 * 60_000;
     assert_eq!(
         usage.history[57].minute_start_ms, first_minute,
@@ -178,13 +178,29 @@ async fn usage_reports_per_minute_history_and_month_to_date(
 
     // START_MS is 2023-11-14; twenty days on it is December, and the month starts from zero.
     clock.advance(Duration::from_secs(20 * 86_400));
-    assert!(store.decide("t1", limit, 3).await.unwrap().admitted);
-    let usage = store.usage("t1", limit).await.unwrap();
+    assert!(store.decide("t1", limit, 3, 0).await.unwrap().admitted);
+    let usage = store.usage("t1", limit, 0).await.unwrap();
     assert_eq!(usage.month_to_date, 3);
     assert_eq!(
         usage.history.iter().map(|m| m.admitted).sum::<u64>(),
         3,
         "last hour only"
+    );
+}
+
+async fn denials_reported_by_the_filter_are_counted(store: impl WindowStore, _clock: ManualClock) {
+    let limit = per(10, 60);
+    assert!(
+        store.decide("t1", limit, 1, 5).await.unwrap().admitted,
+        "reports take no room"
+    );
+    let usage = store.usage("t1", limit, 2).await.unwrap();
+    assert_eq!((usage.used, usage.denied), (1, 7));
+    assert_eq!(usage.history[59].denied, 7);
+    assert_eq!(
+        store.usage("t1", limit, 0).await.unwrap().denied,
+        7,
+        "counted once"
     );
 }
 
@@ -197,7 +213,7 @@ async fn concurrent_decisions_never_over_admit(
     let tasks: Vec<_> = (0..300)
         .map(|_| {
             let store = store.clone();
-            tokio::spawn(async move { store.decide("t1", limit, 1).await.unwrap().admitted })
+            tokio::spawn(async move { store.decide("t1", limit, 1, 0).await.unwrap().admitted })
         })
         .collect();
     let mut admitted = 0;
@@ -229,6 +245,7 @@ macro_rules! conformance {
                 denials_are_counted_but_take_no_room,
                 usage_of_an_unknown_tenant_is_zero,
                 usage_reports_per_minute_history_and_month_to_date,
+                denials_reported_by_the_filter_are_counted,
                 concurrent_decisions_never_over_admit,
             );
         }
@@ -280,9 +297,9 @@ async fn the_redis_store_can_use_redis_time() {
     let server = RedisServer::start();
     let store = redis_store(RedisTarget::Standalone(server.url()), None).await;
     let limit = per(2, 60);
-    assert!(store.decide("t1", limit, 1).await.unwrap().admitted);
-    assert!(store.decide("t1", limit, 1).await.unwrap().admitted);
-    let denied = store.decide("t1", limit, 1).await.unwrap();
+    assert!(store.decide("t1", limit, 1, 0).await.unwrap().admitted);
+    assert!(store.decide("t1", limit, 1, 0).await.unwrap().admitted);
+    let denied = store.decide("t1", limit, 1, 0).await.unwrap();
     assert!(!denied.admitted);
     assert!(
         (59_000..=60_000).contains(&denied.retry_after_ms),
@@ -294,8 +311,8 @@ async fn the_redis_store_can_use_redis_time() {
 async fn the_redis_store_lets_idle_windows_expire() {
     let server = RedisServer::start();
     let store = redis_store(RedisTarget::Standalone(server.url()), None).await;
-    store.decide("idle", per(5, 1), 1).await.unwrap();
-    store.decide("idle", per(5, 1), 9).await.unwrap();
+    store.decide("idle", per(5, 1), 1, 0).await.unwrap();
+    store.decide("idle", per(5, 1), 9, 0).await.unwrap();
     let window_key = "tollgate:{idle}:window";
     assert_eq!(server.cli(&["exists", window_key]).trim(), "1");
     let ttl: i64 = server.cli(&["pttl", window_key]).trim().parse().unwrap();
@@ -328,12 +345,12 @@ async fn a_dead_redis_is_a_prompt_unavailable_error_and_recovery_is_automatic() 
         .await
         .unwrap();
     let store = RedisWindows::new(connection, timeout, None);
-    assert!(store.decide("t1", per(5, 60), 1).await.is_ok());
+    assert!(store.decide("t1", per(5, 60), 1, 0).await.is_ok());
 
     server.kill();
     for _ in 0..3 {
         let started = std::time::Instant::now();
-        let error = store.decide("t1", per(5, 60), 1).await;
+        let error = store.decide("t1", per(5, 60), 1, 0).await;
         assert!(error.is_err(), "Redis is down");
         assert!(
             started.elapsed() < Duration::from_millis(400),
@@ -344,7 +361,7 @@ async fn a_dead_redis_is_a_prompt_unavailable_error_and_recovery_is_automatic() 
 
     server.restart();
     let started = std::time::Instant::now();
-    while store.decide("t1", per(5, 60), 1).await.is_err() {
+    while store.decide("t1", per(5, 60), 1, 0).await.is_err() {
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "no recovery within 2 s"
@@ -357,9 +374,9 @@ async fn a_dead_redis_is_a_prompt_unavailable_error_and_recovery_is_automatic() 
 async fn the_memory_store_forgets_tenants_idle_for_an_hour() {
     let clock = ManualClock::new(START_MS);
     let store = MemoryWindows::new(Arc::new(clock.clone()));
-    store.decide("idle", per(5, 2), 1).await.unwrap();
+    store.decide("idle", per(5, 2), 1, 0).await.unwrap();
     clock.advance(Duration::from_secs(30 * 60));
-    store.decide("busy", per(5, 2), 1).await.unwrap();
+    store.decide("busy", per(5, 2), 1, 0).await.unwrap();
     assert_eq!(
         store.sweep(),
         2,

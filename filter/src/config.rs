@@ -32,6 +32,8 @@ struct ConfigWire {
     #[serde(default)]
     deny_cache: DenyCacheWire,
     routes: Vec<RouteWire>,
+    #[serde(default)]
+    usage_routes: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +142,9 @@ pub struct Settings {
     pub routes: RouteTable,
     /// `None` when disabled: every request of a denied key then makes a callout.
     pub deny_cache: Option<DenyCache>,
+    /// Prefixes of the control-plane's usage endpoint: requests there carry the key's
+    /// cached denials not yet reported, so usage counts them.
+    pub usage_routes: Vec<String>,
 }
 
 /// Why a configuration was refused. The message is what Envoy's log shows the operator.
@@ -240,8 +245,13 @@ impl Settings {
             None
         };
 
+        if let Some(prefix) = wire.usage_routes.iter().find(|p| !p.starts_with('/')) {
+            return Err(ConfigError::RoutePrefix(prefix.clone()));
+        }
+
         Ok(Settings {
             deny_cache,
+            usage_routes: wire.usage_routes,
             cluster: wire.control_plane.cluster,
             authority: wire.control_plane.authority,
             timeout,
@@ -342,11 +352,12 @@ mod tests {
         let settings = parse(
             r#"{"control_plane":{"cluster":"cp","authority":"cp.internal","timeout":"2s"},
                 "failure_mode":"open","api_key":{"header":"x-key","bearer":false},
-                "routes":[{"prefix":"/p","name":"predict","cost":5}]}"#,
+                "routes":[{"prefix":"/p","name":"predict","cost":5}],"usage_routes":["/u"]}"#,
         )
         .unwrap();
         assert_eq!(settings.timeout, Duration::from_secs(2));
         assert_eq!(settings.failure_mode, FailureMode::Open);
+        assert_eq!(settings.usage_routes, vec!["/u".to_owned()]);
         assert_eq!(settings.authority, "cp.internal");
         assert_eq!(settings.key_header, "x-key");
         assert!(!settings.bearer);

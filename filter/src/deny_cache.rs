@@ -38,9 +38,10 @@ pub struct DenyCache {
 pub enum Lookup {
     /// Denied: answer 429 without a callout.
     Denied(CachedDeny),
-    /// This request holds the refresh lease of an expired denial: make the callout, and
+    /// This request holds the refresh lease of an expired denial: make the callout, report
+    /// `edge_denied` (the cached denials not reported yet) in it, and
     /// [`DenyCache::forget`] the denial if it is admitted.
-    Refresh,
+    Refresh { edge_denied: u64 },
     /// Nothing cached: make the callout.
     Miss,
 }
@@ -60,14 +61,16 @@ struct Entry {
     limit: u32,
     window_seconds: u32,
     remaining: u32,
+    /// Requests answered from this entry and not yet reported to the control-plane.
+    hits: u64,
     policy: String,
 }
 
 impl Entry {
-    fn into_denial(self, now_ms: u64) -> CachedDeny {
+    fn denial(&self, now_ms: u64) -> CachedDeny {
         CachedDeny {
             quota: Quota {
-                policy: self.policy,
+                policy: self.policy.clone(),
                 limit: self.limit,
                 window_seconds: self.window_seconds,
                 remaining: self.remaining,
@@ -79,7 +82,7 @@ impl Entry {
 
     fn encode(&self) -> String {
         format!(
-            "{};{};{};{};{};{};{};{}",
+            "{};{};{};{};{};{};{};{};{}",
             self.fingerprint,
             self.expires_at,
             self.retry_at,
@@ -87,17 +90,18 @@ impl Entry {
             self.limit,
             self.window_seconds,
             self.remaining,
+            self.hits,
             self.policy
         )
     }
 
     fn decode(bytes: &[u8]) -> Option<Entry> {
         let text = std::str::from_utf8(bytes).ok()?;
-        let mut fields = text.splitn(8, ';');
+        let mut fields = text.splitn(9, ';');
         let mut number = || fields.next()?.parse::<u64>().ok();
         let (fingerprint, expires_at, retry_at, reset_at) =
             (number()?, number()?, number()?, number()?);
-        let (limit, window_seconds, remaining) = (number()?, number()?, number()?);
+        let (limit, window_seconds, remaining, hits) = (number()?, number()?, number()?, number()?);
         Some(Entry {
             fingerprint,
             expires_at,
@@ -106,6 +110,7 @@ impl Entry {
             limit: u32::try_from(limit).ok()?,
             window_seconds: u32::try_from(window_seconds).ok()?,
             remaining: u32::try_from(remaining).ok()?,
+            hits,
             policy: fields.next()?.to_owned(),
         })
     }
@@ -114,7 +119,10 @@ impl Entry {
 /// Identifies a (key, cost) pair. The cost is part of it because a denial is only certain
 /// for requests of the same cost: a cheaper request may still fit the room a dearer one did
 /// not, and a dearer one may need to wait longer than the cached retry time.
-/// The slot's entry if it belongs to `fingerprint` and its denial may still hold.
+const CAS_ATTEMPTS: usize = 4;
+
+/// The slot's entry if it belongs to `fingerprint` and its denial may still hold (`now_ms`
+/// zero: whatever its age).
 fn read(
     shared: &impl SharedData,
     slot: &str,
@@ -123,7 +131,8 @@ fn read(
 ) -> Option<(Entry, Option<u32>)> {
     let (value, cas) = shared.get(slot);
     let entry = Entry::decode(&value?)?;
-    (entry.fingerprint == fingerprint && entry.retry_at > now_ms).then_some((entry, cas))
+    (entry.fingerprint == fingerprint && (now_ms == 0 || entry.retry_at > now_ms))
+        .then_some((entry, cas))
 }
 
 fn fingerprint(api_key: &str, cost: u32) -> u64 {
@@ -160,21 +169,43 @@ impl DenyCache {
     ) -> Lookup {
         let fingerprint = fingerprint(api_key, cost);
         let slot = self.slot_key(fingerprint);
-        let Some((mut entry, cas)) = read(shared, &slot, fingerprint, now_ms) else {
-            return Lookup::Miss;
-        };
-        if entry.expires_at <= now_ms {
-            entry.expires_at = now_ms + lease_ms;
+        // Compare-and-swap can lose to another worker writing the same slot; a few rounds
+        // settle it, and giving up only costs a callout.
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((mut entry, cas)) = read(shared, &slot, fingerprint, now_ms) else {
+                return Lookup::Miss;
+            };
+            let lookup = if entry.expires_at <= now_ms {
+                entry.expires_at = now_ms + lease_ms;
+                Lookup::Refresh {
+                    edge_denied: std::mem::take(&mut entry.hits),
+                }
+            } else {
+                entry.hits += 1;
+                Lookup::Denied(entry.denial(now_ms))
+            };
             if shared.set(&slot, entry.encode().as_bytes(), cas) {
-                return Lookup::Refresh;
-            }
-            // Another request claimed it first (or replaced it): read what it left.
-            match read(shared, &slot, fingerprint, now_ms) {
-                Some((fresh, _)) if fresh.expires_at > now_ms => entry = fresh,
-                _ => return Lookup::Miss,
+                return lookup;
             }
         }
-        Lookup::Denied(entry.into_denial(now_ms))
+        Lookup::Miss
+    }
+
+    /// Takes the count of cached denials of this key at this cost that the control-plane has
+    /// not heard of, leaving zero (for a usage request, which reports them).
+    pub fn take_unreported(&self, shared: &impl SharedData, api_key: &str, cost: u32) -> u64 {
+        let fingerprint = fingerprint(api_key, cost);
+        let slot = self.slot_key(fingerprint);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((mut entry, cas)) = read(shared, &slot, fingerprint, 0) else {
+                return 0;
+            };
+            let hits = std::mem::take(&mut entry.hits);
+            if hits == 0 || shared.set(&slot, entry.encode().as_bytes(), cas) {
+                return hits;
+            }
+        }
+        0
     }
 
     /// Drops the cached denial of this key at this cost (the control-plane admitted it).
@@ -190,8 +221,9 @@ impl DenyCache {
         }
     }
 
-    /// Remembers a denial decided at `now_ms`. Returns whether it was stored (a concurrent
-    /// writer to the same slot may win; then its entry stands, which is as good).
+    /// Remembers a denial decided at `now_ms`, keeping the count of cached denials of the
+    /// same key not yet reported (another callout's denial may land after the cache already
+    /// answered some requests). Returns whether it was stored.
     pub fn remember(
         &self,
         shared: &impl SharedData,
@@ -203,7 +235,7 @@ impl DenyCache {
     ) -> bool {
         let fingerprint = fingerprint(api_key, cost);
         let key = self.slot_key(fingerprint);
-        let entry = Entry {
+        let mut entry = Entry {
             fingerprint,
             expires_at: now_ms + retry_after_ms.min(self.max_ttl_ms),
             retry_at: now_ms + retry_after_ms,
@@ -211,10 +243,20 @@ impl DenyCache {
             limit: quota.limit,
             window_seconds: quota.window_seconds,
             remaining: quota.remaining,
+            hits: 0,
             policy: quota.policy.clone(),
         };
-        let (_, cas) = shared.get(&key);
-        shared.set(&key, entry.encode().as_bytes(), cas)
+        for _ in 0..CAS_ATTEMPTS {
+            let (value, cas) = shared.get(&key);
+            entry.hits = value
+                .and_then(|v| Entry::decode(&v))
+                .filter(|old| old.fingerprint == fingerprint)
+                .map_or(0, |old| old.hits);
+            if shared.set(&key, entry.encode().as_bytes(), cas) {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -294,7 +336,7 @@ mod tests {
         CACHE.remember(&shared, "tg_a", 1, 0, &quota(), 5_000);
         assert_eq!(
             CACHE.lookup(&shared, "tg_a", 1, 1_000, 100),
-            Lookup::Refresh,
+            Lookup::Refresh { edge_denied: 0 },
             "the first one refreshes"
         );
         for now in [1_000, 1_050, 1_099] {
@@ -308,9 +350,55 @@ mod tests {
         }
         assert_eq!(
             CACHE.lookup(&shared, "tg_a", 1, 1_100, 100),
-            Lookup::Refresh,
-            "the lease ran out: refresh again"
+            Lookup::Refresh { edge_denied: 3 },
+            "the lease ran out: refresh again, reporting the three it answered meanwhile"
         );
+    }
+
+    #[test]
+    fn cached_denials_are_counted_until_reported() {
+        let shared = FakeShared::default();
+        CACHE.remember(&shared, "tg_a", 1, 0, &quota(), 5_000);
+        for now in 1..=7 {
+            assert!(matches!(
+                CACHE.lookup(&shared, "tg_a", 1, now, 100),
+                Lookup::Denied(_)
+            ));
+        }
+        assert_eq!(
+            CACHE.take_unreported(&shared, "tg_a", 1),
+            7,
+            "a usage request takes them"
+        );
+        assert_eq!(CACHE.take_unreported(&shared, "tg_a", 1), 0, "once");
+        for now in 10..13 {
+            assert!(matches!(
+                CACHE.lookup(&shared, "tg_a", 1, now, 100),
+                Lookup::Denied(_)
+            ));
+        }
+        assert_eq!(
+            CACHE.lookup(&shared, "tg_a", 1, 1_000, 100),
+            Lookup::Refresh { edge_denied: 3 },
+            "the refresh callout reports the rest"
+        );
+        assert_eq!(CACHE.take_unreported(&shared, "tg_a", 1), 0);
+        assert_eq!(CACHE.take_unreported(&shared, "tg_other", 1), 0);
+    }
+
+    #[test]
+    fn a_later_denial_keeps_the_unreported_count() {
+        let shared = FakeShared::default();
+        CACHE.remember(&shared, "tg_a", 1, 0, &quota(), 5_000);
+        for now in 1..=3 {
+            assert!(matches!(
+                CACHE.lookup(&shared, "tg_a", 1, now, 100),
+                Lookup::Denied(_)
+            ));
+        }
+        // A callout that left before the first denial was cached comes back denied too.
+        CACHE.remember(&shared, "tg_a", 1, 4, &quota(), 5_000);
+        assert_eq!(CACHE.take_unreported(&shared, "tg_a", 1), 3);
     }
 
     #[test]

@@ -21,8 +21,13 @@ pub const TIER: &str = "x-tollgate-tier";
 /// value says why.
 pub const UNCHECKED: &str = "x-tollgate-unchecked";
 /// Headers only the filter may set. Removed from every client request first, so a tenant can
-/// never claim another identity towards the backend.
-pub const IDENTITY_HEADERS: [&str; 3] = [TENANT_ID, TIER, UNCHECKED];
+/// never claim another identity towards the backend, nor report denials of its own.
+pub const IDENTITY_HEADERS: [&str; 4] = [
+    TENANT_ID,
+    TIER,
+    UNCHECKED,
+    tollgate_protocol::header::EDGE_DENIED,
+];
 
 pub type Headers = Vec<(&'static str, String)>;
 

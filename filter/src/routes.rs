@@ -29,14 +29,27 @@ impl RouteTable {
 
     /// The limited route for a request's `:path`, if any.
     pub fn find(&self, path: &str) -> Option<&LimitedRoute> {
-        let path = path.split(['?', '#']).next().unwrap_or(path);
-        self.routes.iter().find(|route| {
-            let prefix = route.prefix.trim_end_matches('/');
-            match path.strip_prefix(prefix) {
-                Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.is_empty(),
-                None => false,
-            }
-        })
+        self.routes
+            .iter()
+            .find(|route| matches(&route.prefix, path))
+    }
+
+    /// The distinct costs of the routes: a key's cached denials are kept per cost.
+    pub fn costs(&self) -> Vec<u32> {
+        let mut costs: Vec<u32> = self.routes.iter().map(|r| r.cost).collect();
+        costs.sort_unstable();
+        costs.dedup();
+        costs
+    }
+}
+
+/// Whether `prefix` covers `path` on whole path segments (query and fragment ignored).
+pub fn matches(prefix: &str, path: &str) -> bool {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let prefix = prefix.trim_end_matches('/');
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.is_empty(),
+        None => false,
     }
 }
 
@@ -84,6 +97,11 @@ mod tests {
             Some(20)
         );
         assert_eq!(table.find("/api/v1/predict/one").map(|r| r.cost), Some(5));
+    }
+
+    #[test]
+    fn each_cost_is_listed_once() {
+        assert_eq!(table().costs(), vec![1, 5, 20]);
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub mod header {
     pub const ROUTE: &str = "x-tollgate-route";
     /// Request: how many units of quota the request costs (the route's default cost).
     pub const COST: &str = "x-tollgate-cost";
+    /// Request (optional): requests of this key the filter's deny cache refused since it last
+    /// reported, to be counted as denied. Also set by the filter on usage requests it
+    /// forwards to the control-plane, so usage includes denials not yet reported.
+    pub const EDGE_DENIED: &str = "x-tollgate-edge-denied";
 
     /// Answer: the tenant the key belongs to.
     pub const TENANT: &str = "x-tollgate-tenant";
@@ -62,16 +66,23 @@ pub struct DecisionRequest<'a> {
     pub api_key: &'a str,
     pub route: &'a str,
     pub cost: u32,
+    /// Denials of this key (at this cost) the filter answered from its cache and has not
+    /// reported yet.
+    pub edge_denied: u64,
 }
 
 impl<'a> DecisionRequest<'a> {
     /// The request headers, in addition to the pseudo-headers the caller adds.
-    pub fn headers(&self) -> [(&'static str, String); 3] {
-        [
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
             (header::API_KEY, self.api_key.to_owned()),
             (header::ROUTE, self.route.to_owned()),
             (header::COST, self.cost.to_string()),
-        ]
+        ];
+        if self.edge_denied > 0 {
+            headers.push((header::EDGE_DENIED, self.edge_denied.to_string()));
+        }
+        headers
     }
 
     /// Reads a request from its headers; `header` looks one up by lowercase name.
@@ -86,6 +97,7 @@ impl<'a> DecisionRequest<'a> {
             api_key,
             route,
             cost,
+            edge_denied: edge_denied(&header)?,
         })
     }
 }
@@ -175,6 +187,16 @@ impl Answer {
             Some(other) => Err(ProtocolError::UnexpectedStatus(other)),
             None => Err(ProtocolError::MissingStatus),
         }
+    }
+}
+
+/// The optional [`header::EDGE_DENIED`] count; absent means none.
+pub fn edge_denied<'h>(
+    header: &impl Fn(&'static str) -> Option<&'h str>,
+) -> Result<u64, ProtocolError> {
+    match header(header::EDGE_DENIED) {
+        None => Ok(0),
+        Some(_) => number(header, header::EDGE_DENIED),
     }
 }
 
@@ -279,14 +301,18 @@ mod tests {
 
     #[test]
     fn a_request_survives_encoding_and_parsing() {
-        let request = DecisionRequest {
-            api_key: "tg_abc",
-            route: "predict",
-            cost: 5,
-        };
-        let headers: HashMap<&str, String> = request.headers().into_iter().collect();
-        let parsed = DecisionRequest::parse(|name| headers.get(name).map(String::as_str));
-        assert_eq!(parsed, Ok(request));
+        for edge_denied in [0, 17] {
+            let request = DecisionRequest {
+                api_key: "tg_abc",
+                route: "predict",
+                cost: 5,
+                edge_denied,
+            };
+            let headers: HashMap<&str, String> = request.headers().into_iter().collect();
+            assert_eq!(headers.contains_key(header::EDGE_DENIED), edge_denied > 0);
+            let parsed = DecisionRequest::parse(|name| headers.get(name).map(String::as_str));
+            assert_eq!(parsed, Ok(request));
+        }
     }
 
     #[test]

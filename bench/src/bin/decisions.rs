@@ -34,7 +34,7 @@ async fn throughput<S: WindowStore + 'static>(store: Arc<S>) -> f64 {
                 while started.elapsed() < RUN_FOR {
                     tenant = (tenant + CONCURRENCY) % TENANTS;
                     store
-                        .decide(&format!("bench-{tenant}"), limit, 1)
+                        .decide(&format!("bench-{tenant}"), limit, 1, 0)
                         .await
                         .expect("decision");
                     done += 1;
@@ -87,7 +87,7 @@ async fn main() {
     };
     for i in 0..decisions {
         store
-            .decide(&format!("rt-{}", i % 10), limit, 1)
+            .decide(&format!("rt-{}", i % 10), limit, 1, 0)
             .await
             .expect("decision");
     }
@@ -118,9 +118,9 @@ async fn main() {
             window: Duration::from_secs(60),
         };
         for _ in 0..limit.limit {
-            store.decide(name, limit, 1).await.expect("decision");
+            store.decide(name, limit, 1, 0).await.expect("decision");
         }
-        store.decide(name, limit, 1).await.expect("one denial");
+        store.decide(name, limit, 1, 0).await.expect("one denial");
         let usage = |key: &str| -> u64 {
             redis
                 .cli(&[

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
-use super::history::{MinuteRing, month_of};
+use super::history::MinuteRing;
+use super::history::month_of;
 use super::{Clock, Limit, StoreError, WindowDecision, WindowStore, WindowUsage};
 
 pub struct MemoryWindows {
@@ -74,24 +75,40 @@ fn sweep(inner: &Inner) {
     });
 }
 
+impl MemoryWindows {
+    /// Runs `f` on the tenant's window, creating it if needed, under its shard's lock.
+    fn with_window<T>(
+        &self,
+        tenant: &str,
+        limit: Limit,
+        f: impl FnOnce(&mut TenantWindow) -> T,
+    ) -> T {
+        // `get_mut` first: the common case finds the tenant without allocating its key.
+        if let Some(mut window) = self.inner.windows.get_mut(tenant) {
+            return f(&mut window);
+        }
+        let mut window = self
+            .inner
+            .windows
+            .entry(tenant.to_owned())
+            .or_insert_with(|| TenantWindow::new(limit.window_ms()));
+        f(&mut window)
+    }
+}
+
 impl WindowStore for MemoryWindows {
     async fn decide(
         &self,
         tenant: &str,
         limit: Limit,
         cost: u32,
+        reported_denials: u64,
     ) -> Result<WindowDecision, StoreError> {
         let now = self.inner.clock.now_ms();
-        // `get_mut` first: the common case finds the tenant without allocating its key.
-        let decision = match self.inner.windows.get_mut(tenant) {
-            Some(mut window) => window.decide(now, limit, cost),
-            None => self
-                .inner
-                .windows
-                .entry(tenant.to_owned())
-                .or_insert_with(|| TenantWindow::new(limit.window_ms()))
-                .decide(now, limit, cost),
-        };
+        let decision = self.with_window(tenant, limit, |window| {
+            window.count_denials(now, reported_denials);
+            window.decide(now, limit, cost)
+        });
         if decision.admitted {
             let month = month_of(now);
             let mut count = match self.inner.months.get_mut(tenant) {
@@ -106,7 +123,12 @@ impl WindowStore for MemoryWindows {
         Ok(decision)
     }
 
-    async fn usage(&self, tenant: &str, limit: Limit) -> Result<WindowUsage, StoreError> {
+    async fn usage(
+        &self,
+        tenant: &str,
+        limit: Limit,
+        reported_denials: u64,
+    ) -> Result<WindowUsage, StoreError> {
         let now = self.inner.clock.now_ms();
         let month_to_date = self
             .inner
@@ -114,27 +136,18 @@ impl WindowStore for MemoryWindows {
             .get(tenant)
             .filter(|count| count.month == month_of(now))
             .map_or(0, |count| count.admitted);
-        let usage = match self.inner.windows.get_mut(tenant) {
-            Some(mut window) => {
-                window.window_ms = limit.window_ms();
-                window.expire(now);
-                WindowUsage {
-                    used: window.used(),
-                    denied: window.denied.total,
-                    reset_ms: window.reset_ms(now),
-                    month_to_date,
-                    history: window.minutes.history(now),
-                }
-            }
-            None => WindowUsage {
-                used: 0,
-                denied: 0,
-                reset_ms: 0,
+        Ok(self.with_window(tenant, limit, |window| {
+            window.window_ms = limit.window_ms();
+            window.expire(now);
+            window.count_denials(now, reported_denials);
+            WindowUsage {
+                used: window.used(),
+                denied: window.denied.total,
+                reset_ms: window.reset_ms(now),
                 month_to_date,
-                history: MinuteRing::default().history(now),
-            },
-        };
-        Ok(usage)
+                history: window.minutes.history(now),
+            }
+        }))
     }
 }
 
@@ -178,6 +191,14 @@ impl TenantWindow {
             .events
             .front()
             .map_or(0, |&(at, _)| (at + self.window_ms).saturating_sub(now))
+    }
+
+    fn count_denials(&mut self, now: u64, count: u64) {
+        if count > 0 {
+            self.denied
+                .record(now, u32::try_from(count).unwrap_or(u32::MAX));
+            self.minutes.record(now, 0, count);
+        }
     }
 
     fn decide(&mut self, now: u64, limit: Limit, cost: u32) -> WindowDecision {

@@ -7,7 +7,9 @@
 //! - An admitted unit leaves the window exactly `window` after it was admitted (a log, not
 //!   fixed buckets), so capacity returns as old requests age out.
 //! - Denied requests are not added to the window (a flooding tenant recovers as its old
-//!   requests age out) but are counted, for usage.
+//!   requests age out) but are counted, for usage. Denials the filter answered from its deny
+//!   cache arrive later as a count (`reported_denials`) and are counted the same way, in the
+//!   same store call.
 //! - Windows of idle tenants are dropped, so memory follows active tenants only.
 
 mod clock;
@@ -71,19 +73,24 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// A backend holding the windows. Implementations must make `decide` atomic per tenant.
+/// A backend holding the windows. Implementations must make `decide` atomic per tenant, and
+/// each call one round trip to shared storage.
 pub trait WindowStore: Send + Sync {
+    /// Counts `reported_denials` earlier denials, then decides a request of `cost` units.
     fn decide(
         &self,
         tenant: &str,
         limit: Limit,
         cost: u32,
+        reported_denials: u64,
     ) -> impl Future<Output = Result<WindowDecision, StoreError>> + Send;
 
+    /// Counts `reported_denials` earlier denials, then reads the window and counters.
     fn usage(
         &self,
         tenant: &str,
         limit: Limit,
+        reported_denials: u64,
     ) -> impl Future<Output = Result<WindowUsage, StoreError>> + Send;
 }
 
@@ -111,17 +118,23 @@ impl WindowStore for Windows {
         tenant: &str,
         limit: Limit,
         cost: u32,
+        reported_denials: u64,
     ) -> Result<WindowDecision, StoreError> {
         match self {
-            Windows::Memory(store) => store.decide(tenant, limit, cost).await,
-            Windows::Redis(store) => store.decide(tenant, limit, cost).await,
+            Windows::Memory(store) => store.decide(tenant, limit, cost, reported_denials).await,
+            Windows::Redis(store) => store.decide(tenant, limit, cost, reported_denials).await,
         }
     }
 
-    async fn usage(&self, tenant: &str, limit: Limit) -> Result<WindowUsage, StoreError> {
+    async fn usage(
+        &self,
+        tenant: &str,
+        limit: Limit,
+        reported_denials: u64,
+    ) -> Result<WindowUsage, StoreError> {
         match self {
-            Windows::Memory(store) => store.usage(tenant, limit).await,
-            Windows::Redis(store) => store.usage(tenant, limit).await,
+            Windows::Memory(store) => store.usage(tenant, limit, reported_denials).await,
+            Windows::Redis(store) => store.usage(tenant, limit, reported_denials).await,
         }
     }
 }

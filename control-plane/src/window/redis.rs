@@ -33,8 +33,8 @@ impl RedisWindows {
             connection,
             timeout,
             clock,
-            decide: Script::new(scripts::DECIDE),
-            usage: Script::new(scripts::USAGE),
+            decide: Script::new(&format!("{}{}", scripts::PRELUDE, scripts::DECIDE)),
+            usage: Script::new(&format!("{}{}", scripts::PRELUDE, scripts::USAGE)),
         }
     }
 
@@ -61,6 +61,7 @@ impl WindowStore for RedisWindows {
         tenant: &str,
         limit: Limit,
         cost: u32,
+        reported_denials: u64,
     ) -> Result<WindowDecision, StoreError> {
         let keys = tenant_window(tenant);
         let mut invocation = self.decide.prepare_invoke();
@@ -69,7 +70,8 @@ impl WindowStore for RedisWindows {
             .arg(limit.limit)
             .arg(limit.window_ms())
             .arg(cost)
-            .arg(self.now_arg());
+            .arg(self.now_arg())
+            .arg(reported_denials);
         let (admitted, remaining, reset_ms, retry_after_ms): (u8, u32, u64, u64) =
             bounded(&self.connection, self.timeout, |mut c| async move {
                 invocation.invoke_async(&mut c).await
@@ -83,13 +85,19 @@ impl WindowStore for RedisWindows {
         })
     }
 
-    async fn usage(&self, tenant: &str, limit: Limit) -> Result<WindowUsage, StoreError> {
+    async fn usage(
+        &self,
+        tenant: &str,
+        limit: Limit,
+        reported_denials: u64,
+    ) -> Result<WindowUsage, StoreError> {
         let keys = tenant_window(tenant);
         let mut invocation = self.usage.prepare_invoke();
         invocation
             .key(&keys[..])
             .arg(limit.window_ms())
-            .arg(self.now_arg());
+            .arg(self.now_arg())
+            .arg(reported_denials);
         let reply: Vec<u64> = bounded(&self.connection, self.timeout, |mut c| async move {
             invocation.invoke_async(&mut c).await
         })

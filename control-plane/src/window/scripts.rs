@@ -4,32 +4,93 @@
 //! any number of control-plane replicas. `MULTI` could not do this: the admit-or-deny choice
 //! depends on the count read inside the same transaction.
 //!
-//! Time: ARGV `now_ms` empty means "ask Redis" (`TIME`), so replicas with skewed clocks agree;
-//! a number is the caller's clock (for Redis-compatible servers that refuse `TIME` in scripts,
-//! and for tests).
+//! Keys (see `redis_keys`): KEYS[1] window ZSET, KEYS[2] denied ZSET, KEYS[3] usage HASH,
+//! KEYS[4] month HASH. Time: ARGV `now_ms` empty means "ask Redis" (`TIME`), so replicas with
+//! skewed clocks agree; a number is the caller's clock (for Redis-compatible servers that
+//! refuse `TIME` in scripts, and for tests).
+//!
+//! Each script is [`PRELUDE`] followed by its body.
+
+/// Helpers shared by the scripts.
+pub const PRELUDE: &str = r#"
+local function clock(arg)
+  local now = tonumber(arg)
+  if now then return now end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Members must be unique: a timestamp alone would collapse concurrent requests into one
+-- member. The sequence lives in the usage hash, which outlives the window.
+local function next_seq(n)
+  return redis.call('HINCRBY', KEYS[3], 'seq', n)
+end
+
+-- Per-minute history: a ring of 60 slots, each stamped with the minute it counts.
+local function count_minute(now, admitted, denied)
+  local minute = math.floor(now / 60000)
+  local slot = minute % 60
+  if redis.call('HGET', KEYS[3], 'm' .. slot) ~= tostring(minute) then
+    redis.call('HSET', KEYS[3], 'm' .. slot, minute, 'a' .. slot, 0, 'd' .. slot, 0)
+  end
+  if admitted > 0 then redis.call('HINCRBY', KEYS[3], 'a' .. slot, admitted) end
+  if denied > 0 then redis.call('HINCRBY', KEYS[3], 'd' .. slot, denied) end
+  redis.call('PEXPIRE', KEYS[3], 3660000)
+end
+
+-- Denials are members `<ms>-<seq>-<count>` of the denied ZSET: one per decision or report,
+-- however many requests it stands for.
+local function count_denials(now, window, n)
+  if n <= 0 then return end
+  redis.call('ZADD', KEYS[2], now, now .. '-' .. next_seq(1) .. '-' .. n)
+  redis.call('PEXPIRE', KEYS[2], window)
+  count_minute(now, 0, n)
+end
+
+local function denied_since(floor)
+  local total = 0
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], floor, '+inf')) do
+    total = total + tonumber(string.match(member, '(%d+)$'))
+  end
+  return total
+end
+
+-- The UTC month of `now` as yyyymm, from days since the epoch (Howard Hinnant's
+-- civil_from_days), the same arithmetic as `window::month_of`.
+local function month_of(now)
+  local z = math.floor(now / 86400000) + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  return tostring((yoe + era * 400 + (m <= 2 and 1 or 0)) * 100 + m)
+end
+
+local function oldest_reset(now, window)
+  local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - window), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if oldest[2] then return tonumber(oldest[2]) + window - now end
+  return 0
+end
+"#;
 
 /// Decide one request.
 ///
-/// KEYS: 1 window ZSET, 2 denied ZSET, 3 usage HASH, 4 month HASH (see `redis_keys`).
-/// ARGV: 1 limit, 2 window ms, 3 cost, 4 now ms or "".
+/// ARGV: 1 limit, 2 window ms, 3 cost, 4 now ms or "", 5 denials reported by the filter.
 /// Returns: {admitted (0/1), remaining, reset ms, retry-after ms}.
 pub const DECIDE: &str = r#"
 local limit, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local now = tonumber(ARGV[4])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now = clock(ARGV[4])
 local cutoff = now - window
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
+count_denials(now, window, tonumber(ARGV[5]) or 0)
 local used = redis.call('ZCARD', KEYS[1])
 
--- Members must be unique: a timestamp alone would collapse concurrent requests into one
--- member and over-admit. The sequence lives in the usage hash, which outlives the window.
 local admitted, retry = 0, 0
 if used + cost <= limit then
-  local last = redis.call('HINCRBY', KEYS[3], 'seq', cost)
+  local last = next_seq(cost)
   local batch = {}
   for i = 1, cost do
     batch[#batch + 1] = now
@@ -39,11 +100,18 @@ if used + cost <= limit then
       batch = {}
     end
   end
+  redis.call('PEXPIRE', KEYS[1], window)
   used = used + cost
   admitted = 1
+  count_minute(now, cost, 0)
+  local month = month_of(now)
+  if redis.call('HGET', KEYS[4], 'month') ~= month then
+    redis.call('HSET', KEYS[4], 'month', month, 'admitted', 0)
+  end
+  redis.call('HINCRBY', KEYS[4], 'admitted', cost)
+  redis.call('PEXPIRE', KEYS[4], 2764800000)
 else
-  local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
-  redis.call('ZADD', KEYS[2], now, now .. '-' .. seq)
+  count_denials(now, window, 1)
   if cost > limit then
     retry = window
   else
@@ -54,83 +122,30 @@ else
   end
 end
 
-local reset = 0
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if oldest[2] then reset = tonumber(oldest[2]) + window - now end
-if used > 0 then redis.call('PEXPIRE', KEYS[1], window) end
-redis.call('PEXPIRE', KEYS[2], window)
-
--- Per-minute history: a ring of 60 slots, each stamped with the minute it counts.
-local minute = math.floor(now / 60000)
-local slot = minute % 60
-if redis.call('HGET', KEYS[3], 'm' .. slot) ~= tostring(minute) then
-  redis.call('HSET', KEYS[3], 'm' .. slot, minute, 'a' .. slot, 0, 'd' .. slot, 0)
-end
-if admitted == 1 then
-  redis.call('HINCRBY', KEYS[3], 'a' .. slot, cost)
-else
-  redis.call('HINCRBY', KEYS[3], 'd' .. slot, 1)
-end
-redis.call('PEXPIRE', KEYS[3], 3660000)
-
--- Month to date (UTC), from days since the epoch (Howard Hinnant's civil_from_days).
-if admitted == 1 then
-  local z = math.floor(now / 86400000) + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local m = mp < 10 and mp + 3 or mp - 9
-  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
-  local month = tostring(y * 100 + m)
-  if redis.call('HGET', KEYS[4], 'month') ~= month then
-    redis.call('HSET', KEYS[4], 'month', month, 'admitted', 0)
-  end
-  redis.call('HINCRBY', KEYS[4], 'admitted', cost)
-  redis.call('PEXPIRE', KEYS[4], 2764800000)
-end
-
 local remaining = limit - used
 if remaining < 0 then remaining = 0 end
-return {admitted, remaining, reset, retry}
+return {admitted, remaining, oldest_reset(now, window), retry}
 "#;
 
-/// Read a tenant's window and counters without changing them.
+/// Read a tenant's window and counters, after counting denials the filter reports.
 ///
-/// KEYS: 1 window ZSET, 2 denied ZSET, 3 usage HASH, 4 month HASH.
-/// ARGV: 1 window ms, 2 now ms or "".
+/// ARGV: 1 window ms, 2 now ms or "", 3 denials reported by the filter.
 /// Returns: {used, denied, reset ms, month-to-date, current minute, then admitted and denied
 /// for each of the last 60 minutes, oldest first}.
 pub const USAGE: &str = r#"
 local window = tonumber(ARGV[1])
-local now = tonumber(ARGV[2])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now = clock(ARGV[2])
+count_denials(now, window, tonumber(ARGV[3]) or 0)
 local floor = '(' .. (now - window)
 local used = redis.call('ZCOUNT', KEYS[1], floor, '+inf')
-local denied = redis.call('ZCOUNT', KEYS[2], floor, '+inf')
-local reset = 0
-local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], floor, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-if oldest[2] then reset = tonumber(oldest[2]) + window - now end
+local denied = denied_since(floor)
 
--- Same month arithmetic as DECIDE.
-local z = math.floor(now / 86400000) + 719468
-local era = math.floor(z / 146097)
-local doe = z - era * 146097
-local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-local mp = math.floor((5 * doy + 2) / 153)
-local m = mp < 10 and mp + 3 or mp - 9
-local y = yoe + era * 400 + (m <= 2 and 1 or 0)
 local month = redis.call('HMGET', KEYS[4], 'month', 'admitted')
 local month_to_date = 0
-if month[1] == tostring(y * 100 + m) then month_to_date = tonumber(month[2]) end
+if month[1] == month_of(now) then month_to_date = tonumber(month[2]) end
 
 local minute = math.floor(now / 60000)
-local result = {used, denied, reset, month_to_date, minute}
+local result = {used, denied, oldest_reset(now, window), month_to_date, minute}
 local fields = {}
 for i = 59, 0, -1 do
   local slot = (minute - i) % 60

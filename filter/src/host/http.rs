@@ -6,12 +6,14 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action as HostAction, MapType};
+use tollgate_protocol::header::EDGE_DENIED;
 use tollgate_protocol::{Answer, DECISION_PATH, DecisionRequest};
 
 use super::{HostSharedData, Stats, now_ms};
 use crate::config::Settings;
 use crate::deny_cache::Lookup;
 use crate::outcome::{self, Action, CalloutFailure, Headers, IDENTITY_HEADERS, LocalReply, Stat};
+use crate::routes;
 use tollgate_protocol::api_key;
 
 pub(super) struct RequestContext {
@@ -22,6 +24,8 @@ pub(super) struct RequestContext {
     pending: Option<(String, u32)>,
     /// Whether this request holds the refresh lease of a cached denial.
     refreshing: bool,
+    /// Cached denials this request's callout reports.
+    edge_denied: u64,
     /// Rate-limit headers for the response of an admitted request, set when the decision
     /// arrives and written in the response phase.
     response_headers: Headers,
@@ -34,6 +38,7 @@ impl RequestContext {
             stats,
             pending: None,
             refreshing: false,
+            edge_denied: 0,
             response_headers: Vec::new(),
         }
     }
@@ -46,6 +51,19 @@ impl RequestContext {
             .flatten()
     }
 
+    /// The configured key header and, when bearer keys are on, `Authorization`.
+    fn key_headers(&self) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        let authorization = if self.settings.bearer {
+            self.request_header("authorization")
+        } else {
+            None
+        };
+        (
+            self.request_header(&self.settings.key_header),
+            authorization,
+        )
+    }
+
     /// Sends the callout. `Err` carries the failure when Envoy refused to dispatch it (for
     /// instance an unknown cluster), in which case no response callback will follow.
     fn dispatch(&self, api_key: &str, route: &str, cost: u32) -> Result<(), CalloutFailure> {
@@ -53,6 +71,7 @@ impl RequestContext {
             api_key,
             route,
             cost,
+            edge_denied: self.edge_denied,
         };
         let protocol_headers = request.headers();
         let mut headers: Vec<(&str, &str)> = vec![
@@ -94,6 +113,33 @@ impl RequestContext {
         }
     }
 
+    /// On a usage request: hands the key's cached denials, not yet reported, to the
+    /// control-plane in a request header, so the usage it answers counts them.
+    fn report_unreported_denials(&self) {
+        let Some(cache) = &self.settings.deny_cache else {
+            return;
+        };
+        let (key_header, authorization) = self.key_headers();
+        let Ok(api_key) = api_key::extract(key_header.as_deref(), authorization.as_deref()) else {
+            return;
+        };
+        let unreported: u64 = self
+            .settings
+            .routes
+            .costs()
+            .into_iter()
+            .map(|cost| cache.take_unreported(&HostSharedData, api_key, cost))
+            .sum();
+        if unreported > 0 {
+            let value = unreported.to_string();
+            if let Err(status) =
+                hostcalls::set_map_value(MapType::HttpRequestHeaders, EDGE_DENIED, Some(&value))
+            {
+                log::error!("tollgate: cannot report cached denials: {status:?}");
+            }
+        }
+    }
+
     /// Counts, caches and carries out a decision or its failure. Returns whether the stream
     /// may continue.
     fn decided(&mut self, answer: Result<Answer, CalloutFailure>) -> bool {
@@ -117,8 +163,9 @@ impl RequestContext {
                     );
                 }
             }
-            Ok(Answer::Allow { .. }) => {
-                // Another request may hold a refresh lease on a denial that no longer holds.
+            Ok(Answer::Allow { .. }) if self.refreshing => {
+                // The lease this request took still answers 429 to everyone else; the denial
+                // no longer holds.
                 if let (Some(cache), Some((key, cost))) = (&self.settings.deny_cache, &self.pending)
                 {
                     cache.forget(&HostSharedData, key, *cost);
@@ -197,16 +244,20 @@ impl HttpContext for RequestContext {
             return HostAction::Continue;
         };
         // Lossy, so a stray invalid byte after a limited prefix cannot skip the limit.
-        let Some(route) = self.settings.routes.find(&String::from_utf8_lossy(&path)) else {
+        let path = String::from_utf8_lossy(&path);
+        let Some(route) = self.settings.routes.find(&path) else {
+            if self
+                .settings
+                .usage_routes
+                .iter()
+                .any(|p| routes::matches(p, &path))
+            {
+                self.report_unreported_denials();
+            }
             return HostAction::Continue;
         };
 
-        let key_header = self.request_header(&self.settings.key_header);
-        let authorization = if self.settings.bearer {
-            self.request_header("authorization")
-        } else {
-            None
-        };
+        let (key_header, authorization) = self.key_headers();
         let api_key = match api_key::extract(key_header.as_deref(), authorization.as_deref()) {
             Ok(key) => key,
             Err(error) => {
@@ -224,7 +275,10 @@ impl HttpContext for RequestContext {
                     send(outcome::rate_limited(&denied.quota, denied.retry_after_ms));
                     return HostAction::Pause;
                 }
-                Lookup::Refresh => self.refreshing = true,
+                Lookup::Refresh { edge_denied } => {
+                    self.refreshing = true;
+                    self.edge_denied = edge_denied;
+                }
                 Lookup::Miss => {}
             }
         }
