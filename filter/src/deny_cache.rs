@@ -135,13 +135,22 @@ fn read(
         .then_some((entry, cas))
 }
 
-fn fingerprint(api_key: &str, cost: u32) -> u64 {
-    // SipHash with fixed keys: the same in every worker's VM, unlike a randomly keyed
-    // `HashMap` hasher.
-    let mut hasher = DefaultHasher::new();
-    api_key.hash(&mut hasher);
-    cost.hash(&mut hasher);
-    hasher.finish()
+/// Identifies a (key, cost) pair; computed once per request, and all the cache keeps of the
+/// key. The cost is part of it because a denial is only certain for requests of the same
+/// cost: a cheaper request may still fit the room a dearer one did not, and a dearer one may
+/// need to wait longer than the cached retry time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint(u64);
+
+impl Fingerprint {
+    pub fn of(api_key: &str, cost: u32) -> Self {
+        // SipHash with fixed keys: the same in every worker's VM, unlike a randomly keyed
+        // `HashMap` hasher.
+        let mut hasher = DefaultHasher::new();
+        api_key.hash(&mut hasher);
+        cost.hash(&mut hasher);
+        Self(hasher.finish())
+    }
 }
 
 impl DenyCache {
@@ -162,12 +171,11 @@ impl DenyCache {
     pub fn lookup(
         &self,
         shared: &impl SharedData,
-        api_key: &str,
-        cost: u32,
+        fingerprint: Fingerprint,
         now_ms: u64,
         lease_ms: u64,
     ) -> Lookup {
-        let fingerprint = fingerprint(api_key, cost);
+        let Fingerprint(fingerprint) = fingerprint;
         let slot = self.slot_key(fingerprint);
         // Compare-and-swap can lose to another worker writing the same slot; a few rounds
         // settle it, and giving up only costs a callout.
@@ -193,8 +201,8 @@ impl DenyCache {
 
     /// Takes the count of cached denials of this key at this cost that the control-plane has
     /// not heard of, leaving zero (for a usage request, which reports them).
-    pub fn take_unreported(&self, shared: &impl SharedData, api_key: &str, cost: u32) -> u64 {
-        let fingerprint = fingerprint(api_key, cost);
+    pub fn take_unreported(&self, shared: &impl SharedData, fingerprint: Fingerprint) -> u64 {
+        let Fingerprint(fingerprint) = fingerprint;
         let slot = self.slot_key(fingerprint);
         for _ in 0..CAS_ATTEMPTS {
             let Some((mut entry, cas)) = read(shared, &slot, fingerprint, 0) else {
@@ -209,8 +217,8 @@ impl DenyCache {
     }
 
     /// Drops the cached denial of this key at this cost (the control-plane admitted it).
-    pub fn forget(&self, shared: &impl SharedData, api_key: &str, cost: u32) {
-        let fingerprint = fingerprint(api_key, cost);
+    pub fn forget(&self, shared: &impl SharedData, fingerprint: Fingerprint) {
+        let Fingerprint(fingerprint) = fingerprint;
         let slot = self.slot_key(fingerprint);
         let (value, cas) = shared.get(&slot);
         if value
@@ -227,13 +235,12 @@ impl DenyCache {
     pub fn remember(
         &self,
         shared: &impl SharedData,
-        api_key: &str,
-        cost: u32,
+        fingerprint: Fingerprint,
         now_ms: u64,
         quota: &Quota,
         retry_after_ms: u64,
     ) -> bool {
-        let fingerprint = fingerprint(api_key, cost);
+        let Fingerprint(fingerprint) = fingerprint;
         let key = self.slot_key(fingerprint);
         let mut entry = Entry {
             fingerprint,
@@ -310,20 +317,21 @@ mod tests {
     #[test]
     fn a_denial_is_served_until_the_maximum_ttl_with_times_counting_down() {
         let shared = FakeShared::default();
-        assert!(CACHE.remember(&shared, "tg_a", 1, 10_000, &quota(), 5_000));
-        let Lookup::Denied(hit) = CACHE.lookup(&shared, "tg_a", 1, 10_400, 100) else {
+        assert!(CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 10_000, &quota(), 5_000));
+        let Lookup::Denied(hit) = CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 10_400, 100)
+        else {
             panic!("cached");
         };
         assert_eq!(hit.retry_after_ms, 4_600);
         assert_eq!(hit.quota.reset_ms, 4_600);
         assert_eq!(hit.quota.policy, "standard");
         assert!(matches!(
-            CACHE.lookup(&shared, "tg_a", 1, 10_999, 100),
+            CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 10_999, 100),
             Lookup::Denied(_)
         ));
         assert!(
             !matches!(
-                CACHE.lookup(&shared, "tg_a", 1, 11_000, 100),
+                CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 11_000, 100),
                 Lookup::Denied(_)
             ),
             "expired after 1 s: this request refreshes"
@@ -333,23 +341,23 @@ mod tests {
     #[test]
     fn only_one_request_refreshes_an_expired_entry() {
         let shared = FakeShared::default();
-        CACHE.remember(&shared, "tg_a", 1, 0, &quota(), 5_000);
+        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 0, &quota(), 5_000);
         assert_eq!(
-            CACHE.lookup(&shared, "tg_a", 1, 1_000, 100),
+            CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 1_000, 100),
             Lookup::Refresh { edge_denied: 0 },
             "the first one refreshes"
         );
         for now in [1_000, 1_050, 1_099] {
             assert!(
                 matches!(
-                    CACHE.lookup(&shared, "tg_a", 1, now, 100),
+                    CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), now, 100),
                     Lookup::Denied(_)
                 ),
                 "covered by the lease at {now}"
             );
         }
         assert_eq!(
-            CACHE.lookup(&shared, "tg_a", 1, 1_100, 100),
+            CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 1_100, 100),
             Lookup::Refresh { edge_denied: 3 },
             "the lease ran out: refresh again, reporting the three it answered meanwhile"
         );
@@ -358,62 +366,78 @@ mod tests {
     #[test]
     fn cached_denials_are_counted_until_reported() {
         let shared = FakeShared::default();
-        CACHE.remember(&shared, "tg_a", 1, 0, &quota(), 5_000);
+        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 0, &quota(), 5_000);
         for now in 1..=7 {
             assert!(matches!(
-                CACHE.lookup(&shared, "tg_a", 1, now, 100),
+                CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), now, 100),
                 Lookup::Denied(_)
             ));
         }
         assert_eq!(
-            CACHE.take_unreported(&shared, "tg_a", 1),
+            CACHE.take_unreported(&shared, Fingerprint::of("tg_a", 1)),
             7,
             "a usage request takes them"
         );
-        assert_eq!(CACHE.take_unreported(&shared, "tg_a", 1), 0, "once");
+        assert_eq!(
+            CACHE.take_unreported(&shared, Fingerprint::of("tg_a", 1)),
+            0,
+            "once"
+        );
         for now in 10..13 {
             assert!(matches!(
-                CACHE.lookup(&shared, "tg_a", 1, now, 100),
+                CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), now, 100),
                 Lookup::Denied(_)
             ));
         }
         assert_eq!(
-            CACHE.lookup(&shared, "tg_a", 1, 1_000, 100),
+            CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 1_000, 100),
             Lookup::Refresh { edge_denied: 3 },
             "the refresh callout reports the rest"
         );
-        assert_eq!(CACHE.take_unreported(&shared, "tg_a", 1), 0);
-        assert_eq!(CACHE.take_unreported(&shared, "tg_other", 1), 0);
+        assert_eq!(
+            CACHE.take_unreported(&shared, Fingerprint::of("tg_a", 1)),
+            0
+        );
+        assert_eq!(
+            CACHE.take_unreported(&shared, Fingerprint::of("tg_other", 1)),
+            0
+        );
     }
 
     #[test]
     fn a_later_denial_keeps_the_unreported_count() {
         let shared = FakeShared::default();
-        CACHE.remember(&shared, "tg_a", 1, 0, &quota(), 5_000);
+        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 0, &quota(), 5_000);
         for now in 1..=3 {
             assert!(matches!(
-                CACHE.lookup(&shared, "tg_a", 1, now, 100),
+                CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), now, 100),
                 Lookup::Denied(_)
             ));
         }
         // A callout that left before the first denial was cached comes back denied too.
-        CACHE.remember(&shared, "tg_a", 1, 4, &quota(), 5_000);
-        assert_eq!(CACHE.take_unreported(&shared, "tg_a", 1), 3);
+        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 4, &quota(), 5_000);
+        assert_eq!(
+            CACHE.take_unreported(&shared, Fingerprint::of("tg_a", 1)),
+            3
+        );
     }
 
     #[test]
     fn an_admission_clears_the_denial_of_that_key_only() {
         let shared = FakeShared::default();
-        CACHE.remember(&shared, "tg_b", 1, 0, &quota(), 5_000);
-        CACHE.forget(&shared, "tg_a", 1);
+        CACHE.remember(&shared, Fingerprint::of("tg_b", 1), 0, &quota(), 5_000);
+        CACHE.forget(&shared, Fingerprint::of("tg_a", 1));
         assert!(
-            matches!(CACHE.lookup(&shared, "tg_b", 1, 1, 100), Lookup::Denied(_)),
+            matches!(
+                CACHE.lookup(&shared, Fingerprint::of("tg_b", 1), 1, 100),
+                Lookup::Denied(_)
+            ),
             "another key's entry stays"
         );
-        CACHE.remember(&shared, "tg_a", 1, 0, &quota(), 5_000);
-        CACHE.forget(&shared, "tg_a", 1);
+        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 0, &quota(), 5_000);
+        CACHE.forget(&shared, Fingerprint::of("tg_a", 1));
         assert!(!matches!(
-            CACHE.lookup(&shared, "tg_a", 1, 1, 100),
+            CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 1, 100),
             Lookup::Denied(_)
         ));
     }
@@ -421,13 +445,13 @@ mod tests {
     #[test]
     fn a_denial_expires_at_its_retry_time_when_that_is_sooner() {
         let shared = FakeShared::default();
-        CACHE.remember(&shared, "tg_a", 1, 10_000, &quota(), 300);
+        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 10_000, &quota(), 300);
         assert!(matches!(
-            CACHE.lookup(&shared, "tg_a", 1, 10_299, 100),
+            CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 10_299, 100),
             Lookup::Denied(_)
         ));
         assert!(!matches!(
-            CACHE.lookup(&shared, "tg_a", 1, 10_300, 100),
+            CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 10_300, 100),
             Lookup::Denied(_)
         ));
     }
@@ -435,20 +459,26 @@ mod tests {
     #[test]
     fn other_keys_miss_and_the_key_itself_is_never_stored() {
         let shared = FakeShared::default();
-        CACHE.remember(&shared, "tg_secret_key", 5, 0, &quota(), 5_000);
+        CACHE.remember(
+            &shared,
+            Fingerprint::of("tg_secret_key", 5),
+            0,
+            &quota(),
+            5_000,
+        );
         assert!(!matches!(
-            CACHE.lookup(&shared, "tg_other", 5, 1, 100),
+            CACHE.lookup(&shared, Fingerprint::of("tg_other", 5), 1, 100),
             Lookup::Denied(_)
         ));
         assert!(
             !matches!(
-                CACHE.lookup(&shared, "tg_secret_key", 1, 1, 100),
+                CACHE.lookup(&shared, Fingerprint::of("tg_secret_key", 1), 1, 100),
                 Lookup::Denied(_)
             ),
             "a cheaper request may fit"
         );
         assert!(matches!(
-            CACHE.lookup(&shared, "tg_secret_key", 5, 1, 100),
+            CACHE.lookup(&shared, Fingerprint::of("tg_secret_key", 5), 1, 100),
             Lookup::Denied(_)
         ));
         let stored: Vec<u8> = shared
@@ -464,7 +494,13 @@ mod tests {
     fn ten_thousand_denied_keys_stay_within_the_slots() {
         let shared = FakeShared::default();
         for i in 0..10_000 {
-            CACHE.remember(&shared, &format!("tg_{i}"), 1, 0, &quota(), 5_000);
+            CACHE.remember(
+                &shared,
+                Fingerprint::of(&format!("tg_{i}"), 1),
+                0,
+                &quota(),
+                5_000,
+            );
         }
         assert!(
             shared.0.borrow().len() <= 64,
@@ -473,7 +509,7 @@ mod tests {
         );
         // The newest entry of each slot is served.
         assert!(matches!(
-            CACHE.lookup(&shared, "tg_9999", 1, 1, 100),
+            CACHE.lookup(&shared, Fingerprint::of("tg_9999", 1), 1, 100),
             Lookup::Denied(_)
         ));
     }
@@ -481,8 +517,8 @@ mod tests {
     #[test]
     fn a_lost_compare_and_swap_is_reported() {
         let shared = FakeShared::default();
-        CACHE.remember(&shared, "tg_a", 1, 0, &quota(), 5_000);
-        let key = CACHE.slot_key(fingerprint("tg_a", 1));
+        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 0, &quota(), 5_000);
+        let key = CACHE.slot_key(Fingerprint::of("tg_a", 1).0);
         let (_, cas) = shared.get(&key);
         assert!(shared.set(&key, b"other writer", cas));
         assert!(
@@ -490,7 +526,10 @@ mod tests {
             "a stale token loses"
         );
         assert!(
-            !matches!(CACHE.lookup(&shared, "tg_a", 1, 1, 100), Lookup::Denied(_)),
+            !matches!(
+                CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 1, 100),
+                Lookup::Denied(_)
+            ),
             "garbage decodes to a miss"
         );
     }

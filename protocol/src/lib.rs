@@ -12,6 +12,8 @@
 
 pub mod api_key;
 
+use std::borrow::Cow;
+
 /// The versioned path of the decision endpoint on the control-plane's internal listener.
 pub const DECISION_PATH: &str = "/v1/decision";
 
@@ -72,15 +74,18 @@ pub struct DecisionRequest<'a> {
 }
 
 impl<'a> DecisionRequest<'a> {
-    /// The request headers, in addition to the pseudo-headers the caller adds.
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let mut headers = vec![
-            (header::API_KEY, self.api_key.to_owned()),
-            (header::ROUTE, self.route.to_owned()),
-            (header::COST, self.cost.to_string()),
-        ];
+    /// The request headers, in addition to the pseudo-headers the caller adds. Key and route
+    /// are borrowed: this runs for every limited request.
+    pub fn headers(&self) -> Vec<(&'static str, Cow<'a, str>)> {
+        let mut headers = Vec::with_capacity(4);
+        headers.push((header::API_KEY, Cow::Borrowed(self.api_key)));
+        headers.push((header::ROUTE, Cow::Borrowed(self.route)));
+        headers.push((header::COST, Cow::Owned(self.cost.to_string())));
         if self.edge_denied > 0 {
-            headers.push((header::EDGE_DENIED, self.edge_denied.to_string()));
+            headers.push((
+                header::EDGE_DENIED,
+                Cow::Owned(self.edge_denied.to_string()),
+            ));
         }
         headers
     }
@@ -308,7 +313,11 @@ mod tests {
                 cost: 5,
                 edge_denied,
             };
-            let headers: HashMap<&str, String> = request.headers().into_iter().collect();
+            let headers: HashMap<&str, String> = request
+                .headers()
+                .into_iter()
+                .map(|(name, value)| (name, value.into_owned()))
+                .collect();
             assert_eq!(headers.contains_key(header::EDGE_DENIED), edge_denied > 0);
             let parsed = DecisionRequest::parse(|name| headers.get(name).map(String::as_str));
             assert_eq!(parsed, Ok(request));

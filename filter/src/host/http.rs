@@ -11,7 +11,7 @@ use tollgate_protocol::{Answer, DECISION_PATH, DecisionRequest};
 
 use super::{HostSharedData, Stats, now_ms};
 use crate::config::Settings;
-use crate::deny_cache::Lookup;
+use crate::deny_cache::{Fingerprint, Lookup};
 use crate::outcome::{self, Action, CalloutFailure, Headers, IDENTITY_HEADERS, LocalReply, Stat};
 use crate::routes;
 use tollgate_protocol::api_key;
@@ -19,9 +19,9 @@ use tollgate_protocol::api_key;
 pub(super) struct RequestContext {
     settings: Rc<Settings>,
     stats: Rc<Stats>,
-    /// The key and cost of a request waiting for its decision, kept to remember a denial in
-    /// the deny cache. Never logged.
-    pending: Option<(String, u32)>,
+    /// The deny-cache fingerprint of a request waiting for its decision, to remember a
+    /// denial (the key itself is not kept).
+    pending: Option<Fingerprint>,
     /// Whether this request holds the refresh lease of a cached denial.
     refreshing: bool,
     /// Cached denials this request's callout reports.
@@ -79,7 +79,7 @@ impl RequestContext {
             (":path", DECISION_PATH),
             (":authority", &self.settings.authority),
         ];
-        headers.extend(protocol_headers.iter().map(|(n, v)| (*n, v.as_str())));
+        headers.extend(protocol_headers.iter().map(|(n, v)| (*n, v.as_ref())));
         hostcalls::dispatch_http_call(
             &self.settings.cluster,
             headers,
@@ -128,7 +128,7 @@ impl RequestContext {
             .routes
             .costs()
             .into_iter()
-            .map(|cost| cache.take_unreported(&HostSharedData, api_key, cost))
+            .map(|cost| cache.take_unreported(&HostSharedData, Fingerprint::of(api_key, cost)))
             .sum();
         if unreported > 0 {
             let value = unreported.to_string();
@@ -151,12 +151,11 @@ impl RequestContext {
                 retry_after_ms,
                 ..
             }) => {
-                if let (Some(cache), Some((key, cost))) = (&self.settings.deny_cache, &self.pending)
+                if let (Some(cache), Some(fingerprint)) = (&self.settings.deny_cache, self.pending)
                 {
                     cache.remember(
                         &HostSharedData,
-                        key,
-                        *cost,
+                        fingerprint,
                         now_ms(),
                         quota,
                         *retry_after_ms,
@@ -166,9 +165,9 @@ impl RequestContext {
             Ok(Answer::Allow { .. }) if self.refreshing => {
                 // The lease this request took still answers 429 to everyone else; the denial
                 // no longer holds.
-                if let (Some(cache), Some((key, cost))) = (&self.settings.deny_cache, &self.pending)
+                if let (Some(cache), Some(fingerprint)) = (&self.settings.deny_cache, self.pending)
                 {
-                    cache.forget(&HostSharedData, key, *cost);
+                    cache.forget(&HostSharedData, fingerprint);
                 }
             }
             Err(failure) => log::warn!("tollgate: no decision ({failure}); failure mode {mode:?}"),
@@ -267,9 +266,10 @@ impl HttpContext for RequestContext {
             }
         };
 
+        let fingerprint = Fingerprint::of(api_key, route.cost);
         if let Some(cache) = &self.settings.deny_cache {
             let lease = self.settings.timeout_ms();
-            match cache.lookup(&HostSharedData, api_key, route.cost, now_ms(), lease) {
+            match cache.lookup(&HostSharedData, fingerprint, now_ms(), lease) {
                 Lookup::Denied(denied) => {
                     self.stats.count(&[Stat::DeniedCached]);
                     send(outcome::rate_limited(&denied.quota, denied.retry_after_ms));
@@ -283,11 +283,10 @@ impl HttpContext for RequestContext {
             }
         }
 
-        let cost = route.cost;
-        let dispatched = self.dispatch(api_key, &route.name, cost);
+        let dispatched = self.dispatch(api_key, &route.name, route.cost);
         match dispatched {
             Ok(()) => {
-                self.pending = Some((api_key.to_owned(), cost));
+                self.pending = Some(fingerprint);
                 HostAction::Pause
             }
             Err(failure) => continue_if(self.decided(Err(failure))),
