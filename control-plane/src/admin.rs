@@ -3,13 +3,11 @@
 //! Every route needs `Authorization: Bearer <TOLLGATE_ADMIN_TOKEN>`. A created tenant's API key
 //! is in the 201 response and nowhere else: it is stored only as a keyed hash.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -18,10 +16,11 @@ use subtle::ConstantTimeEq;
 
 use crate::api_keys::random_hex;
 use crate::app::AppState;
+use crate::directory::unix_now;
 use crate::error::ApiError;
 use crate::tenants::{Tenant, TenantChange};
 use crate::tiers::TierName;
-use crate::usage;
+use crate::{keys, usage};
 
 /// Admin request bodies are small; anything larger is refused with 413 before parsing.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -37,6 +36,15 @@ pub fn routes(state: AppState) -> Router<AppState> {
             get(get_tenant).patch(update_tenant),
         )
         .route("/admin/v1/tenants/{id}/usage", get(usage::admin_usage))
+        .route(
+            "/admin/v1/tenants/{id}/keys",
+            get(keys::list).post(keys::issue),
+        )
+        .route("/admin/v1/tenants/{id}/keys/{key_id}", delete(keys::revoke))
+        .route(
+            "/admin/v1/tenants/{id}/keys/{key_id}/rotate",
+            post(keys::rotate),
+        )
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
@@ -91,20 +99,21 @@ async fn create_tenant(
         Some(tier) => known_tier(&state, tier)?,
         None => state.tiers.default_tier().name.clone(),
     };
-    let (api_key, key_hash) = state.keys.mint()?;
+    let now = unix_now();
+    let (api_key, stored_key) = state.keys.mint(now)?;
+    let key_id = stored_key.id.clone();
     let tenant = Tenant {
         id: format!("tn_{}", random_hex(8)?).into(),
         name: name.to_owned(),
         tier,
         suspended: false,
-        created_at: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        created_at: now,
     };
-    state.directory.create(tenant.clone(), &key_hash).await?;
+    state.directory.create(tenant.clone(), stored_key).await?;
     tracing::info!(tenant = %tenant.id, tier = %tenant.tier, "tenant created");
     let mut body = json!(tenant);
     body["api_key"] = api_key.expose().into();
+    body["key_id"] = key_id.into();
     Ok((StatusCode::CREATED, Json(body)))
 }
 

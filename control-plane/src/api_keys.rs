@@ -8,6 +8,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::Secret;
+use crate::tenants::StoredKey;
 
 const KEY_PREFIX: &str = "tg_";
 const KEY_RANDOM_BYTES: usize = 24;
@@ -48,11 +49,17 @@ impl KeyHasher {
         mac.finalize().into_bytes().into()
     }
 
-    /// Mints a new key and its hash.
-    pub fn mint(&self) -> Result<(NewApiKey, KeyHash), RandomError> {
+    /// Mints a new key, and the record that stores it (hashed) for a tenant.
+    pub fn mint(&self, now: u64) -> Result<(NewApiKey, StoredKey), RandomError> {
         let key = format!("{KEY_PREFIX}{}", random_hex(KEY_RANDOM_BYTES)?);
-        let hash = self.hash(&key);
-        Ok((NewApiKey(key), hash))
+        let stored = StoredKey {
+            id: format!("key_{}", random_hex(4)?),
+            hash: hex(&self.hash(&key)),
+            prefix: key.chars().take(KEY_PREFIX.len() + 5).collect(),
+            created_at: now,
+            expires_at: None,
+        };
+        Ok((NewApiKey(key), stored))
     }
 }
 
@@ -91,13 +98,19 @@ mod tests {
     #[test]
     fn minted_keys_are_long_random_and_visible_ascii() {
         let hasher = hasher("s3cret-s3cret-s3cret-s3cret-s3cret");
-        let (a, hash_a) = hasher.mint().unwrap();
-        let (b, _) = hasher.mint().unwrap();
+        let (a, stored_a) = hasher.mint(7).unwrap();
+        let (b, stored_b) = hasher.mint(7).unwrap();
         assert_ne!(a.expose(), b.expose());
+        assert_ne!(stored_a.id, stored_b.id);
         assert_eq!(a.expose().len(), 3 + 48);
         assert!(a.expose().starts_with("tg_"));
         assert!(a.expose().bytes().all(|c| c.is_ascii_graphic()));
-        assert_eq!(hasher.hash(a.expose()), hash_a);
+        assert_eq!(stored_a.hash, hex(&hasher.hash(a.expose())));
+        assert!(a.expose().starts_with(&stored_a.prefix) && stored_a.prefix.len() == 8);
+        assert!(
+            !stored_a.hash.contains(a.expose()),
+            "only the hash is stored"
+        );
     }
 
     #[test]

@@ -22,8 +22,8 @@ use tokio::sync::Mutex;
 
 use crate::api_keys::KeyHash;
 use crate::redis_conn::{RedisConnection, RedisTarget, bounded};
-use crate::redis_keys::{KEY_INDEX, TENANT_CHANGES, TENANTS};
-use crate::tenants::{KeyOwner, StoredTenant, Tenant, TenantChange, Tenants};
+use crate::redis_keys::{TENANT_CHANGES, TENANTS};
+use crate::tenants::{KeyOwner, StoredKey, StoredTenant, Tenant, TenantChange, Tenants};
 use crate::window::StoreError;
 
 /// How often the Redis listener reloads every tenant, whatever it heard.
@@ -121,11 +121,17 @@ impl Directory {
         tenants
     }
 
+    /// The tenant a working key belongs to.
     pub fn by_key(&self, key: &KeyHash) -> Option<KeyOwner> {
-        self.cache.by_key(key)
+        self.cache.by_key(key, unix_now())
     }
 
-    pub async fn create(&self, tenant: Tenant, key: &KeyHash) -> Result<(), StoreError> {
+    /// The tenant's record, keys included (hashed).
+    pub fn record(&self, id: &str) -> Option<StoredTenant> {
+        self.cache.record(id)
+    }
+
+    pub async fn create(&self, tenant: Tenant, key: StoredKey) -> Result<(), StoreError> {
         let record = StoredTenant::new(tenant, key);
         self.store(&record).await?;
         self.cache.replace(&record.tenant.id.clone(), Some(record));
@@ -138,14 +144,30 @@ impl Directory {
         id: &str,
         change: &TenantChange,
     ) -> Result<Option<Tenant>, StoreError> {
+        self.modify(id, |record| {
+            change.apply(&mut record.tenant);
+            Some(record.tenant.clone())
+        })
+        .await
+        .map(Option::flatten)
+    }
+
+    /// Changes the tenant's latest record with `edit` and stores it; `edit` returning `None`
+    /// stores nothing. `Ok(None)`: no such tenant.
+    pub async fn modify<T>(
+        &self,
+        id: &str,
+        edit: impl FnOnce(&mut StoredTenant) -> Option<T>,
+    ) -> Result<Option<Option<T>>, StoreError> {
         let Some(mut record) = self.latest(id).await? else {
             return Ok(None);
         };
-        change.apply(&mut record.tenant);
+        let Some(result) = edit(&mut record) else {
+            return Ok(Some(None));
+        };
         self.store(&record).await?;
-        let tenant = record.tenant.clone();
         self.cache.replace(id, Some(record));
-        Ok(Some(tenant))
+        Ok(Some(Some(result)))
     }
 
     /// The freshest record: from Redis when shared, so a change made through another replica
@@ -182,12 +204,8 @@ impl Directory {
                 let mut pipe = redis::pipe();
                 pipe.atomic()
                     .hset(TENANTS, record.tenant.id.as_ref(), json)
-                    .ignore();
-                for key in &record.key_hashes {
-                    pipe.hset(KEY_INDEX, key, record.tenant.id.as_ref())
-                        .ignore();
-                }
-                pipe.publish(TENANT_CHANGES, record.tenant.id.as_ref())
+                    .ignore()
+                    .publish(TENANT_CHANGES, record.tenant.id.as_ref())
                     .ignore();
                 bounded(connection, *timeout, |mut c| async move {
                     pipe.query_async::<()>(&mut c).await
@@ -347,4 +365,11 @@ async fn write_atomically(path: &Path, records: &[StoredTenant]) -> std::io::Res
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

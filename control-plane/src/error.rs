@@ -23,6 +23,9 @@ pub enum ApiError {
     /// 404
     #[error("no tenant has this id")]
     TenantNotFound,
+    /// 404
+    #[error("the tenant has no working key with this id")]
+    KeyNotFound,
     /// 422
     #[error("unknown tier {0:?}")]
     UnknownTier(String),
@@ -46,6 +49,7 @@ impl ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::InvalidApiKey => (StatusCode::UNAUTHORIZED, "invalid_api_key"),
             ApiError::TenantNotFound => (StatusCode::NOT_FOUND, "tenant_not_found"),
+            ApiError::KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found"),
             ApiError::UnknownTier(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_tier"),
             ApiError::InvalidField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
             ApiError::Body(rejection) => {

@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod decision;
 pub mod directory;
 pub mod error;
+pub mod keys;
 pub mod metrics;
 pub mod redis_conn;
 pub mod redis_keys;

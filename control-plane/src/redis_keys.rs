@@ -3,8 +3,7 @@
 //! Keys of one tenant share the hash tag `{<tenant id>}`: Redis Cluster hashes only the part in
 //! braces, so all of a tenant's keys live in one slot and a single Lua script may touch them
 //! all (a script's keys must share a slot). Different tenants spread across the cluster.
-//! The registry of tenants and key hashes shares the tag `{registry}`, so it can be written
-//! in one `MULTI`.
+//! The registry of tenants (each record holds its key hashes) has the tag `{registry}`.
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -12,14 +11,12 @@
 //! | `tollgate:{t}:denied` | ZSET | one member per denied request of the last window |
 //! | `tollgate:{t}:usage` | HASH | member sequence; per-minute ring of the last 60 minutes |
 //! | `tollgate:{t}:month` | HASH | month-to-date admitted units and the month they count |
-//! | `tollgate:{registry}:tenants` | HASH | tenant id → tenant record (JSON) |
-//! | `tollgate:{registry}:keys` | HASH | API-key hash (hex) → tenant id |
+//! | `tollgate:{registry}:tenants` | HASH | tenant id → tenant record with key hashes (JSON) |
 //!
 //! Tenant changes are announced on the channel [`TENANT_CHANGES`] (payload: tenant id).
 
 pub const TENANT_CHANGES: &str = "tollgate:tenant-changes";
 pub const TENANTS: &str = "tollgate:{registry}:tenants";
-pub const KEY_INDEX: &str = "tollgate:{registry}:keys";
 
 /// The keys of one tenant's window, in the order the scripts take them.
 pub fn tenant_window(tenant: &str) -> [String; 4] {
@@ -40,6 +37,6 @@ mod tests {
         for key in tenant_window("tn_1") {
             assert!(key.contains("{tn_1}"), "{key}");
         }
-        assert!(TENANTS.contains("{registry}") && KEY_INDEX.contains("{registry}"));
+        assert!(TENANTS.contains("{registry}"));
     }
 }

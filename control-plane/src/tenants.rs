@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api_keys::{KeyHash, hex, unhex};
+use crate::api_keys::{KeyHash, unhex};
 use crate::tiers::TierName;
 
 pub type TenantId = Arc<str>;
@@ -25,24 +25,42 @@ pub struct Tenant {
     pub created_at: u64,
 }
 
-/// A tenant as persisted: the public record plus the hashes of its keys (hex).
+/// A tenant as persisted: the public record plus its keys (hashed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredTenant {
     #[serde(flatten)]
     pub tenant: Tenant,
-    pub key_hashes: Vec<String>,
+    pub keys: Vec<StoredKey>,
+}
+
+/// One API key of a tenant, as stored: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredKey {
+    /// Stable handle for rotation and revocation, e.g. `key_1a2b3c4d`.
+    pub id: String,
+    /// HMAC of the key (hex).
+    pub hash: String,
+    /// The key's first characters, so an operator can tell keys apart.
+    pub prefix: String,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+    /// After a rotation, when the old key stops working (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 impl StoredTenant {
-    pub fn new(tenant: Tenant, key: &KeyHash) -> Self {
+    pub fn new(tenant: Tenant, key: StoredKey) -> Self {
         Self {
             tenant,
-            key_hashes: vec![hex(key)],
+            keys: vec![key],
         }
     }
 
-    fn keys(&self) -> impl Iterator<Item = KeyHash> + '_ {
-        self.key_hashes.iter().filter_map(|h| unhex(h))
+    fn key_hashes(&self) -> impl Iterator<Item = (KeyHash, Option<u64>)> + '_ {
+        self.keys
+            .iter()
+            .filter_map(|k| Some((unhex(&k.hash)?, k.expires_at)))
     }
 }
 
@@ -80,7 +98,8 @@ pub struct Tenants {
 #[derive(Default)]
 struct Registry {
     by_id: HashMap<TenantId, StoredTenant>,
-    by_key: HashMap<KeyHash, TenantId>,
+    /// Key hash → (tenant, when the key stops working).
+    by_key: HashMap<KeyHash, (TenantId, Option<u64>)>,
 }
 
 impl Tenants {
@@ -89,13 +108,15 @@ impl Tenants {
     pub fn replace(&self, id: &str, record: Option<StoredTenant>) {
         let mut registry = self.write();
         if let Some(old) = registry.by_id.remove(id) {
-            for key in old.keys() {
+            for (key, _) in old.key_hashes() {
                 registry.by_key.remove(&key);
             }
         }
         if let Some(record) = record {
-            for key in record.keys() {
-                registry.by_key.insert(key, record.tenant.id.clone());
+            for (key, expires_at) in record.key_hashes() {
+                registry
+                    .by_key
+                    .insert(key, (record.tenant.id.clone(), expires_at));
             }
             registry.by_id.insert(record.tenant.id.clone(), record);
         }
@@ -105,8 +126,10 @@ impl Tenants {
     pub fn replace_all(&self, records: Vec<StoredTenant>) {
         let mut fresh = Registry::default();
         for record in records {
-            for key in record.keys() {
-                fresh.by_key.insert(key, record.tenant.id.clone());
+            for (key, expires_at) in record.key_hashes() {
+                fresh
+                    .by_key
+                    .insert(key, (record.tenant.id.clone(), expires_at));
             }
             fresh.by_id.insert(record.tenant.id.clone(), record);
         }
@@ -125,11 +148,15 @@ impl Tenants {
         self.read().by_id.values().cloned().collect()
     }
 
-    /// What the decision path needs of the tenant a key belongs to. Copies two `Arc`s and a
-    /// flag, never the whole record.
-    pub fn by_key(&self, key: &KeyHash) -> Option<KeyOwner> {
+    /// What the decision path needs of the tenant a key belongs to, if the key works at
+    /// `now` (seconds since the epoch). Copies two `Arc`s and a flag, never the whole record.
+    pub fn by_key(&self, key: &KeyHash, now: u64) -> Option<KeyOwner> {
         let registry = self.read();
-        let record = registry.by_id.get(registry.by_key.get(key)?)?;
+        let (id, expires_at) = registry.by_key.get(key)?;
+        if expires_at.is_some_and(|at| at <= now) {
+            return None;
+        }
+        let record = registry.by_id.get(id)?;
         Some(KeyOwner {
             id: record.tenant.id.clone(),
             tier: record.tenant.tier.clone(),
@@ -157,6 +184,16 @@ impl Tenants {
 mod tests {
     use super::*;
 
+    fn stored_key(key: u8, expires_at: Option<u64>) -> StoredKey {
+        StoredKey {
+            id: format!("key_{key}"),
+            hash: crate::api_keys::hex(&[key; 32]),
+            prefix: "tg_0000".into(),
+            created_at: 0,
+            expires_at,
+        }
+    }
+
     fn record(id: &str, key: u8) -> StoredTenant {
         StoredTenant::new(
             Tenant {
@@ -166,8 +203,22 @@ mod tests {
                 suspended: false,
                 created_at: 0,
             },
-            &[key; 32],
+            stored_key(key, None),
         )
+    }
+
+    #[test]
+    fn a_key_past_its_grace_period_no_longer_works() {
+        let tenants = Tenants::default();
+        let mut record = record("tn_1", 7);
+        record.keys.push(stored_key(8, Some(100)));
+        tenants.replace("tn_1", Some(record));
+        assert!(
+            tenants.by_key(&[8; 32], 99).is_some(),
+            "still in its grace period"
+        );
+        assert!(tenants.by_key(&[8; 32], 100).is_none());
+        assert!(tenants.by_key(&[7; 32], 100).is_some(), "the new key works");
     }
 
     #[test]
@@ -175,8 +226,11 @@ mod tests {
         let tenants = Tenants::default();
         tenants.replace("tn_1", Some(record("tn_1", 7)));
         assert_eq!(tenants.get("tn_1").map(|t| t.name), Some("Acme".into()));
-        assert_eq!(tenants.by_key(&[7; 32]).map(|t| t.id), Some("tn_1".into()));
-        assert_eq!(tenants.by_key(&[8; 32]), None);
+        assert_eq!(
+            tenants.by_key(&[7; 32], 0).map(|t| t.id),
+            Some("tn_1".into())
+        );
+        assert_eq!(tenants.by_key(&[8; 32], 0), None);
     }
 
     #[test]
@@ -184,10 +238,10 @@ mod tests {
         let tenants = Tenants::default();
         tenants.replace("tn_1", Some(record("tn_1", 7)));
         tenants.replace("tn_1", Some(record("tn_1", 9)));
-        assert_eq!(tenants.by_key(&[7; 32]), None, "the old key is gone");
-        assert!(tenants.by_key(&[9; 32]).is_some());
+        assert_eq!(tenants.by_key(&[7; 32], 0), None, "the old key is gone");
+        assert!(tenants.by_key(&[9; 32], 0).is_some());
         tenants.replace("tn_1", None);
-        assert_eq!(tenants.by_key(&[9; 32]), None);
+        assert_eq!(tenants.by_key(&[9; 32], 0), None);
         assert_eq!(tenants.get("tn_1"), None);
     }
 

@@ -234,3 +234,68 @@ async fn the_decision_endpoint_answers_in_status_and_headers() {
     let (status, _, _) = send(&app, decision(Some(key), "ingest", "zero")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn key_lifecycle_errors_are_clear_and_change_nothing() {
+    let app = app().await;
+    let created = create(&app, json!({"name": "Acme"})).await;
+    let id = created["id"].as_str().unwrap();
+    let key_id = created["key_id"].as_str().unwrap();
+    let keys = format!("/admin/v1/tenants/{id}/keys");
+
+    let cases = [
+        (
+            "POST",
+            format!("{keys}/key_nope/rotate"),
+            String::new(),
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+        ),
+        (
+            "DELETE",
+            format!("{keys}/key_nope"),
+            String::new(),
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+        ),
+        (
+            "POST",
+            format!("{keys}/{key_id}/rotate"),
+            r#"{"grace_seconds": 99999999}"#.to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            format!("{keys}/{key_id}/rotate"),
+            r#"{"grace": 1}"#.to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            "/admin/v1/tenants/tn_nobody/keys".to_owned(),
+            String::new(),
+            StatusCode::NOT_FOUND,
+            "tenant_not_found",
+        ),
+    ];
+    for (method, uri, body, status, code) in cases {
+        let (got, _, problem) = send(&app, admin(method, &uri, &body)).await;
+        assert_eq!(
+            (got, problem["code"].as_str()),
+            (status, Some(code)),
+            "{method} {uri} {body}"
+        );
+    }
+    let (_, _, listed) = send(&app, admin("GET", &keys, "")).await;
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(1),
+        "nothing was added or removed: {listed}"
+    );
+    assert!(
+        listed[0].get("expires_at").is_none(),
+        "the key was not put on a grace period"
+    );
+}

@@ -1,0 +1,154 @@
+//! Key lifecycle on the admin API: several keys per tenant, issue, rotate with a grace period,
+//! revoke, list. Keys are shown once, when issued; lists show ids, prefixes and dates only.
+//! A revoked key stops working at once at every replica (the change is published like any
+//! other), and at the edge too: the filter caches denials, never admissions.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::directory::unix_now;
+use crate::error::ApiError;
+use crate::tenants::StoredKey;
+
+/// Longest grace period a rotated key may keep working: 30 days.
+const MAX_GRACE_SECONDS: u64 = 30 * 86_400;
+const DEFAULT_GRACE_SECONDS: u64 = 86_400;
+
+#[derive(Debug, Serialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub prefix: String,
+    pub created_at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+impl From<&StoredKey> for KeyInfo {
+    fn from(key: &StoredKey) -> Self {
+        Self {
+            id: key.id.clone(),
+            prefix: key.prefix.clone(),
+            created_at: key.created_at,
+            expires_at: key.expires_at,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotation {
+    grace_seconds: Option<u64>,
+}
+
+/// `GET /admin/v1/tenants/{id}/keys`: the keys that still work.
+pub async fn list(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<KeyInfo>>, ApiError> {
+    let record = state
+        .directory
+        .record(&id)
+        .ok_or(ApiError::TenantNotFound)?;
+    let now = unix_now();
+    Ok(Json(
+        record
+            .keys
+            .iter()
+            .filter(|k| k.expires_at.is_none_or(|at| at > now))
+            .map(KeyInfo::from)
+            .collect(),
+    ))
+}
+
+/// `POST /admin/v1/tenants/{id}/keys`: one more key for the tenant.
+pub async fn issue(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    add_key(&state, &id, None).await
+}
+
+/// `POST /admin/v1/tenants/{id}/keys/{key_id}/rotate`: a new key; the old one keeps working
+/// for the grace period (default one day).
+pub async fn rotate(
+    State(state): State<AppState>,
+    Path((id, key_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // The body is optional: no body means the default grace period.
+    let rotation: Rotation = if body.is_empty() {
+        Rotation::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|_| {
+            ApiError::InvalidField("the body must be {\"grace_seconds\": N} or empty")
+        })?
+    };
+    let grace = rotation.grace_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
+    if grace > MAX_GRACE_SECONDS {
+        return Err(ApiError::InvalidField(
+            "grace_seconds must be at most 2592000 (30 days)",
+        ));
+    }
+    add_key(&state, &id, Some((key_id, grace))).await
+}
+
+/// `DELETE /admin/v1/tenants/{id}/keys/{key_id}`: the key stops working now.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let revoked = state
+        .directory
+        .modify(&id, |record| {
+            let before = record.keys.len();
+            record.keys.retain(|k| k.id != key_id);
+            (record.keys.len() < before).then_some(())
+        })
+        .await?
+        .ok_or(ApiError::TenantNotFound)?;
+    revoked.ok_or(ApiError::KeyNotFound)?;
+    tracing::info!(tenant = %id, key = %key_id, "key revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Mints a key for the tenant; with `retiring`, also sets that key to expire after a grace
+/// period (a rotation). Both land in one write.
+async fn add_key(
+    state: &AppState,
+    id: &str,
+    retiring: Option<(String, u64)>,
+) -> Result<Response, ApiError> {
+    let now = unix_now();
+    let (api_key, stored) = state.keys.mint(now)?;
+    let info = KeyInfo::from(&stored);
+    let added = state
+        .directory
+        .modify(id, |record| {
+            if let Some((old_id, grace)) = &retiring {
+                let old = record
+                    .keys
+                    .iter_mut()
+                    .find(|k| &k.id == old_id && k.expires_at.is_none_or(|at| at > now))?;
+                old.expires_at = Some(now + grace);
+            }
+            // Keys past their grace period are dropped as the record is rewritten anyway.
+            record
+                .keys
+                .retain(|k| k.expires_at.is_none_or(|at| at > now));
+            record.keys.push(stored);
+            Some(())
+        })
+        .await?
+        .ok_or(ApiError::TenantNotFound)?;
+    added.ok_or(ApiError::KeyNotFound)?;
+    tracing::info!(tenant = %id, key = %info.id, rotated = retiring.is_some(), "key issued");
+    let mut body = json!(info);
+    body["api_key"] = api_key.expose().into();
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
