@@ -97,7 +97,7 @@ async fn create_tenant(
     }
     let tier = match body.tier {
         Some(tier) => known_tier(&state, tier)?,
-        None => state.tiers.default_tier().name.clone(),
+        None => state.tiers.current().default_tier().name.clone(),
     };
     let now = unix_now();
     let (api_key, stored_key) = state.keys.mint(now)?;
@@ -147,7 +147,7 @@ async fn update_tenant(
 }
 
 fn known_tier(state: &AppState, tier: String) -> Result<TierName, ApiError> {
-    match state.tiers.get(&tier) {
+    match state.tiers.current().get(&tier) {
         Some(known) => Ok(known.name.clone()),
         None => Err(ApiError::UnknownTier(tier)),
     }

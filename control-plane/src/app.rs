@@ -18,14 +18,14 @@ use crate::api_keys::KeyHasher;
 use crate::config::Secret;
 use crate::directory::Directory;
 use crate::metrics::Metrics;
-use crate::tiers::TierTable;
+use crate::tier_source::TierSource;
 use crate::window::Windows;
 use crate::{admin, dashboard, decision, usage};
 
 /// Shared by every request; cloning copies a few `Arc`s.
 #[derive(Clone)]
 pub struct AppState {
-    pub tiers: Arc<TierTable>,
+    pub tiers: Arc<TierSource>,
     pub directory: Arc<Directory>,
     pub windows: Arc<Windows>,
     pub keys: KeyHasher,

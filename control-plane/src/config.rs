@@ -65,6 +65,10 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_TIERS")]
     pub tiers: Option<PathBuf>,
 
+    /// How often to check the tier table file for changes (SIGHUP reloads at once).
+    #[arg(long, env = "TOLLGATE_TIERS_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
+    pub tiers_poll_ms: u64,
+
     /// Log line format.
     #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -75,6 +79,10 @@ pub struct Config {
 }
 
 impl Config {
+    pub fn tiers_poll(&self) -> Duration {
+        Duration::from_millis(self.tiers_poll_ms)
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }

@@ -55,7 +55,7 @@ async fn answer(state: &AppState, request: &DecisionRequest<'_>) -> Result<Answe
             tenant: owner.id.to_string(),
         });
     }
-    let tiers = &state.tiers;
+    let tiers = state.tiers.current();
     let tier = tiers
         .get(&owner.tier)
         .ok_or_else(|| DecisionError::MissingTier {

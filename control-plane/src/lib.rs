@@ -15,6 +15,7 @@ pub mod redis_conn;
 pub mod redis_keys;
 pub mod server;
 pub mod tenants;
+pub mod tier_source;
 pub mod tiers;
 pub mod usage;
 pub mod window;

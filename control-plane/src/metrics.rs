@@ -17,6 +17,8 @@ pub struct Metrics {
     pub decision_requests: Counter,
     /// Decisions by outcome: allow, deny, unknown_key, suspended, bad_request, unavailable.
     pub decisions: Family<OutcomeLabel, Counter>,
+    /// Tier table reloads by outcome: ok, refused.
+    pub tier_reloads: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -30,10 +32,17 @@ impl Default for Metrics {
         );
         let decisions = Family::<OutcomeLabel, Counter>::default();
         registry.register("decisions", "Decisions by outcome", decisions.clone());
+        let tier_reloads = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "tier_reloads",
+            "Tier table reloads by outcome",
+            tier_reloads.clone(),
+        );
         Self {
             registry,
             decision_requests,
             decisions,
+            tier_reloads,
         }
     }
 }
@@ -41,6 +50,12 @@ impl Default for Metrics {
 impl Metrics {
     pub fn count_decision(&self, outcome: &'static str) {
         self.decisions
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    pub fn count_reload(&self, outcome: &'static str) {
+        self.tier_reloads
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
     }

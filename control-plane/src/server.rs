@@ -14,7 +14,8 @@ use crate::config::{Config, RedisClock, StoreConfig};
 use crate::directory::{Directory, DirectoryError};
 use crate::metrics::Metrics;
 use crate::redis_conn::RedisConnection;
-use crate::tiers::{TierTable, TierTableError};
+use crate::tier_source::{TierSource, spawn_reloader};
+use crate::tiers::TierTableError;
 use crate::window::{Clock, MemoryWindows, RedisWindows, StoreError, SystemClock, Windows};
 
 /// How often idle windows are dropped from memory.
@@ -44,10 +45,7 @@ pub enum StartupError {
 /// Builds the state; in Redis mode also starts the tenant change listener. Must run inside
 /// a tokio runtime (background tasks are spawned).
 pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
-    let tiers = match &config.tiers {
-        Some(path) => TierTable::load(path)?,
-        None => TierTable::default(),
-    };
+    let tiers = TierSource::load(config.tiers.clone())?;
     let (windows, directory) = match config.store() {
         StoreConfig::Memory { state_file } => {
             let windows = MemoryWindows::new(Arc::new(SystemClock));
@@ -89,6 +87,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
 /// requests.
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let state = build_state(&config).await?;
+    spawn_reloader(state.clone(), config.tiers_poll());
     let internal = bind("internal", config.internal_addr).await?;
     let public = bind("public", config.public_addr).await?;
     tracing::info!(internal = %config.internal_addr, public = %config.public_addr, "listening");

@@ -119,7 +119,8 @@ pub async fn usage_of(
     tenant: &Tenant,
     reported_denials: u64,
 ) -> Result<Usage, ApiError> {
-    let tier = state.tiers.get(&tenant.tier).ok_or_else(|| {
+    let tiers = state.tiers.current();
+    let tier = tiers.get(&tenant.tier).ok_or_else(|| {
         ApiError::Store(StoreError::Unavailable(format!(
             "tenant {} is on tier {}, which the tier table does not define",
             tenant.id, tenant.tier

@@ -346,6 +346,11 @@ impl Stack {
         &self.client
     }
 
+    /// The tier table file the control-plane was started with (see [`StackOptions::tiers`]).
+    pub fn tiers_file(&self) -> std::path::PathBuf {
+        self._dir.path().join("tiers.toml")
+    }
+
     /// A URL on Envoy's public listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.envoy_port)

@@ -7,4 +7,5 @@ mod edge_shedding;
 mod operations;
 mod redis_store;
 mod request_path;
+mod tier_reload;
 mod usage;

@@ -1,0 +1,162 @@
+//! The tier table changes without a restart: on file change or SIGHUP the next decision uses
+//! the new table; a broken file is refused and the old table stays.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tollgate_e2e::{Stack, StackOptions};
+
+fn table(standard_limit: u32) -> String {
+    format!(
+        "default_tier = \"standard\"\n[tiers.standard]\nlimit = {standard_limit}\nwindow_seconds = 60\n\
+         [tiers.pro]\nlimit = 1000\nwindow_seconds = 60\npaid = true\n"
+    )
+}
+
+async fn limit_now(stack: &Stack, key: &str) -> Option<u32> {
+    let response = stack.call("/api/v1/ingest", key).await;
+    response
+        .headers()
+        .get("x-ratelimit-limit")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+async fn metric(stack: &Stack, line_start: &str) -> u64 {
+    let text = stack
+        .client()
+        .get(stack.internal_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_file_applies_within_a_second_under_traffic_and_a_broken_one_is_refused() {
+    let stack = Arc::new(Stack::start(StackOptions::default().tiers(&table(60))).await);
+    let busy = stack.create_tenant("pro").await;
+    let tenant = stack.create_tenant("standard").await;
+    assert_eq!(limit_now(&stack, &tenant.key).await, Some(60));
+
+    // Traffic from another tenant all along: no request may fail while the table changes.
+    let running = Arc::new(AtomicBool::new(true));
+    let mut traffic = JoinSet::new();
+    for _ in 0..4 {
+        let (stack, key, running) = (stack.clone(), busy.key.clone(), running.clone());
+        traffic.spawn(async move {
+            let mut statuses = Vec::new();
+            while running.load(Ordering::Relaxed) {
+                statuses.push(stack.call("/api/v1/predict", &key).await.status().as_u16());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            statuses
+        });
+    }
+
+    std::fs::write(stack.tiers_file(), table(10)).unwrap();
+    let changed = Instant::now();
+    while limit_now(&stack, &tenant.key).await != Some(10) {
+        assert!(
+            changed.elapsed() < Duration::from_millis(2500),
+            "the new limit did not apply"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "new limit in force {:?} after the file changed",
+        changed.elapsed()
+    );
+    assert_eq!(
+        metric(&stack, "tollgate_tier_reloads_total{outcome=\"ok\"}").await,
+        1
+    );
+
+    std::fs::write(
+        stack.tiers_file(),
+        "default_tier = \"standard\"\n[tiers.standard]\nlimit = 0\n",
+    )
+    .unwrap();
+    let broken = Instant::now();
+    while metric(&stack, "tollgate_tier_reloads_total{outcome=\"refused\"}").await == 0 {
+        assert!(
+            broken.elapsed() < Duration::from_millis(2500),
+            "the broken file was not looked at"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        limit_now(&stack, &tenant.key).await,
+        Some(10),
+        "the old table stays"
+    );
+
+    running.store(false, Ordering::Relaxed);
+    let mut sent = 0;
+    while let Some(statuses) = traffic.join_next().await {
+        let statuses = statuses.unwrap();
+        sent += statuses.len();
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 429),
+            "a request failed: {statuses:?}"
+        );
+    }
+    assert!(sent > 20, "only {sent} requests flowed");
+}
+
+#[tokio::test]
+async fn sighup_reloads_at_once_and_a_table_missing_a_tier_in_use_is_refused() {
+    let options = StackOptions::default()
+        .tiers(&table(60))
+        .control_plane_env("TOLLGATE_TIERS_POLL_MS", "3600000");
+    let stack = Stack::start(options).await;
+    let tenant = stack.create_tenant("pro").await;
+    let pid = stack.control_planes[0].process.pid().unwrap();
+    let hangup = || {
+        // SAFETY: kill(2) on the control-plane this test started and has not reaped.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+    };
+
+    std::fs::write(
+        stack.tiers_file(),
+        table(60).replace("limit = 1000", "limit = 500"),
+    )
+    .unwrap();
+    assert_eq!(
+        limit_now(&stack, &tenant.key).await,
+        Some(1000),
+        "no poll for an hour: not yet"
+    );
+    hangup();
+    let started = Instant::now();
+    while limit_now(&stack, &tenant.key).await != Some(500) {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "SIGHUP did not reload"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // A table without `pro` would strand this tenant: refused.
+    std::fs::write(
+        stack.tiers_file(),
+        "default_tier = \"standard\"\n[tiers.standard]\nlimit = 60\nwindow_seconds = 60\n",
+    )
+    .unwrap();
+    hangup();
+    let started = Instant::now();
+    while metric(&stack, "tollgate_tier_reloads_total{outcome=\"refused\"}").await == 0 {
+        assert!(started.elapsed() < Duration::from_secs(1), "not refused");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(limit_now(&stack, &tenant.key).await, Some(500));
+}
