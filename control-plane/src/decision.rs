@@ -23,6 +23,7 @@ enum DecisionError {
 
 pub async fn decide(State(state): State<AppState>, headers: HeaderMap) -> Response {
     state.metrics.decision_requests.inc();
+    let started = std::time::Instant::now();
     let request = DecisionRequest::parse(|name| headers.get(name).and_then(|v| v.to_str().ok()));
     let request = match request {
         Ok(request) => request,
@@ -32,7 +33,12 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap) -> Respon
             return StatusCode::BAD_REQUEST.into_response();
         }
     };
-    match answer(&state, &request).await {
+    let answer = answer(&state, &request).await;
+    state
+        .metrics
+        .decision_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match answer {
         Ok(answer) => {
             state.metrics.count_decision(outcome(&answer));
             encode(&answer)

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -19,6 +20,8 @@ pub struct Metrics {
     pub decisions: Family<OutcomeLabel, Counter>,
     /// Tier table reloads by outcome: ok, refused.
     pub tier_reloads: Family<OutcomeLabel, Counter>,
+    /// Time from a callout's arrival to its answer, store round trip included.
+    pub decision_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -38,11 +41,20 @@ impl Default for Metrics {
             "Tier table reloads by outcome",
             tier_reloads.clone(),
         );
+        // 50 µs to ~0.8 s: an in-memory decision takes tens of microseconds, a Redis one
+        // around a millisecond, and the filter gives up at its timeout (100 ms by default).
+        let decision_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 15));
+        registry.register(
+            "decision_seconds",
+            "Time to decide a callout, store included",
+            decision_seconds.clone(),
+        );
         Self {
             registry,
             decision_requests,
             decisions,
             tier_reloads,
+            decision_seconds,
         }
     }
 }

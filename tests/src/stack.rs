@@ -10,7 +10,7 @@ use tempfile::TempDir;
 use crate::{Process, binaries_dir, envoy_bin, filter_wasm, free_port, workspace};
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
-const KEY_SECRET: &str = "e2e-key-secret-0123456789-0123456789-0123456789";
+pub const KEY_SECRET: &str = "e2e-key-secret-0123456789-0123456789-0123456789";
 const READY_WITHIN: Duration = Duration::from_secs(20);
 
 /// How a test wants its stack to differ from `envoy/envoy.yaml` and the built-in tiers.

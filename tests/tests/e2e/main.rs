@@ -4,6 +4,7 @@
 mod dashboard;
 mod deploy_configs;
 mod edge_shedding;
+mod observability;
 mod operations;
 mod redis_store;
 mod request_path;
