@@ -110,7 +110,7 @@ impl std::str::FromStr for TierTable {
         let wire: TierTableWire = toml::from_str(text)?;
         let mut tiers = HashMap::with_capacity(wire.tiers.len());
         for (name, tier) in wire.tiers {
-            if !is_name(&name) {
+            if !tollgate_protocol::is_policy_name(&name) {
                 return Err(TierTableError::Name(name));
             }
             if tier.limit == 0 {
@@ -167,13 +167,6 @@ impl Default for TierTable {
             default_tier: "standard".into(),
         }
     }
-}
-
-pub fn is_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]

@@ -210,7 +210,7 @@ impl Settings {
             if !route.prefix.starts_with('/') {
                 return Err(ConfigError::RoutePrefix(route.prefix));
             }
-            if !is_route_name(&route.name) {
+            if !tollgate_protocol::is_policy_name(&route.name) {
                 return Err(ConfigError::RouteName(route.name));
             }
             if route.cost == 0 {
@@ -276,13 +276,6 @@ fn parse_timeout(text: &str) -> Option<Duration> {
 fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_API_KEY_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
-fn is_route_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')

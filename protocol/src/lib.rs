@@ -59,6 +59,16 @@ pub mod status {
     pub const UNAVAILABLE: u16 = 503;
 }
 
+/// Whether `name` may name a route or a tier (policy): 1-64 characters of `a-z 0-9 - _`.
+/// Both travel as header values and the tier inside the `RateLimit` structured fields, so
+/// both sides hold them to the same rule.
+pub fn is_policy_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
 /// Longest API key either side accepts, in bytes.
 pub const MAX_API_KEY_LEN: usize = 256;
 

@@ -466,32 +466,38 @@ impl Stack {
     /// The control-planes' count of callouts received, all replicas together.
     pub async fn decision_requests(&self) -> u64 {
         let mut total = 0;
-        for control_plane in &self.control_planes {
+        for replica in 0..self.control_planes.len() {
             total += self
-                .metric(
-                    &control_plane.internal_url("/metrics"),
-                    "tollgate_decision_requests_total",
-                )
-                .await;
+                .metric(replica, "tollgate_decision_requests_total")
+                .await
+                .unwrap_or_else(|| panic!("tollgate_decision_requests_total of replica {replica}"));
         }
         total
     }
 
-    async fn metric(&self, url: &str, name: &str) -> u64 {
-        let text = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    /// The `/metrics` text of control-plane `replica`.
+    pub async fn metrics_text(&self, replica: usize) -> String {
+        let url = self.control_planes[replica].internal_url("/metrics");
+        let response = self.client.get(url).send().await.expect("metrics");
+        response.text().await.expect("metrics text")
     }
+
+    /// One sample of control-plane `replica`'s metrics, by its full name with labels, e.g.
+    /// `tollgate_decisions_total{outcome="allow"}`.
+    pub async fn metric(&self, replica: usize, sample: &str) -> Option<u64> {
+        parse_sample(&self.metrics_text(replica).await, sample)
+    }
+}
+
+/// The value of `sample` (name with labels) in Prometheus text.
+pub fn parse_sample(text: &str, sample: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// One control-plane process and how to start it again.

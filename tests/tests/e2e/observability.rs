@@ -35,15 +35,7 @@ async fn metrics_match_the_traffic_and_logs_are_json_without_secrets() {
         .await;
     stack.call("/api/v1/ingest", &other.key).await;
 
-    let text = stack
-        .client()
-        .get(stack.internal_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = stack.metrics_text(0).await;
     let value = |name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())

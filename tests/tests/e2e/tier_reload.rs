@@ -26,19 +26,9 @@ async fn limit_now(stack: &Stack, key: &str) -> Option<u32> {
         .ok()
 }
 
-async fn metric(stack: &Stack, line_start: &str) -> u64 {
-    let text = stack
-        .client()
-        .get(stack.internal_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
-        .unwrap_or(0)
+async fn reloads(stack: &Stack, outcome: &str) -> u64 {
+    let sample = format!("tollgate_tier_reloads_total{{outcome=\"{outcome}\"}}");
+    stack.metric(0, &sample).await.unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,10 +66,7 @@ async fn a_changed_file_applies_within_a_second_under_traffic_and_a_broken_one_i
         "new limit in force {:?} after the file changed",
         changed.elapsed()
     );
-    assert_eq!(
-        metric(&stack, "tollgate_tier_reloads_total{outcome=\"ok\"}").await,
-        1
-    );
+    assert_eq!(reloads(&stack, "ok").await, 1);
 
     std::fs::write(
         stack.tiers_file(),
@@ -87,7 +74,7 @@ async fn a_changed_file_applies_within_a_second_under_traffic_and_a_broken_one_i
     )
     .unwrap();
     let broken = Instant::now();
-    while metric(&stack, "tollgate_tier_reloads_total{outcome=\"refused\"}").await == 0 {
+    while reloads(&stack, "refused").await == 0 {
         assert!(
             broken.elapsed() < Duration::from_millis(2500),
             "the broken file was not looked at"
@@ -154,7 +141,7 @@ async fn sighup_reloads_at_once_and_a_table_missing_a_tier_in_use_is_refused() {
     .unwrap();
     hangup();
     let started = Instant::now();
-    while metric(&stack, "tollgate_tier_reloads_total{outcome=\"refused\"}").await == 0 {
+    while reloads(&stack, "refused").await == 0 {
         assert!(started.elapsed() < Duration::from_secs(1), "not refused");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
