@@ -30,6 +30,8 @@ pub struct AppState {
     pub windows: Arc<Windows>,
     pub keys: KeyHasher,
     pub admin_token: Secret,
+    /// Shadow mode for every tier (`--shadow`).
+    pub shadow_all: bool,
     pub metrics: Arc<Metrics>,
 }
 

@@ -65,6 +65,11 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_TIERS")]
     pub tiers: Option<PathBuf>,
 
+    /// Shadow mode for every tier: decide and count, never refuse (see `shadow` in the tier
+    /// table for one tier).
+    #[arg(long, env = "TOLLGATE_SHADOW", default_value_t = false)]
+    pub shadow: bool,
+
     /// How often to check the tier table file for changes (SIGHUP reloads at once).
     #[arg(long, env = "TOLLGATE_TIERS_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
     pub tiers_poll_ms: u64,

@@ -85,13 +85,21 @@ async fn answer(state: &AppState, request: &DecisionRequest<'_>) -> Result<Answe
         reset_ms: decision.reset_ms,
     };
     let tenant = owner.id.to_string();
+    let retry_after_ms = decision.retry_after_ms;
     Ok(if decision.admitted {
         Answer::Allow { tenant, quota }
+    } else if tier.shadow || state.shadow_all {
+        // Counted as denied in the window's usage, like an enforced denial, but let through.
+        Answer::ShadowDeny {
+            tenant,
+            quota,
+            retry_after_ms,
+        }
     } else {
         Answer::Deny {
             tenant,
             quota,
-            retry_after_ms: decision.retry_after_ms,
+            retry_after_ms,
         }
     })
 }
@@ -100,6 +108,7 @@ fn outcome(answer: &Answer) -> &'static str {
     match answer {
         Answer::Allow { .. } => "allow",
         Answer::Deny { .. } => "deny",
+        Answer::ShadowDeny { .. } => "shadow_deny",
         Answer::UnknownKey => "unknown_key",
         Answer::Suspended { .. } => "suspended",
     }

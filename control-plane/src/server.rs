@@ -79,6 +79,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
         windows: Arc::new(windows),
         keys: KeyHasher::new(&config.key_secret),
         admin_token: config.admin_token.clone(),
+        shadow_all: config.shadow,
         metrics: Arc::new(Metrics::default()),
     })
 }

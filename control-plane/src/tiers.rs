@@ -23,6 +23,9 @@ pub struct Tier {
     pub window: Duration,
     /// Whether the tier is sold (Stripe billing decides who is on it).
     pub paid: bool,
+    /// Shadow mode: decisions are made and counted but never enforced; a request that would
+    /// be refused is let through, marked. For rolling out a new limit safely.
+    pub shadow: bool,
     /// Per-route costs that override the filter's default cost for the route.
     costs: HashMap<String, u32>,
 }
@@ -80,6 +83,8 @@ struct TierWire {
     #[serde(default)]
     paid: bool,
     #[serde(default)]
+    shadow: bool,
+    #[serde(default)]
     costs: HashMap<String, u32>,
 }
 
@@ -133,6 +138,7 @@ impl std::str::FromStr for TierTable {
                     limit: tier.limit,
                     window: Duration::from_secs(tier.window_seconds),
                     paid: tier.paid,
+                    shadow: tier.shadow,
                     costs: tier.costs,
                 }),
             );
@@ -158,6 +164,7 @@ impl Default for TierTable {
                 limit,
                 window: Duration::from_secs(60),
                 paid,
+                shadow: false,
                 costs: HashMap::new(),
             };
             (name, Arc::new(tier))
@@ -204,6 +211,7 @@ mod tests {
             [tiers.free]
             limit = 10
             window_seconds = 2
+            shadow = true
             costs = { predict = 3 }
         "#
         .parse()
@@ -212,6 +220,8 @@ mod tests {
         assert_eq!(free.cost("predict", 1), 3);
         assert_eq!(free.cost("ingest", 2), 2);
         assert_eq!(free.window, Duration::from_secs(2));
+        assert!(free.shadow);
+        assert!(!TierTable::default().default_tier().shadow);
     }
 
     #[test]

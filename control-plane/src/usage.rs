@@ -22,6 +22,9 @@ pub struct Usage {
     pub tenant_id: String,
     pub tier: String,
     pub suspended: bool,
+    /// The tier is in shadow mode: `denied` counts requests that would have been refused
+    /// and were let through.
+    pub shadow: bool,
     pub limit: u32,
     pub window_seconds: u32,
     /// Units admitted in the current rolling window.
@@ -138,6 +141,7 @@ pub async fn usage_of(
         tenant_id: tenant.id.to_string(),
         tier: tier.name.to_string(),
         suspended: tenant.suspended,
+        shadow: tier.shadow || state.shadow_all,
         limit: tier.limit,
         window_seconds: tier.window_seconds(),
         used: window.used,

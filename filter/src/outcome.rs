@@ -17,6 +17,9 @@ use tollgate_protocol::api_key::KeyError;
 pub const TENANT_ID: &str = "x-tenant-id";
 /// The tenant's tier, set by the filter on requests it admits.
 pub const TIER: &str = "x-tollgate-tier";
+/// Set on the response of a request that a shadow-mode tier would have refused; the value is
+/// the policy (tier) name.
+pub const WOULD_LIMIT: &str = "x-tollgate-would-limit";
 /// Set instead of the identity when the failure mode let a request through unchecked; the
 /// value says why.
 pub const UNCHECKED: &str = "x-tollgate-unchecked";
@@ -96,6 +99,14 @@ pub fn on_answer(failure_mode: FailureMode, answer: Result<Answer, CalloutFailur
             upstream: vec![(TENANT_ID, tenant), (TIER, quota.policy.clone())],
             response: quota_headers(&quota),
         },
+        Ok(Answer::ShadowDeny { tenant, quota, .. }) => {
+            let mut response = quota_headers(&quota);
+            response.push((WOULD_LIMIT, quota.policy.clone()));
+            Action::Resume {
+                upstream: vec![(TENANT_ID, tenant), (TIER, quota.policy)],
+                response,
+            }
+        }
         Ok(Answer::Deny {
             quota,
             retry_after_ms,
@@ -164,10 +175,12 @@ pub enum Stat {
     CalloutFailed,
     /// No decision, and the request was let through unchecked.
     PassedFailOpen,
+    /// Let through by a shadow-mode tier that would have refused it.
+    ShadowDenied,
 }
 
 impl Stat {
-    pub const ALL: [Stat; 7] = [
+    pub const ALL: [Stat; 8] = [
         Stat::Allowed,
         Stat::Denied,
         Stat::DeniedCached,
@@ -175,6 +188,7 @@ impl Stat {
         Stat::Forbidden,
         Stat::CalloutFailed,
         Stat::PassedFailOpen,
+        Stat::ShadowDenied,
     ];
 
     /// The Envoy stat name (Envoy shows it as `wasmcustom.<name>`).
@@ -187,6 +201,7 @@ impl Stat {
             Stat::Forbidden => "tollgate.requests_forbidden",
             Stat::CalloutFailed => "tollgate.callout_failures",
             Stat::PassedFailOpen => "tollgate.requests_passed_fail_open",
+            Stat::ShadowDenied => "tollgate.requests_shadow_denied",
         }
     }
 
@@ -198,6 +213,7 @@ impl Stat {
         match (answer, failure_mode) {
             (Ok(Answer::Allow { .. }), _) => &[Stat::Allowed],
             (Ok(Answer::Deny { .. }), _) => &[Stat::Denied],
+            (Ok(Answer::ShadowDeny { .. }), _) => &[Stat::ShadowDenied],
             (Ok(Answer::UnknownKey), _) => &[Stat::Unauthorized],
             (Ok(Answer::Suspended { .. }), _) => &[Stat::Forbidden],
             (Err(_), FailureMode::Closed) => &[Stat::CalloutFailed],
@@ -355,6 +371,24 @@ mod tests {
         assert_eq!(body["status"], 429);
         assert_eq!(body["code"], "rate_limited");
         assert_eq!(body["retry_after"], 17);
+    }
+
+    #[test]
+    fn a_shadow_deny_resumes_and_says_it_would_have_limited() {
+        let action = on_answer(
+            FailureMode::Closed,
+            Ok(Answer::ShadowDeny {
+                tenant: "tn_1".into(),
+                quota: quota(0),
+                retry_after_ms: 900,
+            }),
+        );
+        let Action::Resume { upstream, response } = action else {
+            panic!("a shadow deny must resume, got {action:?}");
+        };
+        assert_eq!(header(&upstream, TENANT_ID), Some("tn_1"));
+        assert_eq!(header(&response, WOULD_LIMIT), Some("standard"));
+        assert_eq!(header(&response, "x-ratelimit-remaining"), Some("0"));
     }
 
     #[test]

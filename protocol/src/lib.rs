@@ -44,6 +44,8 @@ pub mod header {
     pub const RESET_MS: &str = "x-tollgate-reset-ms";
     /// Answer (deny only): milliseconds until enough units free to admit this request.
     pub const RETRY_AFTER_MS: &str = "x-tollgate-retry-after-ms";
+    /// Answer (200 only): the tier is in shadow mode and this request would have been denied.
+    pub const SHADOW_DENY: &str = "x-tollgate-shadow-deny";
 }
 
 /// Status codes of the answer. Anything else (and 400, 503) means the decision failed and the
@@ -140,6 +142,12 @@ pub enum Answer {
         quota: Quota,
         retry_after_ms: u64,
     },
+    /// The tier is in shadow mode: the request would have been denied, and is let through.
+    ShadowDeny {
+        tenant: String,
+        quota: Quota,
+        retry_after_ms: u64,
+    },
     UnknownKey,
     Suspended {
         tenant: String,
@@ -149,7 +157,7 @@ pub enum Answer {
 impl Answer {
     pub fn status(&self) -> u16 {
         match self {
-            Answer::Allow { .. } => status::ALLOW,
+            Answer::Allow { .. } | Answer::ShadowDeny { .. } => status::ALLOW,
             Answer::Deny { .. } => status::DENY,
             Answer::UnknownKey => status::UNKNOWN_KEY,
             Answer::Suspended { .. } => status::SUSPENDED,
@@ -173,6 +181,16 @@ impl Answer {
                 push_quota(&mut headers, quota);
                 headers.push((header::RETRY_AFTER_MS, retry_after_ms.to_string()));
             }
+            Answer::ShadowDeny {
+                tenant,
+                quota,
+                retry_after_ms,
+            } => {
+                headers.push((header::TENANT, tenant.clone()));
+                push_quota(&mut headers, quota);
+                headers.push((header::RETRY_AFTER_MS, retry_after_ms.to_string()));
+                headers.push((header::SHADOW_DENY, "1".to_owned()));
+            }
             Answer::UnknownKey => {}
             Answer::Suspended { tenant } => headers.push((header::TENANT, tenant.clone())),
         }
@@ -186,6 +204,13 @@ impl Answer {
         header: impl Fn(&'static str) -> Option<&'h str>,
     ) -> Result<Self, ProtocolError> {
         match status {
+            Some(status::ALLOW) if header(header::SHADOW_DENY).is_some() => {
+                Ok(Answer::ShadowDeny {
+                    tenant: require(&header, header::TENANT)?.to_owned(),
+                    quota: parse_quota(&header)?,
+                    retry_after_ms: number(&header, header::RETRY_AFTER_MS)?,
+                })
+            }
             Some(status::ALLOW) => Ok(Answer::Allow {
                 tenant: require(&header, header::TENANT)?.to_owned(),
                 quota: parse_quota(&header)?,
@@ -303,6 +328,11 @@ mod tests {
                 tenant: "tn_1".into(),
                 quota: quota(),
                 retry_after_ms: 16_250,
+            },
+            Answer::ShadowDeny {
+                tenant: "tn_1".into(),
+                quota: quota(),
+                retry_after_ms: 1_000,
             },
             Answer::UnknownKey,
             Answer::Suspended {

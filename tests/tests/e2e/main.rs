@@ -8,5 +8,6 @@ mod observability;
 mod operations;
 mod redis_store;
 mod request_path;
+mod shadow;
 mod tier_reload;
 mod usage;
