@@ -6,11 +6,11 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tollgate_protocol::{Answer, DecisionRequest, Quota};
+use tollgate_protocol::{Answer, DecisionRequest, MonthlyQuota, Quota};
 
 use crate::app::AppState;
 use crate::tiers::TierName;
-use crate::window::{Limit, StoreError, WindowStore};
+use crate::window::{StoreError, WindowStore};
 
 /// Why no decision could be made. The filter sees 503 and applies its failure mode.
 #[derive(Debug, thiserror::Error)]
@@ -68,10 +68,7 @@ async fn answer(state: &AppState, request: &DecisionRequest<'_>) -> Result<Answe
             tenant: owner.id.to_string(),
             tier: owner.tier.clone(),
         })?;
-    let limit = Limit {
-        limit: tier.limit,
-        window: tier.window,
-    };
+    let limit = tier.quota();
     let cost = tier.cost(request.route, request.cost);
     let decision = state
         .windows
@@ -83,6 +80,14 @@ async fn answer(state: &AppState, request: &DecisionRequest<'_>) -> Result<Answe
         window_seconds: tier.window_seconds(),
         remaining: decision.remaining,
         reset_ms: decision.reset_ms,
+        monthly: tier
+            .monthly_limit
+            .zip(decision.month)
+            .map(|(limit, month)| MonthlyQuota {
+                limit,
+                remaining: month.remaining,
+                reset_ms: month.reset_ms,
+            }),
     };
     let tenant = owner.id.to_string();
     let retry_after_ms = decision.retry_after_ms;

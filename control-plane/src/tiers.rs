@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::window::Limit;
+
 /// A tier's name, e.g. `standard`. Cheap to clone onto every decision.
 pub type TierName = Arc<str>;
 
@@ -21,6 +23,8 @@ pub struct Tier {
     /// Units admitted per window.
     pub limit: u32,
     pub window: Duration,
+    /// Units per calendar month (UTC), if the tier caps the month as well.
+    pub monthly_limit: Option<u64>,
     /// Whether the tier is sold (Stripe billing decides who is on it).
     pub paid: bool,
     /// Shadow mode: decisions are made and counted but never enforced; a request that would
@@ -34,6 +38,15 @@ impl Tier {
     /// What one request on `route` costs on this tier; `default` is the filter's cost.
     pub fn cost(&self, route: &str, default: u32) -> u32 {
         self.costs.get(route).copied().unwrap_or(default)
+    }
+
+    /// The quotas a decision for this tier checks.
+    pub fn quota(&self) -> Limit {
+        Limit {
+            limit: self.limit,
+            window: self.window,
+            monthly: self.monthly_limit,
+        }
     }
 
     pub fn window_seconds(&self) -> u32 {
@@ -62,6 +75,8 @@ pub enum TierTableError {
     Limit(String),
     #[error("tier {0:?} must have a window of 1 to 86400 seconds")]
     Window(String),
+    #[error("tier {0:?} must have a monthly_limit of at least its limit")]
+    Monthly(String),
     #[error("tier {tier:?} gives route {route:?} cost 0; a route costs at least 1")]
     Cost { tier: String, route: String },
     #[error("the default tier {0:?} is not in the table")]
@@ -80,6 +95,8 @@ struct TierTableWire {
 struct TierWire {
     limit: u32,
     window_seconds: u64,
+    #[serde(default)]
+    monthly_limit: Option<u64>,
     #[serde(default)]
     paid: bool,
     #[serde(default)]
@@ -124,6 +141,12 @@ impl std::str::FromStr for TierTable {
             if !(1..=86_400).contains(&tier.window_seconds) {
                 return Err(TierTableError::Window(name));
             }
+            if tier
+                .monthly_limit
+                .is_some_and(|m| m < u64::from(tier.limit))
+            {
+                return Err(TierTableError::Monthly(name));
+            }
             if let Some((route, _)) = tier.costs.iter().find(|(_, cost)| **cost == 0) {
                 return Err(TierTableError::Cost {
                     tier: name,
@@ -137,6 +160,7 @@ impl std::str::FromStr for TierTable {
                     name,
                     limit: tier.limit,
                     window: Duration::from_secs(tier.window_seconds),
+                    monthly_limit: tier.monthly_limit,
                     paid: tier.paid,
                     shadow: tier.shadow,
                     costs: tier.costs,
@@ -163,6 +187,7 @@ impl Default for TierTable {
                 name: name.clone(),
                 limit,
                 window: Duration::from_secs(60),
+                monthly_limit: None,
                 paid,
                 shadow: false,
                 costs: HashMap::new(),

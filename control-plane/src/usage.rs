@@ -15,7 +15,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::tenants::Tenant;
-use crate::window::{Limit, StoreError, WindowStore};
+use crate::window::{StoreError, WindowStore};
 
 #[derive(Debug, Serialize)]
 pub struct Usage {
@@ -35,6 +35,8 @@ pub struct Usage {
     /// Requests the control-plane denied in the current window.
     pub denied: u64,
     pub month_to_date: u64,
+    /// The tier's monthly quota, if it has one.
+    pub monthly_limit: Option<u64>,
     pub history: Vec<Minute>,
 }
 
@@ -129,10 +131,7 @@ pub async fn usage_of(
             tenant.id, tenant.tier
         )))
     })?;
-    let limit = Limit {
-        limit: tier.limit,
-        window: tier.window,
-    };
+    let limit = tier.quota();
     let window = state
         .windows
         .usage(&tenant.id, limit, reported_denials)
@@ -149,6 +148,7 @@ pub async fn usage_of(
         reset_seconds: window.reset_ms.div_ceil(1000),
         denied: window.denied,
         month_to_date: window.month_to_date,
+        monthly_limit: tier.monthly_limit,
         history: window
             .history
             .iter()

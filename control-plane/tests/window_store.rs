@@ -17,6 +17,7 @@ fn per(limit: u32, window_secs: u64) -> Limit {
     Limit {
         limit,
         window: Duration::from_secs(window_secs),
+        monthly: None,
     }
 }
 
@@ -204,6 +205,37 @@ async fn denials_reported_by_the_filter_are_counted(store: impl WindowStore, _cl
     );
 }
 
+async fn a_monthly_quota_caps_the_month_as_well(store: impl WindowStore, clock: ManualClock) {
+    let limit = Limit {
+        limit: 100,
+        window: Duration::from_secs(60),
+        monthly: Some(5),
+    };
+    assert!(store.decide("t1", limit, 2, 0).await.unwrap().admitted);
+    let second = store.decide("t1", limit, 2, 0).await.unwrap();
+    assert_eq!(second.month.map(|m| m.remaining), Some(1));
+    let refused = store.decide("t1", limit, 2, 0).await.unwrap();
+    assert!(!refused.admitted, "the window has room, the month does not");
+    assert_eq!(refused.remaining, 96);
+    // START_MS is 2023-11-14T22:13:20Z; the month starts over on 2023-12-01T00:00:00Z.
+    let next_month = 1_701_388_800_000 - START_MS;
+    assert_eq!(refused.retry_after_ms, next_month);
+    assert_eq!(refused.month.map(|m| m.reset_ms), Some(next_month));
+    let last = store.decide("t1", limit, 1, 0).await.unwrap();
+    assert!(last.admitted, "one unit still fits");
+    assert_eq!(last.month.map(|m| m.remaining), Some(0));
+
+    clock.advance(Duration::from_millis(next_month));
+    let december = store.decide("t1", limit, 1, 0).await.unwrap();
+    assert!(december.admitted);
+    assert_eq!(december.month.map(|m| m.remaining), Some(4));
+    assert_eq!(
+        store.decide("t1", per(100, 60), 1, 0).await.unwrap().month,
+        None,
+        "no monthly quota"
+    );
+}
+
 async fn concurrent_decisions_never_over_admit(
     store: impl WindowStore + 'static,
     _clock: ManualClock,
@@ -246,6 +278,7 @@ macro_rules! conformance {
                 usage_of_an_unknown_tenant_is_zero,
                 usage_reports_per_minute_history_and_month_to_date,
                 denials_reported_by_the_filter_are_counted,
+                a_monthly_quota_caps_the_month_as_well,
                 concurrent_decisions_never_over_admit,
             );
         }
@@ -371,7 +404,7 @@ async fn a_dead_redis_is_a_prompt_unavailable_error_and_recovery_is_automatic() 
 }
 
 #[tokio::test]
-async fn the_memory_store_forgets_tenants_idle_for_an_hour() {
+async fn the_memory_store_forgets_tenants_once_nothing_of_theirs_counts() {
     let clock = ManualClock::new(START_MS);
     let store = MemoryWindows::new(Arc::new(clock.clone()));
     store.decide("idle", per(5, 2), 1, 0).await.unwrap();
@@ -380,10 +413,11 @@ async fn the_memory_store_forgets_tenants_idle_for_an_hour() {
     assert_eq!(
         store.sweep(),
         2,
-        "the idle tenant's last half hour of history is kept"
+        "both still have history and a month-to-date"
     );
-    clock.advance(Duration::from_secs(31 * 60));
-    assert_eq!(store.sweep(), 1, "an hour without requests: dropped");
-    clock.advance(Duration::from_secs(30 * 60));
+    // START_MS is 2023-11-14T22:13:20Z: past midnight of December 1st, the month is over too.
+    clock.advance(Duration::from_millis(1_701_388_800_000 - START_MS));
     assert_eq!(store.sweep(), 0);
+    let usage = store.usage("idle", per(5, 2), 0).await.unwrap();
+    assert_eq!((usage.used, usage.month_to_date), (0, 0));
 }

@@ -16,7 +16,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use tollgate_protocol::Quota;
+use tollgate_protocol::{MonthlyQuota, Quota};
 
 /// Shared data as the cache needs it; implemented over proxy-wasm host calls in `host`.
 pub trait SharedData {
@@ -63,6 +63,10 @@ struct Entry {
     remaining: u32,
     /// Requests answered from this entry and not yet reported to the control-plane.
     hits: u64,
+    /// The monthly quota (0: none), units left in it, and when the month starts over.
+    month_limit: u64,
+    month_remaining: u64,
+    month_reset_at: u64,
     policy: String,
 }
 
@@ -75,6 +79,11 @@ impl Entry {
                 window_seconds: self.window_seconds,
                 remaining: self.remaining,
                 reset_ms: self.reset_at.saturating_sub(now_ms),
+                monthly: (self.month_limit > 0).then(|| MonthlyQuota {
+                    limit: self.month_limit,
+                    remaining: self.month_remaining,
+                    reset_ms: self.month_reset_at.saturating_sub(now_ms),
+                }),
             },
             retry_after_ms: self.retry_at.saturating_sub(now_ms),
         }
@@ -82,7 +91,7 @@ impl Entry {
 
     fn encode(&self) -> String {
         format!(
-            "{};{};{};{};{};{};{};{};{}",
+            "{};{};{};{};{};{};{};{};{};{};{};{}",
             self.fingerprint,
             self.expires_at,
             self.retry_at,
@@ -91,17 +100,21 @@ impl Entry {
             self.window_seconds,
             self.remaining,
             self.hits,
+            self.month_limit,
+            self.month_remaining,
+            self.month_reset_at,
             self.policy
         )
     }
 
     fn decode(bytes: &[u8]) -> Option<Entry> {
         let text = std::str::from_utf8(bytes).ok()?;
-        let mut fields = text.splitn(9, ';');
+        let mut fields = text.splitn(12, ';');
         let mut number = || fields.next()?.parse::<u64>().ok();
         let (fingerprint, expires_at, retry_at, reset_at) =
             (number()?, number()?, number()?, number()?);
         let (limit, window_seconds, remaining, hits) = (number()?, number()?, number()?, number()?);
+        let (month_limit, month_remaining, month_reset_at) = (number()?, number()?, number()?);
         Some(Entry {
             fingerprint,
             expires_at,
@@ -111,6 +124,9 @@ impl Entry {
             window_seconds: u32::try_from(window_seconds).ok()?,
             remaining: u32::try_from(remaining).ok()?,
             hits,
+            month_limit,
+            month_remaining,
+            month_reset_at,
             policy: fields.next()?.to_owned(),
         })
     }
@@ -251,6 +267,9 @@ impl DenyCache {
             window_seconds: quota.window_seconds,
             remaining: quota.remaining,
             hits: 0,
+            month_limit: quota.monthly.map_or(0, |m| m.limit),
+            month_remaining: quota.monthly.map_or(0, |m| m.remaining),
+            month_reset_at: quota.monthly.map_or(0, |m| now_ms + m.reset_ms),
             policy: quota.policy.clone(),
         };
         for _ in 0..CAS_ATTEMPTS {
@@ -306,6 +325,7 @@ mod tests {
             window_seconds: 60,
             remaining: 0,
             reset_ms: 5_000,
+            monthly: None,
         }
     }
 

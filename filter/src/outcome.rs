@@ -304,6 +304,7 @@ mod tests {
             window_seconds: 60,
             remaining,
             reset_ms: 16_400,
+            monthly: None,
         }
     }
 

@@ -18,24 +18,45 @@ pub fn ceil_seconds(ms: u64) -> u64 {
     ms.div_ceil(1000)
 }
 
-/// The headers describing where the tenant stands in its window.
+/// Nominal window of a calendar-month quota in `RateLimit-Policy` (30 days); the reset time
+/// says when the month really starts over.
+const MONTH_SECONDS: u64 = 30 * 86_400;
+
+/// The headers describing where the tenant stands. `RateLimit-Policy` lists every policy
+/// (the rolling window, and the month when the tier has one); `RateLimit` and the
+/// `X-RateLimit-*` trio describe the one closest to exhaustion.
 pub fn quota_headers(quota: &Quota) -> Vec<(&'static str, String)> {
-    let reset = ceil_seconds(quota.reset_ms);
+    let mut policies = format!(
+        "\"{}\";q={};w={}",
+        quota.policy, quota.limit, quota.window_seconds
+    );
+    let (mut name, mut limit, mut remaining, mut reset_ms) = (
+        quota.policy.clone(),
+        u64::from(quota.limit),
+        u64::from(quota.remaining),
+        quota.reset_ms,
+    );
+    if let Some(month) = &quota.monthly {
+        let month_name = format!("{}-monthly", quota.policy);
+        policies.push_str(&format!(
+            ", \"{month_name}\";q={};w={MONTH_SECONDS}",
+            month.limit
+        ));
+        // The smaller share left binds: month.remaining / month.limit < remaining / limit.
+        if u128::from(month.remaining) * u128::from(limit)
+            < u128::from(remaining) * u128::from(month.limit)
+        {
+            (name, limit, remaining, reset_ms) =
+                (month_name, month.limit, month.remaining, month.reset_ms);
+        }
+    }
+    let reset = ceil_seconds(reset_ms);
     vec![
-        (X_LIMIT, quota.limit.to_string()),
-        (X_REMAINING, quota.remaining.to_string()),
+        (X_LIMIT, limit.to_string()),
+        (X_REMAINING, remaining.to_string()),
         (X_RESET, reset.to_string()),
-        (
-            POLICY,
-            format!(
-                "\"{}\";q={};w={}",
-                quota.policy, quota.limit, quota.window_seconds
-            ),
-        ),
-        (
-            RATELIMIT,
-            format!("\"{}\";r={};t={}", quota.policy, quota.remaining, reset),
-        ),
+        (POLICY, policies),
+        (RATELIMIT, format!("\"{name}\";r={remaining};t={reset}")),
     ]
 }
 
@@ -53,6 +74,7 @@ mod tests {
             window_seconds: 60,
             remaining: 0,
             reset_ms: 16_001,
+            monthly: None,
         };
         let headers = quota_headers(&quota);
         let get = |name| {
@@ -66,6 +88,50 @@ mod tests {
         assert_eq!(get(X_RESET), Some("17"));
         assert_eq!(get(POLICY), Some("\"standard\";q=60;w=60"));
         assert_eq!(get(RATELIMIT), Some("\"standard\";r=0;t=17"));
+    }
+
+    #[test]
+    fn with_a_monthly_quota_both_policies_are_listed_and_the_tighter_one_reported() {
+        let mut quota = Quota {
+            policy: "standard".into(),
+            limit: 60,
+            window_seconds: 60,
+            remaining: 50,
+            reset_ms: 10_000,
+            monthly: Some(tollgate_protocol::MonthlyQuota {
+                limit: 100_000,
+                remaining: 0,
+                reset_ms: 86_400_000,
+            }),
+        };
+        let get = |headers: &[(&str, String)], name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let headers = quota_headers(&quota);
+        assert_eq!(
+            get(&headers, POLICY).as_deref(),
+            Some("\"standard\";q=60;w=60, \"standard-monthly\";q=100000;w=2592000")
+        );
+        assert_eq!(
+            get(&headers, RATELIMIT).as_deref(),
+            Some("\"standard-monthly\";r=0;t=86400")
+        );
+        assert_eq!(get(&headers, X_LIMIT).as_deref(), Some("100000"));
+
+        quota.monthly = Some(tollgate_protocol::MonthlyQuota {
+            limit: 100_000,
+            remaining: 99_000,
+            reset_ms: 1,
+        });
+        let headers = quota_headers(&quota);
+        assert_eq!(
+            get(&headers, RATELIMIT).as_deref(),
+            Some("\"standard\";r=50;t=10"),
+            "the minute binds"
+        );
     }
 
     #[test]

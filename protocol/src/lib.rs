@@ -44,6 +44,11 @@ pub mod header {
     pub const RESET_MS: &str = "x-tollgate-reset-ms";
     /// Answer (deny only): milliseconds until enough units free to admit this request.
     pub const RETRY_AFTER_MS: &str = "x-tollgate-retry-after-ms";
+    /// Answer (optional): the tier's monthly quota, units left this month, and milliseconds
+    /// until the month starts over.
+    pub const MONTH_LIMIT: &str = "x-tollgate-month-limit";
+    pub const MONTH_REMAINING: &str = "x-tollgate-month-remaining";
+    pub const MONTH_RESET_MS: &str = "x-tollgate-month-reset-ms";
     /// Answer (200 only): the tier is in shadow mode and this request would have been denied.
     pub const SHADOW_DENY: &str = "x-tollgate-shadow-deny";
 }
@@ -127,6 +132,17 @@ pub struct Quota {
     pub limit: u32,
     pub window_seconds: u32,
     pub remaining: u32,
+    pub reset_ms: u64,
+    /// The tier's monthly quota, when it has one.
+    pub monthly: Option<MonthlyQuota>,
+}
+
+/// Where a tenant stands in its calendar-month (UTC) quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonthlyQuota {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Milliseconds until the month starts over.
     pub reset_ms: u64,
 }
 
@@ -246,6 +262,11 @@ fn push_quota(headers: &mut Vec<(&'static str, String)>, quota: &Quota) {
     headers.push((header::WINDOW_SECONDS, quota.window_seconds.to_string()));
     headers.push((header::REMAINING, quota.remaining.to_string()));
     headers.push((header::RESET_MS, quota.reset_ms.to_string()));
+    if let Some(monthly) = &quota.monthly {
+        headers.push((header::MONTH_LIMIT, monthly.limit.to_string()));
+        headers.push((header::MONTH_REMAINING, monthly.remaining.to_string()));
+        headers.push((header::MONTH_RESET_MS, monthly.reset_ms.to_string()));
+    }
 }
 
 fn parse_quota<'h>(
@@ -257,6 +278,14 @@ fn parse_quota<'h>(
         window_seconds: number(header, header::WINDOW_SECONDS)?,
         remaining: number(header, header::REMAINING)?,
         reset_ms: number(header, header::RESET_MS)?,
+        monthly: match header(header::MONTH_LIMIT) {
+            None => None,
+            Some(_) => Some(MonthlyQuota {
+                limit: number(header, header::MONTH_LIMIT)?,
+                remaining: number(header, header::MONTH_REMAINING)?,
+                reset_ms: number(header, header::MONTH_RESET_MS)?,
+            }),
+        },
     })
 }
 
@@ -307,6 +336,7 @@ mod tests {
             window_seconds: 60,
             remaining: 0,
             reset_ms: 16_250,
+            monthly: None,
         }
     }
 
@@ -333,6 +363,18 @@ mod tests {
                 tenant: "tn_1".into(),
                 quota: quota(),
                 retry_after_ms: 1_000,
+            },
+            Answer::Deny {
+                tenant: "tn_1".into(),
+                quota: Quota {
+                    monthly: Some(MonthlyQuota {
+                        limit: 100_000,
+                        remaining: 0,
+                        reset_ms: 86_400_000,
+                    }),
+                    ..quota()
+                },
+                retry_after_ms: 86_400_000,
             },
             Answer::UnknownKey,
             Answer::Suspended {

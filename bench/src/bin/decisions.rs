@@ -23,6 +23,7 @@ async fn throughput<S: WindowStore + 'static>(store: Arc<S>) -> f64 {
     let limit = Limit {
         limit: 1_000_000,
         window: Duration::from_secs(60),
+        monthly: None,
     };
     let started = Instant::now();
     let tasks: Vec<_> = (0..CONCURRENCY)
@@ -84,6 +85,7 @@ async fn main() {
     let limit = Limit {
         limit: 100,
         window: Duration::from_secs(60),
+        monthly: None,
     };
     for i in 0..decisions {
         store
@@ -116,6 +118,7 @@ async fn main() {
         let limit = Limit {
             limit,
             window: Duration::from_secs(60),
+            monthly: None,
         };
         for _ in 0..limit.limit {
             store.decide(name, limit, 1, 0).await.expect("decision");

@@ -33,6 +33,27 @@ pub fn month_of(ms: u64) -> u32 {
     u32::try_from(year * 100 + month).unwrap_or(0)
 }
 
+/// Milliseconds from `ms` to the start of the next UTC month (Howard Hinnant's
+/// `days_from_civil`), when a monthly quota starts over.
+pub fn ms_until_next_month(ms: u64) -> u64 {
+    let month = month_of(ms);
+    let (year, month) = (i64::from(month / 100), i64::from(month % 100));
+    let (year, month) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400_000)
+        .unwrap_or(0)
+        .saturating_sub(ms)
+}
+
 /// A ring of per-minute counters, one slot per minute of the last hour, each stamped with
 /// the minute it counts so a stale slot reads as zero.
 #[derive(Debug, Clone, Default)]
@@ -95,6 +116,25 @@ mod tests {
         assert_eq!(month_of(1_795_651_200_000), 202611); // 2026-11-25
         assert_eq!(month_of(1_798_761_599_999), 202612); // 2026-12-31T23:59:59.999
         assert_eq!(month_of(1_798_761_600_000), 202701); // 2027-01-01
+    }
+
+    #[test]
+    fn the_next_month_starts_at_midnight_utc_on_the_first() {
+        assert_eq!(
+            ms_until_next_month(1_798_761_599_999),
+            1,
+            "2026-12-31T23:59:59.999"
+        );
+        assert_eq!(
+            ms_until_next_month(1_798_761_600_000),
+            2_678_400_000,
+            "January has 31 days"
+        );
+        assert_eq!(
+            ms_until_next_month(951_782_400_000),
+            86_400_000,
+            "2000-02-29: one day left"
+        );
     }
 
     #[test]

@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
-use super::history::MinuteRing;
-use super::history::month_of;
-use super::{Clock, Limit, StoreError, WindowDecision, WindowStore, WindowUsage};
+use super::history::{MinuteRing, month_of, ms_until_next_month};
+use super::{Clock, Limit, MonthStanding, StoreError, WindowDecision, WindowStore, WindowUsage};
 
 pub struct MemoryWindows {
     inner: Arc<Inner>,
@@ -22,12 +21,10 @@ pub struct MemoryWindows {
 
 struct Inner {
     windows: DashMap<String, TenantWindow>,
-    /// Month-to-date per tenant, kept apart from the windows so that sweeping an idle
-    /// tenant's window does not forget its month. One small entry per tenant ever seen.
-    months: DashMap<String, MonthCount>,
     clock: Arc<dyn Clock>,
 }
 
+/// Units admitted in one calendar month (yyyymm).
 #[derive(Default, Clone, Copy)]
 struct MonthCount {
     month: u32,
@@ -39,7 +36,6 @@ impl MemoryWindows {
         Self {
             inner: Arc::new(Inner {
                 windows: DashMap::new(),
-                months: DashMap::new(),
                 clock,
             }),
         }
@@ -71,7 +67,12 @@ fn sweep(inner: &Inner) {
     let now = inner.clock.now_ms();
     inner.windows.retain(|_, window| {
         window.expire(now);
-        !window.is_empty() || !window.minutes.is_idle(now)
+        if window.minutes.is_idle(now) {
+            window.minutes = MinuteRing::default();
+        }
+        // Kept while anything in it still counts: the window, the last hour, or this month
+        // (an idle tenant then costs a few dozen bytes).
+        !window.is_empty() || !window.minutes.is_idle(now) || window.month.month == month_of(now)
     });
 }
 
@@ -105,22 +106,10 @@ impl WindowStore for MemoryWindows {
         reported_denials: u64,
     ) -> Result<WindowDecision, StoreError> {
         let now = self.inner.clock.now_ms();
-        let decision = self.with_window(tenant, limit, |window| {
+        Ok(self.with_window(tenant, limit, |window| {
             window.count_denials(now, reported_denials);
             window.decide(now, limit, cost)
-        });
-        if decision.admitted {
-            let month = month_of(now);
-            let mut count = match self.inner.months.get_mut(tenant) {
-                Some(count) => count,
-                None => self.inner.months.entry(tenant.to_owned()).or_default(),
-            };
-            if count.month != month {
-                *count = MonthCount { month, admitted: 0 };
-            }
-            count.admitted += u64::from(cost);
-        }
-        Ok(decision)
+        }))
     }
 
     async fn usage(
@@ -130,12 +119,6 @@ impl WindowStore for MemoryWindows {
         reported_denials: u64,
     ) -> Result<WindowUsage, StoreError> {
         let now = self.inner.clock.now_ms();
-        let month_to_date = self
-            .inner
-            .months
-            .get(tenant)
-            .filter(|count| count.month == month_of(now))
-            .map_or(0, |count| count.admitted);
         Ok(self.with_window(tenant, limit, |window| {
             window.window_ms = limit.window_ms();
             window.expire(now);
@@ -144,7 +127,7 @@ impl WindowStore for MemoryWindows {
                 used: window.used(),
                 denied: window.denied.total,
                 reset_ms: window.reset_ms(now),
-                month_to_date,
+                month_to_date: window.month_to_date(now),
                 history: window.minutes.history(now),
             }
         }))
@@ -156,6 +139,9 @@ struct TenantWindow {
     denied: EventLog,
     /// Per-minute counts of the last hour; keeps an idle tenant's entry alive for that hour.
     minutes: MinuteRing,
+    /// Admitted this calendar month, for the monthly quota and usage; decided under the same
+    /// lock as the window, so the two quotas are checked and charged together.
+    month: MonthCount,
     /// The window length of the tenant's tier at its last decision; a tier change applies
     /// from the next one.
     window_ms: u64,
@@ -167,6 +153,7 @@ impl TenantWindow {
             admitted: EventLog::default(),
             denied: EventLog::default(),
             minutes: MinuteRing::default(),
+            month: MonthCount::default(),
             window_ms,
         }
     }
@@ -201,39 +188,66 @@ impl TenantWindow {
         }
     }
 
+    fn month_to_date(&self, now: u64) -> u64 {
+        if self.month.month == month_of(now) {
+            self.month.admitted
+        } else {
+            0
+        }
+    }
+
     fn decide(&mut self, now: u64, limit: Limit, cost: u32) -> WindowDecision {
         self.window_ms = limit.window_ms();
         self.expire(now);
         let used = self.used();
-        if u64::from(used) + u64::from(cost) <= u64::from(limit.limit) {
+        let month_used = self.month_to_date(now);
+        let fits_window = u64::from(used) + u64::from(cost) <= u64::from(limit.limit);
+        let fits_month = limit
+            .monthly
+            .is_none_or(|m| month_used + u64::from(cost) <= m);
+        let admitted = fits_window && fits_month;
+        let mut retry_after_ms = 0;
+        if admitted {
             self.admitted.record(now, cost);
             self.minutes.record(now, u64::from(cost), 0);
-            return WindowDecision {
-                admitted: true,
-                remaining: limit.limit - used - cost,
-                reset_ms: self.reset_ms(now),
-                retry_after_ms: 0,
+            self.month = MonthCount {
+                month: month_of(now),
+                admitted: month_used + u64::from(cost),
             };
-        }
-        self.denied.record(now, 1);
-        self.minutes.record(now, 0, 1);
-        let retry_after_ms = if cost > limit.limit {
-            // Never admissible on this tier; the window length is the honest upper bound.
-            self.window_ms
         } else {
-            let must_free = u64::from(used) + u64::from(cost) - u64::from(limit.limit);
-            self.admitted
-                .time_freeing(must_free)
-                .map_or(self.window_ms, |at| {
-                    (at + self.window_ms).saturating_sub(now)
-                })
-        };
+            self.denied.record(now, 1);
+            self.minutes.record(now, 0, 1);
+            if !fits_window {
+                retry_after_ms = self.window_retry(now, used, limit, cost);
+            }
+            if !fits_month {
+                retry_after_ms = retry_after_ms.max(ms_until_next_month(now));
+            }
+        }
         WindowDecision {
-            admitted: false,
-            remaining: limit.limit.saturating_sub(used),
+            admitted,
+            remaining: limit.limit.saturating_sub(self.used()),
             reset_ms: self.reset_ms(now),
             retry_after_ms,
+            month: limit.monthly.map(|monthly| MonthStanding {
+                remaining: monthly.saturating_sub(self.month_to_date(now)),
+                reset_ms: ms_until_next_month(now),
+            }),
         }
+    }
+
+    /// Milliseconds until enough admitted units leave the window for `cost` to fit.
+    fn window_retry(&self, now: u64, used: u32, limit: Limit, cost: u32) -> u64 {
+        if cost > limit.limit {
+            // Never admissible on this tier; the window length is the honest upper bound.
+            return self.window_ms;
+        }
+        let must_free = u64::from(used) + u64::from(cost) - u64::from(limit.limit);
+        self.admitted
+            .time_freeing(must_free)
+            .map_or(self.window_ms, |at| {
+                (at + self.window_ms).saturating_sub(now)
+            })
     }
 }
 

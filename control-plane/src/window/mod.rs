@@ -21,7 +21,7 @@ mod scripts;
 use std::time::Duration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use history::{HISTORY_MINUTES, MinuteUsage, month_of};
+pub use history::{HISTORY_MINUTES, MinuteUsage, month_of, ms_until_next_month};
 pub use memory::MemoryWindows;
 pub use redis::RedisWindows;
 
@@ -30,6 +30,9 @@ pub use redis::RedisWindows;
 pub struct Limit {
     pub limit: u32,
     pub window: Duration,
+    /// Units per calendar month (UTC), when the tier caps the month too. Both quotas must
+    /// have room for a request to be admitted.
+    pub monthly: Option<u64>,
 }
 
 impl Limit {
@@ -46,8 +49,18 @@ pub struct WindowDecision {
     pub remaining: u32,
     /// Milliseconds until the oldest admitted unit leaves the window (0 if the window is empty).
     pub reset_ms: u64,
-    /// When denied: milliseconds until enough units leave the window to admit this request.
+    /// When denied: milliseconds until both quotas have room for this request.
     pub retry_after_ms: u64,
+    /// Where the tenant stands in its monthly quota, when it has one.
+    pub month: Option<MonthStanding>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonthStanding {
+    /// Units left this month after this decision.
+    pub remaining: u64,
+    /// Milliseconds until the month starts over.
+    pub reset_ms: u64,
 }
 
 /// A tenant's window and counters as the usage endpoint sees them.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use redis::Script;
 
 use super::{
-    Clock, HISTORY_MINUTES, Limit, MinuteUsage, StoreError, WindowDecision, WindowStore,
-    WindowUsage, scripts,
+    Clock, HISTORY_MINUTES, Limit, MinuteUsage, MonthStanding, StoreError, WindowDecision,
+    WindowStore, WindowUsage, scripts,
 };
 use crate::redis_conn::{RedisConnection, bounded};
 use crate::redis_keys::tenant_window;
@@ -71,17 +71,30 @@ impl WindowStore for RedisWindows {
             .arg(limit.window_ms())
             .arg(cost)
             .arg(self.now_arg())
-            .arg(reported_denials);
-        let (admitted, remaining, reset_ms, retry_after_ms): (u8, u32, u64, u64) =
-            bounded(&self.connection, self.timeout, |mut c| async move {
-                invocation.invoke_async(&mut c).await
-            })
-            .await?;
+            .arg(reported_denials)
+            .arg(limit.monthly.map(|m| m.to_string()).unwrap_or_default());
+        let (admitted, remaining, reset_ms, retry_after_ms, month_remaining, month_reset_ms): (
+            u8,
+            u32,
+            u64,
+            u64,
+            i64,
+            u64,
+        ) = bounded(&self.connection, self.timeout, |mut c| async move {
+            invocation.invoke_async(&mut c).await
+        })
+        .await?;
         Ok(WindowDecision {
             admitted: admitted == 1,
             remaining,
             reset_ms,
             retry_after_ms,
+            month: u64::try_from(month_remaining)
+                .ok()
+                .map(|remaining| MonthStanding {
+                    remaining,
+                    reset_ms: month_reset_ms,
+                }),
         })
     }
 

@@ -55,9 +55,9 @@ local function denied_since(floor)
   return total
 end
 
--- The UTC month of `now` as yyyymm, from days since the epoch (Howard Hinnant's
+-- The UTC year and month of `now`, from days since the epoch (Howard Hinnant's
 -- civil_from_days), the same arithmetic as `window::month_of`.
-local function month_of(now)
+local function civil(now)
   local z = math.floor(now / 86400000) + 719468
   local era = math.floor(z / 146097)
   local doe = z - era * 146097
@@ -65,7 +65,25 @@ local function month_of(now)
   local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
   local mp = math.floor((5 * doy + 2) / 153)
   local m = mp < 10 and mp + 3 or mp - 9
-  return tostring((yoe + era * 400 + (m <= 2 and 1 or 0)) * 100 + m)
+  return yoe + era * 400 + (m <= 2 and 1 or 0), m
+end
+
+local function month_of(now)
+  local y, m = civil(now)
+  return tostring(y * 100 + m)
+end
+
+-- Milliseconds until the next month starts (days_from_civil), as `window::ms_until_next_month`.
+local function until_next_month(now)
+  local y, m = civil(now)
+  if m == 12 then y, m = y + 1, 1 else m = m + 1 end
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = m > 2 and m - 3 or m + 9
+  local doy = math.floor((153 * mp + 2) / 5)
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return (era * 146097 + doe - 719468) * 86400000 - now
 end
 
 local function oldest_reset(now, window)
@@ -77,8 +95,10 @@ end
 
 /// Decide one request.
 ///
-/// ARGV: 1 limit, 2 window ms, 3 cost, 4 now ms or "", 5 denials reported by the filter.
-/// Returns: {admitted (0/1), remaining, reset ms, retry-after ms}.
+/// ARGV: 1 limit, 2 window ms, 3 cost, 4 now ms or "", 5 denials reported by the filter,
+/// 6 monthly limit or "" (none).
+/// Returns: {admitted (0/1), remaining, reset ms, retry-after ms, month remaining (-1: no
+/// monthly quota), month reset ms}.
 pub const DECIDE: &str = r#"
 local limit, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = clock(ARGV[4])
@@ -87,9 +107,16 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
 count_denials(now, window, tonumber(ARGV[5]) or 0)
 local used = redis.call('ZCARD', KEYS[1])
+local monthly = tonumber(ARGV[6])
+local month = month_of(now)
+local stored = redis.call('HMGET', KEYS[4], 'month', 'admitted')
+local month_used = 0
+if stored[1] == month then month_used = tonumber(stored[2]) end
+local fits_window = used + cost <= limit
+local fits_month = (not monthly) or (month_used + cost <= monthly)
 
 local admitted, retry = 0, 0
-if used + cost <= limit then
+if fits_window and fits_month then
   local last = next_seq(cost)
   local batch = {}
   for i = 1, cost do
@@ -104,27 +131,31 @@ if used + cost <= limit then
   used = used + cost
   admitted = 1
   count_minute(now, cost, 0)
-  local month = month_of(now)
-  if redis.call('HGET', KEYS[4], 'month') ~= month then
+  if stored[1] ~= month then
     redis.call('HSET', KEYS[4], 'month', month, 'admitted', 0)
   end
-  redis.call('HINCRBY', KEYS[4], 'admitted', cost)
+  month_used = redis.call('HINCRBY', KEYS[4], 'admitted', cost)
   redis.call('PEXPIRE', KEYS[4], 2764800000)
 else
   count_denials(now, window, 1)
-  if cost > limit then
-    retry = window
-  else
-    -- The unit whose departure frees enough room: rank (used + cost - limit - 1).
-    local rank = used + cost - limit - 1
-    local freeing = redis.call('ZRANGE', KEYS[1], rank, rank, 'WITHSCORES')
-    retry = tonumber(freeing[2]) + window - now
+  if not fits_window then
+    if cost > limit then
+      retry = window
+    else
+      -- The unit whose departure frees enough room: rank (used + cost - limit - 1).
+      local rank = used + cost - limit - 1
+      local freeing = redis.call('ZRANGE', KEYS[1], rank, rank, 'WITHSCORES')
+      retry = tonumber(freeing[2]) + window - now
+    end
   end
+  if not fits_month then retry = math.max(retry, until_next_month(now)) end
 end
 
 local remaining = limit - used
 if remaining < 0 then remaining = 0 end
-return {admitted, remaining, oldest_reset(now, window), retry}
+local month_remaining = -1
+if monthly then month_remaining = math.max(0, monthly - month_used) end
+return {admitted, remaining, oldest_reset(now, window), retry, month_remaining, until_next_month(now)}
 "#;
 
 /// Read a tenant's window and counters, after counting denials the filter reports.

@@ -4,6 +4,7 @@
 mod dashboard;
 mod deploy_configs;
 mod edge_shedding;
+mod monthly;
 mod observability;
 mod operations;
 mod redis_store;
