@@ -29,7 +29,7 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap) -> Respon
         Ok(request) => request,
         Err(error) => {
             tracing::warn!(%error, "malformed decision request");
-            state.metrics.count_decision("bad_request");
+            state.metrics.count_decision("", "bad_request");
             return StatusCode::BAD_REQUEST.into_response();
         }
     };
@@ -40,12 +40,14 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap) -> Respon
         .observe(started.elapsed().as_secs_f64());
     match answer {
         Ok(answer) => {
-            state.metrics.count_decision(outcome(&answer));
+            state
+                .metrics
+                .count_decision(tier_of(&answer), outcome(&answer));
             encode(&answer)
         }
         Err(error) => {
             tracing::error!(%error, "no decision");
-            state.metrics.count_decision("unavailable");
+            state.metrics.count_decision("", "unavailable");
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }
@@ -53,7 +55,9 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap) -> Respon
 
 async fn answer(state: &AppState, request: &DecisionRequest<'_>) -> Result<Answer, DecisionError> {
     let key = state.keys.hash(request.api_key);
-    let Some(owner) = state.directory.by_key(&key) else {
+    let owner = state.directory.by_key(&key);
+    state.metrics.count_lookup(owner.is_some());
+    let Some(owner) = owner else {
         return Ok(Answer::UnknownKey);
     };
     if owner.suspended {
@@ -70,10 +74,18 @@ async fn answer(state: &AppState, request: &DecisionRequest<'_>) -> Result<Answe
         })?;
     let limit = tier.quota();
     let cost = tier.cost(request.route, request.cost);
+    let started = std::time::Instant::now();
     let decision = state
         .windows
         .decide(&owner.id, limit, cost, request.edge_denied)
-        .await?;
+        .await;
+    state
+        .metrics
+        .store_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let decision = decision.inspect_err(|_| {
+        state.metrics.store_errors.inc();
+    })?;
     let quota = Quota {
         policy: tier.name.to_string(),
         limit: tier.limit,
@@ -107,6 +119,15 @@ async fn answer(state: &AppState, request: &DecisionRequest<'_>) -> Result<Answe
             retry_after_ms,
         }
     })
+}
+
+fn tier_of(answer: &Answer) -> &str {
+    match answer {
+        Answer::Allow { quota, .. }
+        | Answer::Deny { quota, .. }
+        | Answer::ShadowDeny { quota, .. } => &quota.policy,
+        Answer::UnknownKey | Answer::Suspended { .. } => "",
+    }
 }
 
 fn outcome(answer: &Answer) -> &'static str {

@@ -11,13 +11,27 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// The tier the decision was made for; empty when no tenant was found.
+    pub tier: String,
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Every callout that reached the decision endpoint, readable or not. The end-to-end tests
     /// use it to prove the filter made no callout.
     pub decision_requests: Counter,
-    /// Decisions by outcome: allow, deny, unknown_key, suspended, bad_request, unavailable.
-    pub decisions: Family<OutcomeLabel, Counter>,
+    /// Decisions by tier and outcome: allow, deny, shadow_deny, unknown_key, suspended,
+    /// bad_request, unavailable.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Key lookups in the tenant cache by result (hit: a tenant's key; miss: unknown key).
+    pub tenant_lookups: Family<OutcomeLabel, Counter>,
+    /// Window-store calls that failed (Redis down or slow).
+    pub store_errors: Counter,
+    /// Duration of window-store calls.
+    pub store_seconds: Histogram,
     /// Tier table reloads by outcome: ok, refused.
     pub tier_reloads: Family<OutcomeLabel, Counter>,
     /// Time from a callout's arrival to its answer, store round trip included.
@@ -33,8 +47,30 @@ impl Default for Metrics {
             "Callouts received on the decision endpoint",
             decision_requests.clone(),
         );
-        let decisions = Family::<OutcomeLabel, Counter>::default();
-        registry.register("decisions", "Decisions by outcome", decisions.clone());
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Decisions by tier and outcome",
+            decisions.clone(),
+        );
+        let tenant_lookups = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "tenant_lookups",
+            "Key lookups in the tenant cache by result",
+            tenant_lookups.clone(),
+        );
+        let store_errors = Counter::default();
+        registry.register(
+            "store_errors",
+            "Window-store calls that failed",
+            store_errors.clone(),
+        );
+        let store_seconds = Histogram::new(exponential_buckets(0.000_01, 2.0, 16));
+        registry.register(
+            "store_seconds",
+            "Duration of window-store calls",
+            store_seconds.clone(),
+        );
         let tier_reloads = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "tier_reloads",
@@ -53,6 +89,9 @@ impl Default for Metrics {
             registry,
             decision_requests,
             decisions,
+            tenant_lookups,
+            store_errors,
+            store_seconds,
             tier_reloads,
             decision_seconds,
         }
@@ -60,8 +99,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn count_decision(&self, outcome: &'static str) {
-        self.decisions
+    pub fn count_decision(&self, tier: &str, outcome: &'static str) {
+        let labels = DecisionLabels {
+            tier: tier.to_owned(),
+            outcome,
+        };
+        self.decisions.get_or_create(&labels).inc();
+    }
+
+    pub fn count_lookup(&self, hit: bool) {
+        let outcome = if hit { "hit" } else { "miss" };
+        self.tenant_lookups
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
     }

@@ -30,6 +30,10 @@ pub struct Tier {
     /// Shadow mode: decisions are made and counted but never enforced; a request that would
     /// be refused is let through, marked. For rolling out a new limit safely.
     pub shadow: bool,
+    /// For paid tiers: the Stripe price a subscription to the tier uses.
+    pub stripe_price: Option<String>,
+    /// The price as shown to people, e.g. "$49 / month".
+    pub display_price: Option<String>,
     /// Per-route costs that override the filter's default cost for the route.
     costs: HashMap<String, u32>,
 }
@@ -102,6 +106,10 @@ struct TierWire {
     #[serde(default)]
     shadow: bool,
     #[serde(default)]
+    stripe_price: Option<String>,
+    #[serde(default)]
+    display_price: Option<String>,
+    #[serde(default)]
     costs: HashMap<String, u32>,
 }
 
@@ -119,6 +127,13 @@ impl TierTable {
     }
 
     /// The tier new tenants start on, and the one a lapsed subscription falls back to.
+    /// Every tier, by name.
+    pub fn tiers(&self) -> Vec<&Arc<Tier>> {
+        let mut tiers: Vec<&Arc<Tier>> = self.tiers.values().collect();
+        tiers.sort_by(|a, b| a.name.cmp(&b.name));
+        tiers
+    }
+
     pub fn default_tier(&self) -> &Arc<Tier> {
         // Present by construction: `from_str` and `Default` both check it.
         &self.tiers[&self.default_tier]
@@ -163,6 +178,8 @@ impl std::str::FromStr for TierTable {
                     monthly_limit: tier.monthly_limit,
                     paid: tier.paid,
                     shadow: tier.shadow,
+                    stripe_price: tier.stripe_price,
+                    display_price: tier.display_price,
                     costs: tier.costs,
                 }),
             );
@@ -190,6 +207,8 @@ impl Default for TierTable {
                 monthly_limit: None,
                 paid,
                 shadow: false,
+                stripe_price: None,
+                display_price: None,
                 costs: HashMap::new(),
             };
             (name, Arc::new(tier))
@@ -226,6 +245,14 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tiers.example.toml");
         let table = TierTable::load(&path).unwrap();
         assert_eq!(table.get("pro").unwrap().cost("predict", 5), 2);
+        assert_eq!(
+            table.get("pro").unwrap().display_price.as_deref(),
+            Some("$49 / month")
+        );
+        assert_eq!(
+            table.get("pro").unwrap().stripe_price.as_deref(),
+            Some("price_pro_monthly")
+        );
         assert_eq!(table.get("standard").unwrap().cost("predict", 5), 5);
     }
 

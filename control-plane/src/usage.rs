@@ -48,7 +48,36 @@ pub struct Minute {
     pub denied: u64,
 }
 
-/// The tenant-facing route, with CORS for `origins` (none: same-origin only).
+#[derive(Debug, Serialize)]
+struct TierInfo {
+    name: String,
+    limit: u32,
+    window_seconds: u32,
+    monthly_limit: Option<u64>,
+    paid: bool,
+    display_price: Option<String>,
+}
+
+/// `GET /api/v1/tiers`: what each tier offers, for pricing pages and dashboards.
+async fn tiers(State(state): State<AppState>) -> Json<Vec<TierInfo>> {
+    let table = state.tiers.current();
+    Json(
+        table
+            .tiers()
+            .into_iter()
+            .map(|tier| TierInfo {
+                name: tier.name.to_string(),
+                limit: tier.limit,
+                window_seconds: tier.window_seconds(),
+                monthly_limit: tier.monthly_limit,
+                paid: tier.paid,
+                display_price: tier.display_price.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// The tenant-facing routes, with CORS for `origins` (none: same-origin only).
 pub fn public_routes(origins: &[HeaderValue]) -> Router<AppState> {
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins.iter().cloned()))
@@ -58,7 +87,9 @@ pub fn public_routes(origins: &[HeaderValue]) -> Router<AppState> {
             header::HeaderName::from_static("x-api-key"),
         ])
         .max_age(std::time::Duration::from_secs(600));
-    Router::new().route("/api/v1/usage", get(tenant_usage).layer(cors))
+    Router::new()
+        .route("/api/v1/usage", get(tenant_usage).layer(cors.clone()))
+        .route("/api/v1/tiers", get(tiers).layer(cors))
 }
 
 async fn tenant_usage(

@@ -41,16 +41,19 @@ async fn metrics_match_the_traffic_and_logs_are_json_without_secrets() {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("{name} in\n{text}"))
     };
-    assert_eq!(value("tollgate_decisions_total{outcome=\"allow\"}"), 61.0);
     assert_eq!(
-        value("tollgate_decisions_total{outcome=\"unknown_key\"}"),
+        value("tollgate_decisions_total{tier=\"standard\",outcome=\"allow\"}"),
+        61.0
+    );
+    assert_eq!(
+        value("tollgate_decisions_total{tier=\"\",outcome=\"unknown_key\"}"),
         1.0
     );
     assert_eq!(
-        value("tollgate_decisions_total{outcome=\"suspended\"}"),
+        value("tollgate_decisions_total{tier=\"\",outcome=\"suspended\"}"),
         1.0
     );
-    let denied = value("tollgate_decisions_total{outcome=\"deny\"}");
+    let denied = value("tollgate_decisions_total{tier=\"standard\",outcome=\"deny\"}");
     let requests = value("tollgate_decision_requests_total");
     assert_eq!(
         requests,

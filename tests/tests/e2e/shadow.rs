@@ -62,7 +62,10 @@ async fn a_shadowed_tier_lets_requests_through_and_counts_what_it_would_refuse()
     );
     assert_eq!(
         stack
-            .metric(0, "tollgate_decisions_total{outcome=\"shadow_deny\"}")
+            .metric(
+                0,
+                "tollgate_decisions_total{tier=\"trial\",outcome=\"shadow_deny\"}"
+            )
             .await,
         Some(3)
     );
@@ -85,7 +88,10 @@ async fn the_global_switch_shadows_every_tier() {
     assert_eq!(count(&statuses, StatusCode::OK), 65);
     assert_eq!(
         stack
-            .metric(0, "tollgate_decisions_total{outcome=\"shadow_deny\"}")
+            .metric(
+                0,
+                "tollgate_decisions_total{tier=\"standard\",outcome=\"shadow_deny\"}"
+            )
             .await,
         Some(5)
     );

@@ -248,3 +248,32 @@ async fn operators_see_any_tenants_usage_and_the_list() {
         .unwrap();
     assert_eq!(anonymous.status(), 401);
 }
+
+#[tokio::test]
+async fn the_tiers_on_offer_are_public() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let response = stack
+        .client()
+        .get(stack.url("/api/v1/tiers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let tiers: Value = response.json().await.unwrap();
+    let tiers = tiers.as_array().unwrap();
+    let summary: Vec<(&str, u64, bool)> = tiers
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap(),
+                t["limit"].as_u64().unwrap(),
+                t["paid"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(summary, vec![("pro", 1000, true), ("standard", 60, false)]);
+    assert!(
+        tiers.iter().all(|t| t.get("stripe_price").is_none()),
+        "internal ids stay internal"
+    );
+}
