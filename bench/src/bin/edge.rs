@@ -131,10 +131,6 @@ fn run_wrk(url: &str, script: &Path) -> (f64, f64, f64, u64, u64) {
     (rps, p50, p99, requests, non_2xx)
 }
 
-async fn decision_requests(stack: &Stack) -> u64 {
-    stack.decision_requests().await
-}
-
 #[tokio::main]
 async fn main() {
     let redis = RedisServer::start();
@@ -218,9 +214,9 @@ async fn main() {
                 ),
             ];
             let before: Vec<u64> = pids.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
-            let callouts_before = decision_requests(stack).await;
+            let callouts_before = stack.decision_requests().await;
             let (rps, p50, p99, requests, non_2xx) = run_wrk(&stack.url("/api/v1/ingest"), &script);
-            let callouts = decision_requests(stack).await - callouts_before;
+            let callouts = stack.decision_requests().await - callouts_before;
             let cpu = pids
                 .iter()
                 .zip(before)
