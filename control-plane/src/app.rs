@@ -20,7 +20,7 @@ use crate::directory::Directory;
 use crate::metrics::Metrics;
 use crate::tier_source::TierSource;
 use crate::window::Windows;
-use crate::{admin, dashboard, decision, usage};
+use crate::{admin, billing, dashboard, decision, usage};
 
 /// Shared by every request; cloning copies a few `Arc`s.
 #[derive(Clone)]
@@ -32,6 +32,8 @@ pub struct AppState {
     pub admin_token: Secret,
     /// Shadow mode for every tier (`--shadow`).
     pub shadow_all: bool,
+    /// Verifies Stripe webhooks; `None`: billing is not configured.
+    pub stripe_webhook_secret: Option<Secret>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -50,6 +52,7 @@ pub fn public_router(state: AppState, cors_origins: &[HeaderValue]) -> Router {
         .route("/readyz", get(readyz))
         .merge(usage::public_routes(cors_origins))
         .merge(dashboard::routes())
+        .route("/api/v1/billing/webhook", post(billing::webhook))
         .with_state(state)
 }
 

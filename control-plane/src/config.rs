@@ -61,6 +61,11 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_CORS_ORIGINS", value_delimiter = ',', value_parser = origin)]
     pub cors_origins: Vec<HeaderValue>,
 
+    /// Signing secret of the Stripe webhook endpoint (`whsec_…`). Without it, billing
+    /// endpoints answer 503 `billing_not_configured` and everything else works.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true, value_parser = secret_of_at_least::<8>)]
+    pub stripe_webhook_secret: Option<Secret>,
+
     /// Tier table (TOML). Without it, the built-in Standard/Pro table applies.
     #[arg(long, env = "TOLLGATE_TIERS")]
     pub tiers: Option<PathBuf>,

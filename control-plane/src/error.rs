@@ -20,6 +20,12 @@ pub enum ApiError {
     /// 401: the tenant's API key is missing, malformed or unknown.
     #[error("a valid API key is required (x-api-key or Authorization: Bearer)")]
     InvalidApiKey,
+    /// 400: a webhook whose signature is missing, wrong or stale.
+    #[error("the Stripe-Signature does not verify")]
+    InvalidSignature,
+    /// 503: no Stripe secrets configured.
+    #[error("billing is not configured on this control-plane")]
+    BillingNotConfigured,
     /// 404
     #[error("no tenant has this id")]
     TenantNotFound,
@@ -50,6 +56,10 @@ impl ApiError {
             ApiError::InvalidApiKey => (StatusCode::UNAUTHORIZED, "invalid_api_key"),
             ApiError::TenantNotFound => (StatusCode::NOT_FOUND, "tenant_not_found"),
             ApiError::KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found"),
+            ApiError::InvalidSignature => (StatusCode::BAD_REQUEST, "invalid_signature"),
+            ApiError::BillingNotConfigured => {
+                (StatusCode::SERVICE_UNAVAILABLE, "billing_not_configured")
+            }
             ApiError::UnknownTier(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_tier"),
             ApiError::InvalidField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
             ApiError::Body(rejection) => {

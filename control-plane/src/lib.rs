@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod api_keys;
 pub mod app;
+pub mod billing;
 pub mod config;
 pub mod dashboard;
 pub mod decision;
@@ -14,6 +15,7 @@ pub mod metrics;
 pub mod redis_conn;
 pub mod redis_keys;
 pub mod server;
+pub mod stripe_signature;
 pub mod tenants;
 pub mod tier_source;
 pub mod tiers;

@@ -80,6 +80,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
         keys: KeyHasher::new(&config.key_secret),
         admin_token: config.admin_token.clone(),
         shadow_all: config.shadow,
+        stripe_webhook_secret: config.stripe_webhook_secret.clone(),
         metrics: Arc::new(Metrics::default()),
     })
 }

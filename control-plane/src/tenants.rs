@@ -23,6 +23,21 @@ pub struct Tenant {
     pub suspended: bool,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
+    /// The tenant's Stripe subscription, as the last applied webhook event described it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<Subscription>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub customer: Option<String>,
+    pub id: Option<String>,
+    /// Stripe's status (active, trialing, past_due, canceled, …).
+    pub status: Option<String>,
+    /// `created` of the last event applied (seconds): an older event never overwrites it.
+    pub updated_at: u64,
+    /// Id of the last event applied: a redelivery of it is a no-op.
+    pub last_event: String,
 }
 
 /// A tenant as persisted: the public record plus its keys (hashed).
@@ -202,6 +217,7 @@ mod tests {
                 tier: "standard".into(),
                 suspended: false,
                 created_at: 0,
+                subscription: None,
             },
             stored_key(key, None),
         )

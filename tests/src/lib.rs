@@ -9,6 +9,7 @@
 mod process;
 pub mod redis;
 pub mod stack;
+pub mod stripe;
 
 pub use process::{Process, free_port};
 pub use stack::{Stack, StackOptions, Tenant};

@@ -109,7 +109,9 @@ impl Drop for Process {
 /// counts through its own stretch of the range, so parallel tests never pick the same port.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let stretch = 10_000 + (std::process::id() % 20) * 1_000;
+    // 10000-19999: Redis Cluster nodes also bind their port + 10000 (the cluster bus), which
+    // then stays below the ephemeral range and clear of every port handed out here.
+    let stretch = 10_000 + (std::process::id() % 10) * 1_000;
     for _ in 0..1_000 {
         let port = stretch + NEXT.fetch_add(1, Ordering::Relaxed) % 1_000;
         let port = u16::try_from(port).expect("port below 32768");

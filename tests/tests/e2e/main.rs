@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary, a module per capability. Each test starts its own stack on
 //! free ports, so they run in parallel.
 
+mod billing;
 mod dashboard;
 mod deploy_configs;
 mod edge_shedding;
