@@ -4,6 +4,7 @@
 //! prints one line, `error: <code>: <detail>`, to stderr and exits 1 (the API refused) or 2
 //! (the control-plane could not be reached or answered nonsense).
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -186,11 +187,10 @@ async fn run(cli: Cli) -> Result<Option<Value>, CliError> {
 async fn main() -> ExitCode {
     match run(Cli::parse()).await {
         Ok(answer) => {
+            // `writeln!`, not `println!`: a closed pipe (`tollgate … | head`) is not a panic.
             if let Some(answer) = answer {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&answer).unwrap_or_default()
-                );
+                let text = serde_json::to_string_pretty(&answer).unwrap_or_default();
+                let _ = writeln!(std::io::stdout(), "{text}");
             }
             ExitCode::SUCCESS
         }
