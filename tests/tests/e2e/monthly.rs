@@ -75,12 +75,8 @@ async fn the_month_refuses_while_the_window_has_room(stack: Stack) {
     assert_eq!(problem["code"], "rate_limited");
 
     let usage: Value = stack
-        .client()
-        .get(stack.url("/api/v1/usage"))
-        .header("x-api-key", &tenant.key)
-        .send()
+        .call("/api/v1/usage", &tenant.key)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -43,12 +43,8 @@ async fn a_shadowed_tier_lets_requests_through_and_counts_what_it_would_refuse()
     assert_eq!(would_limit, 3);
 
     let usage: Value = stack
-        .client()
-        .get(stack.url("/api/v1/usage"))
-        .header("x-api-key", &trial.key)
-        .send()
+        .call("/api/v1/usage", &trial.key)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
