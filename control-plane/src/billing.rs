@@ -51,6 +51,7 @@ pub async fn webhook(
         .and_then(|v| v.to_str().ok());
     stripe_signature::verify(signature, &body, secret.expose(), unix_now()).map_err(|error| {
         tracing::warn!(%error, "webhook refused");
+        state.metrics.count_webhook("", "refused");
         ApiError::InvalidSignature
     })?;
     let event: Value = serde_json::from_slice(&body)
@@ -58,6 +59,7 @@ pub async fn webhook(
     let kind = event["type"].as_str().unwrap_or_default();
     let Some(change) = read_event(&event) else {
         tracing::info!(kind, "webhook event ignored");
+        state.metrics.count_webhook(kind, "ignored");
         return Ok(StatusCode::OK);
     };
     let tenant = change
@@ -66,6 +68,7 @@ pub async fn webhook(
         .or_else(|| tenant_of_customer(&state, change.customer.as_deref()?));
     let Some(tenant) = tenant else {
         tracing::warn!(kind, event = %change.id, "webhook event names no known tenant");
+        state.metrics.count_webhook(kind, "no_tenant");
         return Ok(StatusCode::OK);
     };
     let tiers = state.tiers.current();
@@ -73,13 +76,21 @@ pub async fn webhook(
         .directory
         .modify(&tenant, |record| apply(record, &change, &tiers))
         .await?;
-    match applied {
-        None => tracing::warn!(kind, %tenant, "webhook event for an unknown tenant"),
-        Some(None) => {
-            tracing::info!(kind, %tenant, event = %change.id, "webhook event already applied or older")
+    let outcome = match applied {
+        None => {
+            tracing::warn!(kind, %tenant, "webhook event for an unknown tenant");
+            "no_tenant"
         }
-        Some(Some(tier)) => tracing::info!(kind, %tenant, %tier, "subscription applied"),
-    }
+        Some(None) => {
+            tracing::info!(kind, %tenant, event = %change.id, "webhook event already applied or older");
+            "already_applied"
+        }
+        Some(Some(tier)) => {
+            tracing::info!(kind, %tenant, %tier, "subscription applied");
+            "applied"
+        }
+    };
+    state.metrics.count_webhook(kind, outcome);
     Ok(StatusCode::OK)
 }
 

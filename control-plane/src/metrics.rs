@@ -12,6 +12,13 @@ pub struct OutcomeLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// The Stripe event type; empty when the delivery was refused before it was read.
+    pub r#type: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     /// The tier the decision was made for; empty when no tenant was found.
     pub tier: String,
@@ -34,6 +41,9 @@ pub struct Metrics {
     pub store_seconds: Histogram,
     /// Tier table reloads by outcome: ok, refused.
     pub tier_reloads: Family<OutcomeLabel, Counter>,
+    /// Stripe webhook deliveries by event type and outcome: applied, already_applied,
+    /// ignored, no_tenant, refused.
+    pub webhook_events: Family<WebhookLabels, Counter>,
     /// Time from a callout's arrival to its answer, store round trip included.
     pub decision_seconds: Histogram,
 }
@@ -71,6 +81,12 @@ impl Default for Metrics {
             "Duration of window-store calls",
             store_seconds.clone(),
         );
+        let webhook_events = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhook_events",
+            "Stripe webhook deliveries by type and outcome",
+            webhook_events.clone(),
+        );
         let tier_reloads = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "tier_reloads",
@@ -93,6 +109,7 @@ impl Default for Metrics {
             store_errors,
             store_seconds,
             tier_reloads,
+            webhook_events,
             decision_seconds,
         }
     }
@@ -112,6 +129,14 @@ impl Metrics {
         self.tenant_lookups
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
+    }
+
+    pub fn count_webhook(&self, kind: &str, outcome: &'static str) {
+        let labels = WebhookLabels {
+            r#type: kind.to_owned(),
+            outcome,
+        };
+        self.webhook_events.get_or_create(&labels).inc();
     }
 
     pub fn count_reload(&self, outcome: &'static str) {

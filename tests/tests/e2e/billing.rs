@@ -194,6 +194,25 @@ async fn forged_stale_replayed_and_older_deliveries_change_nothing() {
         200,
         "unknown types are acknowledged"
     );
+
+    let counted = |labels: &str| {
+        let sample = format!("tollgate_webhook_events_total{{{labels}}}");
+        let stack = &stack;
+        async move { stack.metric(0, &sample).await }
+    };
+    assert_eq!(counted("type=\"\",outcome=\"refused\"").await, Some(4));
+    assert_eq!(
+        counted("type=\"customer.subscription.updated\",outcome=\"applied\"").await,
+        Some(1)
+    );
+    assert_eq!(
+        counted("type=\"customer.subscription.updated\",outcome=\"already_applied\"").await,
+        Some(2)
+    );
+    assert_eq!(
+        counted("type=\"radar.early_fraud_warning.created\",outcome=\"ignored\"").await,
+        Some(1)
+    );
 }
 
 #[tokio::test]
