@@ -6,6 +6,7 @@
 //! than a path-matching rule.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -16,9 +17,10 @@ use serde_json::json;
 
 use crate::api_keys::KeyHasher;
 use crate::config::Secret;
-use crate::directory::Directory;
+use crate::directory::{Directory, unix_now};
 use crate::metrics::Metrics;
 use crate::tier_source::TierSource;
+use crate::tiers::Tier;
 use crate::window::Windows;
 use crate::{admin, billing, dashboard, decision, usage};
 
@@ -34,7 +36,24 @@ pub struct AppState {
     pub shadow_all: bool,
     /// Verifies Stripe webhooks; `None`: billing is not configured.
     pub stripe_webhook_secret: Option<Secret>,
+    /// How long a past-due subscription keeps its paid tier.
+    pub past_due_grace: Duration,
     pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// The tier a tenant's requests are decided with: its own, or the default one once its
+    /// subscription has been past due for longer than the grace period.
+    pub fn tier_in_force(&self, tier: &str, past_due_since: Option<u64>) -> Option<Arc<Tier>> {
+        let tiers = self.tiers.current();
+        let lapsed =
+            past_due_since.is_some_and(|since| since + self.past_due_grace.as_secs() <= unix_now());
+        if lapsed {
+            Some(tiers.default_tier().clone())
+        } else {
+            tiers.get(tier).cloned()
+        }
+    }
 }
 
 pub fn internal_router(state: AppState) -> Router {

@@ -9,8 +9,9 @@
 //! to store answers 503, so Stripe delivers again; nothing is lost.
 //!
 //! Status → tier: active or trialing → the paid tier of the subscription's price (the tier
-//! table's `stripe_price`); past_due → unchanged; canceled, unpaid, incomplete_expired, or a
-//! deleted subscription → the default tier.
+//! table's `stripe_price`); past_due → the paid tier for `TOLLGATE_PAST_DUE_GRACE_SECS`
+//! from the first failed payment, then the default tier (see `AppState::tier_in_force`);
+//! canceled, unpaid, incomplete_expired, or a deleted subscription → the default tier.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -162,6 +163,7 @@ fn apply(
         return None;
     }
     let previous = tenant.subscription.take();
+    let old_past_due_since = previous.as_ref().and_then(|s| s.past_due_since);
     let keep = |new: &Option<String>, old: Option<String>| new.clone().or(old);
     let (old_customer, old_id, old_status) = match previous {
         Some(s) => (s.customer, s.id, s.status),
@@ -191,9 +193,11 @@ fn apply(
     tenant.subscription = Some(Subscription {
         customer: keep(&change.customer, old_customer),
         id: keep(&change.subscription, old_id),
-        status,
+        status: status.clone(),
         updated_at: change.created,
         last_event: change.id.clone(),
+        past_due_since: (status.as_deref() == Some("past_due"))
+            .then(|| old_past_due_since.unwrap_or(change.created)),
     });
     Some(tenant.tier.to_string())
 }
@@ -269,15 +273,12 @@ mod tests {
                 Some("pro"),
                 "past_due keeps the tier"
             );
+            let subscription = record.tenant.subscription.as_ref().unwrap();
+            assert_eq!(subscription.status.as_deref(), Some("past_due"));
             assert_eq!(
-                record
-                    .tenant
-                    .subscription
-                    .as_ref()
-                    .unwrap()
-                    .status
-                    .as_deref(),
-                Some("past_due")
+                subscription.past_due_since,
+                Some(20),
+                "the grace period starts"
             );
             let deleted = subscription_event(
                 "evt_3",

@@ -66,6 +66,10 @@ pub struct Config {
     #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true, value_parser = secret_of_at_least::<8>)]
     pub stripe_webhook_secret: Option<Secret>,
 
+    /// How long a past-due subscription keeps its paid tier before the default tier applies.
+    #[arg(long, env = "TOLLGATE_PAST_DUE_GRACE_SECS", default_value_t = 3 * 86_400)]
+    pub past_due_grace_secs: u64,
+
     /// Tier table (TOML). Without it, the built-in Standard/Pro table applies.
     #[arg(long, env = "TOLLGATE_TIERS")]
     pub tiers: Option<PathBuf>,

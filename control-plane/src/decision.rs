@@ -65,9 +65,8 @@ async fn answer(state: &AppState, request: &DecisionRequest<'_>) -> Result<Answe
             tenant: owner.id.to_string(),
         });
     }
-    let tiers = state.tiers.current();
-    let tier = tiers
-        .get(&owner.tier)
+    let tier = state
+        .tier_in_force(&owner.tier, owner.past_due_since)
         .ok_or_else(|| DecisionError::MissingTier {
             tenant: owner.id.to_string(),
             tier: owner.tier.clone(),

@@ -81,6 +81,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
         admin_token: config.admin_token.clone(),
         shadow_all: config.shadow,
         stripe_webhook_secret: config.stripe_webhook_secret.clone(),
+        past_due_grace: Duration::from_secs(config.past_due_grace_secs),
         metrics: Arc::new(Metrics::default()),
     })
 }

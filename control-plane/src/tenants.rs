@@ -38,6 +38,17 @@ pub struct Subscription {
     pub updated_at: u64,
     /// Id of the last event applied: a redelivery of it is a no-op.
     pub last_event: String,
+    /// When payment started failing (event time, seconds); the paid tier lasts a grace
+    /// period from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub past_due_since: Option<u64>,
+}
+
+impl Tenant {
+    /// Since when the tenant's subscription is past due, if it is.
+    pub fn past_due_since(&self) -> Option<u64> {
+        self.subscription.as_ref()?.past_due_since
+    }
 }
 
 /// A tenant as persisted: the public record plus its keys (hashed).
@@ -85,6 +96,7 @@ pub struct KeyOwner {
     pub id: TenantId,
     pub tier: TierName,
     pub suspended: bool,
+    pub past_due_since: Option<u64>,
 }
 
 /// A change to a tenant; `None` leaves a field as it is.
@@ -176,6 +188,7 @@ impl Tenants {
             id: record.tenant.id.clone(),
             tier: record.tenant.tier.clone(),
             suspended: record.tenant.suspended,
+            past_due_since: record.tenant.past_due_since(),
         })
     }
 

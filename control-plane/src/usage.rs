@@ -155,13 +155,14 @@ pub async fn usage_of(
     tenant: &Tenant,
     reported_denials: u64,
 ) -> Result<Usage, ApiError> {
-    let tiers = state.tiers.current();
-    let tier = tiers.get(&tenant.tier).ok_or_else(|| {
-        ApiError::Store(StoreError::Unavailable(format!(
-            "tenant {} is on tier {}, which the tier table does not define",
-            tenant.id, tenant.tier
-        )))
-    })?;
+    let tier = state
+        .tier_in_force(&tenant.tier, tenant.past_due_since())
+        .ok_or_else(|| {
+            ApiError::Store(StoreError::Unavailable(format!(
+                "tenant {} is on tier {}, which the tier table does not define",
+                tenant.id, tenant.tier
+            )))
+        })?;
     let limit = tier.quota();
     let window = state
         .windows

@@ -229,3 +229,44 @@ async fn without_stripe_secrets_billing_answers_503_and_the_rest_works() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_past_due_tenant_keeps_its_paid_tier_for_the_grace_period_only() {
+    let options = StackOptions::default()
+        .tiers(TIERS)
+        .control_plane_env("STRIPE_WEBHOOK_SECRET", SECRET)
+        .control_plane_env("TOLLGATE_PAST_DUE_GRACE_SECS", "2");
+    let stack = Stack::start(options).await;
+    let tenant = stack.create_tenant("standard").await;
+    let send = |body: String| {
+        let stack = &stack;
+        async move {
+            let signature = signed(&body, now(), SECRET);
+            assert_eq!(deliver(stack, &body, Some(signature)).await, 200);
+        }
+    };
+    let subscription = |id: &str, created: u64| {
+        json!({"id": id, "created": created, "type": "customer.subscription.updated", "data": {"object": {
+            "id": "sub_1", "customer": "cus_1", "status": "active", "metadata": {"tenant_id": tenant.id},
+            "items": {"data": [{"price": {"id": "price_pro_monthly"}}]}}}})
+        .to_string()
+    };
+    send(subscription("evt_1", now() - 10)).await;
+    let failed = json!({"id": "evt_2", "created": now(), "type": "invoice.payment_failed",
+        "data": {"object": {"customer": "cus_1", "subscription": "sub_1"}}});
+    send(failed.to_string()).await;
+    assert_eq!(
+        policy(&stack, &tenant.key).await,
+        "\"pro\";q=1000;w=60",
+        "within the grace period"
+    );
+    let lapsed = policy_becomes(&stack, &tenant.key, "\"standard\";q=60;w=60").await;
+    eprintln!("standard after {lapsed:?} of a 2 s grace");
+
+    send(subscription("evt_3", now() + 1)).await;
+    assert_eq!(
+        policy(&stack, &tenant.key).await,
+        "\"pro\";q=1000;w=60",
+        "paid again"
+    );
+}
