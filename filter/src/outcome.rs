@@ -25,7 +25,7 @@ pub const WOULD_LIMIT: &str = "x-tollgate-would-limit";
 pub const UNCHECKED: &str = "x-tollgate-unchecked";
 /// Headers only the filter may set. Removed from every client request first, so a tenant can
 /// never claim another identity towards the backend, nor report denials of its own.
-pub const IDENTITY_HEADERS: [&str; 4] = [
+pub const RESERVED_HEADERS: [&str; 4] = [
     TENANT_ID,
     TIER,
     UNCHECKED,

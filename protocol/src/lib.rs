@@ -192,12 +192,8 @@ impl Answer {
                 tenant,
                 quota,
                 retry_after_ms,
-            } => {
-                headers.push((header::TENANT, tenant.clone()));
-                push_quota(&mut headers, quota);
-                headers.push((header::RETRY_AFTER_MS, retry_after_ms.to_string()));
             }
-            Answer::ShadowDeny {
+            | Answer::ShadowDeny {
                 tenant,
                 quota,
                 retry_after_ms,
@@ -205,7 +201,9 @@ impl Answer {
                 headers.push((header::TENANT, tenant.clone()));
                 push_quota(&mut headers, quota);
                 headers.push((header::RETRY_AFTER_MS, retry_after_ms.to_string()));
-                headers.push((header::SHADOW_DENY, "1".to_owned()));
+                if matches!(self, Answer::ShadowDeny { .. }) {
+                    headers.push((header::SHADOW_DENY, "1".to_owned()));
+                }
             }
             Answer::UnknownKey => {}
             Answer::Suspended { tenant } => headers.push((header::TENANT, tenant.clone())),

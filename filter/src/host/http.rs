@@ -12,7 +12,7 @@ use tollgate_protocol::{Answer, DECISION_PATH, DecisionRequest};
 use super::{HostSharedData, Stats, now_ms};
 use crate::config::Settings;
 use crate::deny_cache::{Fingerprint, Lookup};
-use crate::outcome::{self, Action, CalloutFailure, Headers, IDENTITY_HEADERS, LocalReply, Stat};
+use crate::outcome::{self, Action, CalloutFailure, Headers, LocalReply, RESERVED_HEADERS, Stat};
 use crate::routes;
 use tollgate_protocol::api_key;
 
@@ -231,7 +231,7 @@ impl Context for RequestContext {
 
 impl HttpContext for RequestContext {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
-        for name in IDENTITY_HEADERS {
+        for name in RESERVED_HEADERS {
             if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
                 log::error!("tollgate: cannot remove {name}: {status:?}");
                 send(outcome::internal_error());
