@@ -16,16 +16,21 @@ use crate::outcome::{self, Action, CalloutFailure, Headers, LocalReply, RESERVED
 use crate::routes;
 use tollgate_protocol::api_key;
 
+/// A request's place in the deny cache, kept while its callout is in flight.
+#[derive(Clone, Copy)]
+struct CacheTicket {
+    /// Identifies the key and cost (the key itself is not kept).
+    fingerprint: Fingerprint,
+    /// Whether this request holds the refresh lease of an expired denial.
+    refreshing: bool,
+}
+
 pub(super) struct RequestContext {
     settings: Rc<Settings>,
     stats: Rc<Stats>,
-    /// The deny-cache fingerprint of a request waiting for its decision, to remember a
-    /// denial (the key itself is not kept).
-    pending: Option<Fingerprint>,
-    /// Whether this request holds the refresh lease of a cached denial.
-    refreshing: bool,
-    /// Cached denials this request's callout reports.
-    edge_denied: u64,
+    /// What the deny cache needs when this request's decision arrives; `None` when the
+    /// cache is off.
+    pending: Option<CacheTicket>,
     /// Rate-limit headers for the response of an admitted request, set when the decision
     /// arrives and written in the response phase.
     response_headers: Headers,
@@ -37,8 +42,6 @@ impl RequestContext {
             settings,
             stats,
             pending: None,
-            refreshing: false,
-            edge_denied: 0,
             response_headers: Vec::new(),
         }
     }
@@ -66,13 +69,7 @@ impl RequestContext {
 
     /// Sends the callout. `Err` carries the failure when Envoy refused to dispatch it (for
     /// instance an unknown cluster), in which case no response callback will follow.
-    fn dispatch(&self, api_key: &str, route: &str, cost: u32) -> Result<(), CalloutFailure> {
-        let request = DecisionRequest {
-            api_key,
-            route,
-            cost,
-            edge_denied: self.edge_denied,
-        };
+    fn dispatch(&self, request: &DecisionRequest<'_>) -> Result<(), CalloutFailure> {
         let protocol_headers = request.headers();
         let mut headers: Vec<(&str, &str)> = vec![
             (":method", "POST"),
@@ -151,23 +148,24 @@ impl RequestContext {
                 retry_after_ms,
                 ..
             }) => {
-                if let (Some(cache), Some(fingerprint)) = (&self.settings.deny_cache, self.pending)
-                {
+                if let (Some(cache), Some(ticket)) = (&self.settings.deny_cache, self.pending) {
+                    let now = now_ms();
                     cache.remember(
                         &HostSharedData,
-                        fingerprint,
-                        now_ms(),
+                        ticket.fingerprint,
+                        now,
                         quota,
                         *retry_after_ms,
                     );
                 }
             }
-            Ok(Answer::Allow { .. }) if self.refreshing => {
-                // The lease this request took still answers 429 to everyone else; the denial
-                // no longer holds.
-                if let (Some(cache), Some(fingerprint)) = (&self.settings.deny_cache, self.pending)
+            Ok(Answer::Allow { .. }) => {
+                // A refresh lease still answers 429 to everyone else; the denial no longer
+                // holds.
+                if let (Some(cache), Some(ticket)) = (&self.settings.deny_cache, self.pending)
+                    && ticket.refreshing
                 {
-                    cache.forget(&HostSharedData, fingerprint);
+                    cache.forget(&HostSharedData, ticket.fingerprint);
                 }
             }
             Err(failure) => log::warn!("tollgate: no decision ({failure}); failure mode {mode:?}"),
@@ -266,29 +264,35 @@ impl HttpContext for RequestContext {
             }
         };
 
-        let fingerprint = Fingerprint::of(api_key, route.cost);
+        let mut request = DecisionRequest {
+            api_key,
+            route: &route.name,
+            cost: route.cost,
+            edge_denied: 0,
+        };
         if let Some(cache) = &self.settings.deny_cache {
+            let fingerprint = Fingerprint::of(api_key, route.cost);
             let lease = self.settings.timeout_ms();
-            match cache.lookup(&HostSharedData, fingerprint, now_ms(), lease) {
+            let refreshing = match cache.lookup(&HostSharedData, fingerprint, now_ms(), lease) {
                 Lookup::Denied(denied) => {
                     self.stats.count(&[Stat::DeniedCached]);
                     send(outcome::rate_limited(&denied.quota, denied.retry_after_ms));
                     return HostAction::Pause;
                 }
                 Lookup::Refresh { edge_denied } => {
-                    self.refreshing = true;
-                    self.edge_denied = edge_denied;
+                    request.edge_denied = edge_denied;
+                    true
                 }
-                Lookup::Miss => {}
-            }
+                Lookup::Miss => false,
+            };
+            self.pending = Some(CacheTicket {
+                fingerprint,
+                refreshing,
+            });
         }
 
-        let dispatched = self.dispatch(api_key, &route.name, route.cost);
-        match dispatched {
-            Ok(()) => {
-                self.pending = Some(fingerprint);
-                HostAction::Pause
-            }
+        match self.dispatch(&request) {
+            Ok(()) => HostAction::Pause,
             Err(failure) => continue_if(self.decided(Err(failure))),
         }
     }

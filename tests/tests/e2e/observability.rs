@@ -3,7 +3,7 @@
 
 use reqwest::Method;
 use serde_json::json;
-use tollgate_e2e::stack::{ADMIN_TOKEN, KEY_SECRET};
+use tollgate_e2e::stack::{ADMIN_TOKEN, KEY_SECRET, parse_sample};
 use tollgate_e2e::{Stack, StackOptions};
 
 use crate::request_path::burst;
@@ -36,28 +36,25 @@ async fn metrics_match_the_traffic_and_logs_are_json_without_secrets() {
     stack.call("/api/v1/ingest", &other.key).await;
 
     let text = stack.metrics_text(0).await;
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in\n{text}"))
-    };
+    let value =
+        |sample: &str| parse_sample(&text, sample).unwrap_or_else(|| panic!("{sample} in\n{text}"));
     assert_eq!(
         value("tollgate_decisions_total{tier=\"standard\",outcome=\"allow\"}"),
-        61.0
+        61
     );
     assert_eq!(
         value("tollgate_decisions_total{tier=\"\",outcome=\"unknown_key\"}"),
-        1.0
+        1
     );
     assert_eq!(
         value("tollgate_decisions_total{tier=\"\",outcome=\"suspended\"}"),
-        1.0
+        1
     );
     let denied = value("tollgate_decisions_total{tier=\"standard\",outcome=\"deny\"}");
     let requests = value("tollgate_decision_requests_total");
     assert_eq!(
         requests,
-        61.0 + 1.0 + 1.0 + denied,
+        61 + 1 + 1 + denied,
         "every callout has one outcome"
     );
     assert_eq!(
