@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::api_keys::KeyHasher;
+use crate::billing::Billing;
 use crate::config::Secret;
 use crate::directory::{Directory, unix_now};
 use crate::metrics::Metrics;
@@ -34,8 +35,7 @@ pub struct AppState {
     pub admin_token: Secret,
     /// Shadow mode for every tier (`--shadow`).
     pub shadow_all: bool,
-    /// Verifies Stripe webhooks; `None`: billing is not configured.
-    pub stripe_webhook_secret: Option<Secret>,
+    pub billing: Billing,
     /// How long a past-due subscription keeps its paid tier.
     pub past_due_grace: Duration,
     pub metrics: Arc<Metrics>,
@@ -71,7 +71,7 @@ pub fn public_router(state: AppState, cors_origins: &[HeaderValue]) -> Router {
         .route("/readyz", get(readyz))
         .merge(usage::public_routes(cors_origins))
         .merge(dashboard::routes())
-        .route("/api/v1/billing/webhook", post(billing::webhook))
+        .merge(billing::public_routes())
         .with_state(state)
 }
 

@@ -66,6 +66,21 @@ pub struct Config {
     #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true, value_parser = secret_of_at_least::<8>)]
     pub stripe_webhook_secret: Option<Secret>,
 
+    /// Stripe API secret key (`sk_…`, or a restricted `rk_…` allowed to write Checkout
+    /// Sessions and Billing Portal sessions). Without it, checkout and portal answer 503
+    /// `billing_not_configured`.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true, requires = "billing_return_url", value_parser = secret_of_at_least::<8>)]
+    pub stripe_secret_key: Option<Secret>,
+
+    /// Stripe's API root; point it at a stand-in server for tests.
+    #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com/", value_parser = http_url)]
+    pub stripe_api_base: String,
+
+    /// Where Checkout and the Billing Portal send the tenant back, e.g. the platform's
+    /// billing page. Checkout adds `checkout=success&session_id=…` or `checkout=canceled`.
+    #[arg(long, env = "TOLLGATE_BILLING_RETURN_URL", value_parser = http_url)]
+    pub billing_return_url: Option<String>,
+
     /// How long a past-due subscription keeps its paid tier before the default tier applies.
     #[arg(long, env = "TOLLGATE_PAST_DUE_GRACE_SECS", default_value_t = 3 * 86_400)]
     pub past_due_grace_secs: u64,
@@ -174,6 +189,15 @@ fn origin(value: &str) -> Result<HeaderValue, String> {
         return Err("an origin is scheme://host[:port], without a path".to_owned());
     }
     HeaderValue::from_str(value).map_err(|e| e.to_string())
+}
+
+fn http_url(value: &str) -> Result<String, String> {
+    let valid = (value.starts_with("https://") || value.starts_with("http://"))
+        && value.parse::<axum::http::Uri>().is_ok();
+    if !valid {
+        return Err("must be an absolute http(s) URL".to_owned());
+    }
+    Ok(value.to_owned())
 }
 
 fn secret_of_at_least<const N: usize>(value: &str) -> Result<Secret, String> {

@@ -126,6 +126,11 @@ impl Directory {
         self.cache.by_key(key, unix_now())
     }
 
+    /// The tenant a Stripe customer or subscription id belongs to.
+    pub fn by_stripe_id(&self, stripe_id: &str) -> Option<String> {
+        self.cache.by_stripe_id(stripe_id).map(|id| id.to_string())
+    }
+
     /// The tenant's record, keys included (hashed).
     pub fn record(&self, id: &str) -> Option<StoredTenant> {
         self.cache.record(id)

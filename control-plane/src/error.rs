@@ -1,15 +1,16 @@
-//! Errors of the JSON APIs (admin now; usage and billing later) and how they answer.
+//! Errors of the JSON APIs (admin, usage, billing) and how they answer.
 //!
 //! Every error answers an RFC 9457 problem document with a stable `code`. Internal causes
 //! are logged here, once, and never sent to the client.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::api_keys::RandomError;
+use crate::billing::StripeApiError;
 use crate::window::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +24,25 @@ pub enum ApiError {
     /// 400: a webhook whose signature is missing, wrong or stale.
     #[error("the Stripe-Signature does not verify")]
     InvalidSignature,
+    /// 400: an authentic webhook delivery whose body is not a JSON event.
+    #[error("the event is not JSON")]
+    MalformedEvent,
     /// 503: no Stripe secrets configured.
     #[error("billing is not configured on this control-plane")]
     BillingNotConfigured,
+    /// 422: the tier has no Stripe price.
+    #[error("tier {0:?} cannot be bought")]
+    TierNotForSale(String),
+    /// 409: checkout while a subscription is live.
+    #[error("the tenant already has a subscription; change or cancel it in the billing portal")]
+    AlreadySubscribed,
+    /// 409: the portal before any checkout.
+    #[error("the tenant has no billing account yet; subscribe through checkout first")]
+    NoBillingAccount,
+    /// 502 or 503: Stripe refused or did not answer. Its message may name configuration
+    /// (prices, portal settings), so the tenant gets a generic detail and the log the cause.
+    #[error("the payment provider could not create the session; retry shortly")]
+    Stripe(#[from] StripeApiError),
     /// 404
     #[error("no tenant has this id")]
     TenantNotFound,
@@ -41,6 +58,9 @@ pub enum ApiError {
     /// 400, 413, 415 or 422: the body is not the JSON this endpoint takes.
     #[error("{0}")]
     Body(#[from] JsonRejection),
+    /// 400 or 413: the raw body could not be read.
+    #[error("{0}")]
+    RawBody(#[from] BytesRejection),
     /// 503: the durable store of tenants did not answer; nothing was changed.
     #[error("the tenant store is unavailable; retry shortly")]
     Store(#[from] StoreError),
@@ -57,10 +77,23 @@ impl ApiError {
             ApiError::TenantNotFound => (StatusCode::NOT_FOUND, "tenant_not_found"),
             ApiError::KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found"),
             ApiError::InvalidSignature => (StatusCode::BAD_REQUEST, "invalid_signature"),
+            ApiError::MalformedEvent => (StatusCode::BAD_REQUEST, "invalid_event"),
             ApiError::BillingNotConfigured => {
                 (StatusCode::SERVICE_UNAVAILABLE, "billing_not_configured")
             }
             ApiError::UnknownTier(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_tier"),
+            ApiError::TierNotForSale(_) => (StatusCode::UNPROCESSABLE_ENTITY, "tier_not_for_sale"),
+            ApiError::AlreadySubscribed => (StatusCode::CONFLICT, "already_subscribed"),
+            ApiError::NoBillingAccount => (StatusCode::CONFLICT, "no_billing_account"),
+            ApiError::Stripe(StripeApiError::Refused { .. }) => {
+                (StatusCode::BAD_GATEWAY, "stripe_refused")
+            }
+            ApiError::Stripe(StripeApiError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "stripe_unavailable")
+            }
+            ApiError::Stripe(StripeApiError::Config(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            }
             ApiError::InvalidField(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
             ApiError::Body(rejection) => {
                 let status = rejection.status();
@@ -72,6 +105,10 @@ impl ApiError {
                 };
                 (status, code)
             }
+            ApiError::RawBody(rejection) => match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+                status => (status, "invalid_body"),
+            },
             ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::Random(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api_keys::KeyHasher;
 use crate::app::{AppState, internal_router, public_router};
+use crate::billing::{Billing, StripeApi, StripeApiError};
 use crate::config::{Config, RedisClock, StoreConfig};
 use crate::directory::{Directory, DirectoryError};
 use crate::metrics::Metrics;
@@ -29,6 +30,8 @@ pub enum StartupError {
     Directory(#[from] DirectoryError),
     #[error("cannot set up Redis: {0}")]
     Redis(#[from] StoreError),
+    #[error(transparent)]
+    Stripe(#[from] StripeApiError),
     #[error("cannot bind the {listener} listener on {addr}: {source}")]
     Bind {
         listener: &'static str,
@@ -80,9 +83,24 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
         keys: KeyHasher::new(&config.key_secret),
         admin_token: config.admin_token.clone(),
         shadow_all: config.shadow,
-        stripe_webhook_secret: config.stripe_webhook_secret.clone(),
+        billing: billing(config)?,
         past_due_grace: Duration::from_secs(config.past_due_grace_secs),
         metrics: Arc::new(Metrics::default()),
+    })
+}
+
+fn billing(config: &Config) -> Result<Billing, StripeApiError> {
+    let stripe = match (&config.stripe_secret_key, &config.billing_return_url) {
+        (Some(key), Some(return_url)) => Some(StripeApi::new(
+            key,
+            &config.stripe_api_base,
+            return_url.clone(),
+        )?),
+        _ => None,
+    };
+    Ok(Billing {
+        webhook_secret: config.stripe_webhook_secret.clone(),
+        stripe,
     })
 }
 

@@ -28,16 +28,21 @@ pub struct Tenant {
     pub subscription: Option<Subscription>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     pub customer: Option<String>,
     pub id: Option<String>,
     /// Stripe's status (active, trialing, past_due, canceled, …).
     pub status: Option<String>,
+    /// The subscription ends with the current period (the tier stays until then).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_at_period_end: bool,
     /// `created` of the last event applied (seconds): an older event never overwrites it.
     pub updated_at: u64,
-    /// Id of the last event applied: a redelivery of it is a no-op.
-    pub last_event: String,
+    /// Ids of the events applied lately, newest last: a redelivery of any is a no-op, even
+    /// after other events of the same second.
+    #[serde(default)]
+    pub recent_events: Vec<String>,
     /// When payment started failing (event time, seconds); the paid tier lasts a grace
     /// period from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +93,12 @@ impl StoredTenant {
             .iter()
             .filter_map(|k| Some((unhex(&k.hash)?, k.expires_at)))
     }
+
+    fn stripe_ids(&self) -> impl Iterator<Item = &str> {
+        let subscription = self.tenant.subscription.as_ref();
+        let ids = subscription.map(|s| [s.customer.as_deref(), s.id.as_deref()]);
+        ids.into_iter().flatten().flatten()
+    }
 }
 
 /// The decision path's view of a tenant.
@@ -127,6 +138,33 @@ struct Registry {
     by_id: HashMap<TenantId, StoredTenant>,
     /// Key hash → (tenant, when the key stops working).
     by_key: HashMap<KeyHash, (TenantId, Option<u64>)>,
+    /// Stripe customer and subscription ids → tenant, for webhook events that name no
+    /// tenant (invoices).
+    by_stripe_id: HashMap<String, TenantId>,
+}
+
+impl Registry {
+    fn insert(&mut self, record: StoredTenant) {
+        let id = &record.tenant.id;
+        for (key, expires_at) in record.key_hashes() {
+            self.by_key.insert(key, (id.clone(), expires_at));
+        }
+        for stripe_id in record.stripe_ids() {
+            self.by_stripe_id.insert(stripe_id.to_owned(), id.clone());
+        }
+        self.by_id.insert(id.clone(), record);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.by_id.remove(id) {
+            for (key, _) in old.key_hashes() {
+                self.by_key.remove(&key);
+            }
+            for stripe_id in old.stripe_ids() {
+                self.by_stripe_id.remove(stripe_id);
+            }
+        }
+    }
 }
 
 impl Tenants {
@@ -134,18 +172,9 @@ impl Tenants {
     /// included, in one step.
     pub fn replace(&self, id: &str, record: Option<StoredTenant>) {
         let mut registry = self.write();
-        if let Some(old) = registry.by_id.remove(id) {
-            for (key, _) in old.key_hashes() {
-                registry.by_key.remove(&key);
-            }
-        }
+        registry.remove(id);
         if let Some(record) = record {
-            for (key, expires_at) in record.key_hashes() {
-                registry
-                    .by_key
-                    .insert(key, (record.tenant.id.clone(), expires_at));
-            }
-            registry.by_id.insert(record.tenant.id.clone(), record);
+            registry.insert(record);
         }
     }
 
@@ -153,12 +182,7 @@ impl Tenants {
     pub fn replace_all(&self, records: Vec<StoredTenant>) {
         let mut fresh = Registry::default();
         for record in records {
-            for (key, expires_at) in record.key_hashes() {
-                fresh
-                    .by_key
-                    .insert(key, (record.tenant.id.clone(), expires_at));
-            }
-            fresh.by_id.insert(record.tenant.id.clone(), record);
+            fresh.insert(record);
         }
         *self.write() = fresh;
     }
@@ -169,6 +193,11 @@ impl Tenants {
 
     pub fn record(&self, id: &str) -> Option<StoredTenant> {
         self.read().by_id.get(id).cloned()
+    }
+
+    /// The tenant a Stripe customer or subscription id belongs to.
+    pub fn by_stripe_id(&self, stripe_id: &str) -> Option<TenantId> {
+        self.read().by_stripe_id.get(stripe_id).cloned()
     }
 
     pub fn records(&self) -> Vec<StoredTenant> {
@@ -272,6 +301,24 @@ mod tests {
         tenants.replace("tn_1", None);
         assert_eq!(tenants.by_key(&[9; 32], 0), None);
         assert_eq!(tenants.get("tn_1"), None);
+    }
+
+    #[test]
+    fn a_tenant_is_found_by_its_stripe_ids_until_they_change() {
+        let tenants = Tenants::default();
+        let mut linked = record("tn_1", 7);
+        linked.tenant.subscription = Some(Subscription {
+            customer: Some("cus_1".into()),
+            id: Some("sub_1".into()),
+            ..Subscription::default()
+        });
+        tenants.replace("tn_1", Some(linked.clone()));
+        assert_eq!(tenants.by_stripe_id("cus_1"), Some("tn_1".into()));
+        assert_eq!(tenants.by_stripe_id("sub_1"), Some("tn_1".into()));
+        linked.tenant.subscription.as_mut().unwrap().id = Some("sub_2".into());
+        tenants.replace("tn_1", Some(linked));
+        assert_eq!(tenants.by_stripe_id("sub_1"), None);
+        assert_eq!(tenants.by_stripe_id("sub_2"), Some("tn_1".into()));
     }
 
     #[test]

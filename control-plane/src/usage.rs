@@ -9,10 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use tollgate_protocol::api_key;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::app::AppState;
+use crate::caller;
 use crate::error::ApiError;
 use crate::tenants::Tenant;
 use crate::window::{StoreError, WindowStore};
@@ -96,15 +96,7 @@ async fn tenant_usage(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = api_key(&headers).ok_or(ApiError::InvalidApiKey)?;
-    let owner = state
-        .directory
-        .by_key(&state.keys.hash(key))
-        .ok_or(ApiError::InvalidApiKey)?;
-    let tenant = state
-        .directory
-        .get(&owner.id)
-        .ok_or(ApiError::InvalidApiKey)?;
+    let tenant = caller::tenant(&state, &headers)?;
     // Envoy's filter attaches the key's denials it answered from its cache and has not
     // reported yet. A client that sets the header itself (bypassing Envoy) can only inflate
     // its own denied count.
@@ -191,10 +183,4 @@ pub async fn usage_of(
             })
             .collect(),
     })
-}
-
-/// The key from `x-api-key` or `Authorization: Bearer`, by the same rules as the filter.
-fn api_key(headers: &HeaderMap) -> Option<&str> {
-    let bytes = |name| headers.get(name).map(HeaderValue::as_bytes);
-    api_key::extract(bytes("x-api-key"), bytes("authorization")).ok()
 }

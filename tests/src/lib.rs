@@ -10,6 +10,7 @@ mod process;
 pub mod redis;
 pub mod stack;
 pub mod stripe;
+pub mod stripe_stand_in;
 
 pub use process::{Process, free_port};
 pub use stack::{Stack, StackOptions, Tenant};

@@ -12,6 +12,12 @@ use crate::{Process, free_port, workspace};
 
 const API_KEY: &str = "sk_test_tollgate";
 
+/// A subscription localstripe holds, and its customer.
+pub struct Subscribed {
+    pub id: String,
+    pub customer: String,
+}
+
 pub struct LocalStripe {
     pub port: u16,
     client: reqwest::Client,
@@ -73,10 +79,10 @@ impl LocalStripe {
         body
     }
 
-    /// Sends every event, signed with `secret`, to `url`.
-    pub async fn register_webhook(&self, url: &str, secret: &str) {
+    /// Sends every event, signed with `secret`, to `url`; `name` tells endpoints apart.
+    pub async fn register_webhook(&self, name: &str, url: &str, secret: &str) {
         self.client
-            .post(self.url("/_config/webhooks/tollgate"))
+            .post(self.url(&format!("/_config/webhooks/{name}")))
             .form(&[("url", url), ("secret", secret)])
             .send()
             .await
@@ -99,35 +105,13 @@ impl LocalStripe {
     }
 
     /// A customer with a card, subscribed to `price` with the tenant id in the metadata, as
-    /// Tollgate's checkout would leave it. Returns the subscription id.
-    pub async fn subscribe(&self, tenant: &str, price: &str) -> String {
+    /// Tollgate's checkout would leave it.
+    pub async fn subscribe(&self, tenant: &str, price: &str) -> Subscribed {
         let customer = self
             .post("/v1/customers", &[("email", "billing@example.com")])
             .await;
         let customer = customer["id"].as_str().expect("customer id").to_owned();
-        let card = self
-            .post(
-                "/v1/payment_methods",
-                &[
-                    ("type", "card"),
-                    ("card[number]", "4242424242424242"),
-                    ("card[exp_month]", "12"),
-                    ("card[exp_year]", "2030"),
-                    ("card[cvc]", "123"),
-                ],
-            )
-            .await;
-        let card = card["id"].as_str().expect("payment method id").to_owned();
-        self.post(
-            &format!("/v1/payment_methods/{card}/attach"),
-            &[("customer", &customer)],
-        )
-        .await;
-        self.post(
-            &format!("/v1/customers/{customer}"),
-            &[("invoice_settings[default_payment_method]", &card)],
-        )
-        .await;
+        self.pay_with_card(&customer, "4242424242424242").await;
         let subscription = self
             .post(
                 "/v1/subscriptions",
@@ -138,13 +122,95 @@ impl LocalStripe {
                 ],
             )
             .await;
-        subscription["id"]
-            .as_str()
-            .expect("subscription id")
-            .to_owned()
+        Subscribed {
+            id: subscription["id"]
+                .as_str()
+                .expect("subscription id")
+                .to_owned(),
+            customer,
+        }
     }
 
-    pub async fn cancel(&self, subscription: &str) {
+    /// Makes `number` the customer's default card.
+    async fn pay_with_card(&self, customer: &str, number: &str) {
+        let card = self
+            .post(
+                "/v1/payment_methods",
+                &[
+                    ("type", "card"),
+                    ("card[number]", number),
+                    ("card[exp_month]", "12"),
+                    ("card[exp_year]", "2030"),
+                    ("card[cvc]", "123"),
+                ],
+            )
+            .await;
+        let card = card["id"].as_str().expect("payment method id").to_owned();
+        self.post(
+            &format!("/v1/payment_methods/{card}/attach"),
+            &[("customer", customer)],
+        )
+        .await;
+        self.post(
+            &format!("/v1/customers/{customer}"),
+            &[("invoice_settings[default_payment_method]", &card)],
+        )
+        .await;
+    }
+
+    /// A renewal that fails: the customer's card becomes the 3-D Secure test card
+    /// `4000002500003155`, an invoice of the subscription is paid with it, and the
+    /// cardholder fails the authentication. localstripe then sends `invoice.payment_failed`
+    /// and marks the subscription past due.
+    pub async fn fail_a_payment(&self, subscribed: &Subscribed) {
+        let customer = subscribed.customer.as_str();
+        let subscription = subscribed.id.as_str();
+        self.pay_with_card(customer, "4000002500003155").await;
+        self.post(
+            "/v1/invoiceitems",
+            &[
+                ("customer", customer),
+                ("subscription", subscription),
+                ("amount", "4900"),
+                ("currency", "usd"),
+            ],
+        )
+        .await;
+        let invoice = self
+            .post(
+                "/v1/invoices",
+                &[("customer", customer), ("subscription", subscription)],
+            )
+            .await;
+        let invoice = invoice["id"].as_str().expect("invoice id");
+        let paid = self.post(&format!("/v1/invoices/{invoice}/pay"), &[]).await;
+        assert_eq!(paid["status"], "open", "the payment waits for 3-D Secure");
+        let intent = self.get(&format!("/v1/invoices/{invoice}")).await;
+        let intent = intent["payment_intent"].as_str().expect("payment intent");
+        let secret = self.get(&format!("/v1/payment_intents/{intent}")).await;
+        let secret = secret["client_secret"].as_str().expect("client secret");
+        self.post(
+            &format!(
+                "/v1/payment_intents/{intent}/_authenticate?success=false&client_secret={secret}"
+            ),
+            &[],
+        )
+        .await;
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(path))
+            .basic_auth(API_KEY, None::<&str>)
+            .send()
+            .await
+            .expect("localstripe");
+        response.json().await.expect("localstripe JSON")
+    }
+
+    pub async fn cancel(&self, subscription: &Subscribed) {
+        let subscription = &subscription.id;
         let response = self
             .client
             .delete(self.url(&format!("/v1/subscriptions/{subscription}")))

@@ -1,11 +1,14 @@
 //! Stripe billing end to end: localstripe sends real signed webhooks through Envoy's public
-//! listener; the tenant's tier follows its subscription at the edge. Forged, stale, replayed
-//! and out-of-order deliveries change nothing.
+//! listener and the tenant's tier follows its subscription at the edge; checkout and portal
+//! sessions are asked of a recording stand-in (no fake implements them); forged, stale,
+//! replayed, out-of-order and oversized deliveries change nothing.
 
 use std::time::{Duration, Instant};
 
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tollgate_e2e::stripe::LocalStripe;
+use tollgate_e2e::stripe_stand_in::{Answer, StripeStandIn};
 use tollgate_e2e::{Stack, StackOptions};
 
 const SECRET: &str = "whsec_tollgate_e2e";
@@ -21,11 +24,72 @@ const TIERS: &str = r#"
     stripe_price = "price_pro_monthly"
 "#;
 
+const STRIPE_SECRET_KEY: &str = "sk_test_tollgate_e2e_secret";
+const RETURN_URL: &str = "https://platform.example/billing";
+
 async fn billed_stack() -> Stack {
     let options = StackOptions::default()
         .tiers(TIERS)
         .control_plane_env("STRIPE_WEBHOOK_SECRET", SECRET);
     Stack::start(options).await
+}
+
+/// The tenant's record as the admin API shows it.
+async fn record(stack: &Stack, tenant: &str) -> Value {
+    let path = format!("/admin/v1/tenants/{tenant}");
+    let response = stack.admin(reqwest::Method::GET, &path, None).await;
+    response.json().await.unwrap()
+}
+
+/// Polls the tenant's subscription until `field` has `value` (localstripe delivers ~1 s
+/// after the call that causes an event).
+async fn subscription_field_becomes(stack: &Stack, tenant: &str, field: &str, value: &str) {
+    let started = Instant::now();
+    while record(stack, tenant).await["subscription"][field] != value {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "subscription {field} still not {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A POST to a billing endpoint through Envoy, as the tenant with `key`.
+async fn billing_call(
+    stack: &Stack,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = stack.client().post(stack.url(path));
+    if let Some(key) = key {
+        request = request.header("x-api-key", key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A current-shape event from `tests/fixtures/stripe`, made about this tenant.
+fn fixture(name: &str, id: &str, created: u64, tenant: &str, status: &str) -> Value {
+    let path = tollgate_e2e::workspace().join(format!("tests/fixtures/stripe/{name}.json"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let text = text
+        .replace("TENANT_ID", tenant)
+        .replace("PRICE_ID", "price_pro_monthly")
+        .replace("STATUS", status);
+    let mut event: Value = serde_json::from_str(&text).unwrap();
+    event["id"] = json!(id);
+    event["created"] = json!(created);
+    event
+}
+
+async fn deliver_signed(stack: &Stack, event: &Value) -> StatusCode {
+    let body = event.to_string();
+    deliver(stack, &body, Some(signed(&body, now(), SECRET))).await
 }
 
 async fn policy(stack: &Stack, key: &str) -> String {
@@ -90,8 +154,12 @@ async fn deliver(stack: &Stack, body: &str, signature: Option<String>) -> reqwes
 async fn the_tier_follows_a_localstripe_subscription_at_the_edge() {
     let stack = billed_stack().await;
     let stripe = LocalStripe::start().await;
+    let webhook = stack.url("/api/v1/billing/webhook");
+    stripe.register_webhook("tollgate", &webhook, SECRET).await;
+    // A second endpoint signing with a secret that is not ours: every one of its deliveries
+    // must be refused, whatever the other endpoint's copy did.
     stripe
-        .register_webhook(&stack.url("/api/v1/billing/webhook"), SECRET)
+        .register_webhook("impostor", &webhook, "whsec_not_tollgates")
         .await;
     stripe.create_price("price_pro_monthly").await;
     let tenant = stack.create_tenant("standard").await;
@@ -100,21 +168,241 @@ async fn the_tier_follows_a_localstripe_subscription_at_the_edge() {
     let subscription = stripe.subscribe(&tenant.id, "price_pro_monthly").await;
     let took = policy_becomes(&stack, &tenant.key, "\"pro\";q=1000;w=60").await;
     eprintln!("pro at the edge {took:?} after subscribing");
-    let record: Value = stack
-        .admin(
-            reqwest::Method::GET,
-            &format!("/admin/v1/tenants/{}", tenant.id),
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(record["subscription"]["id"], subscription.as_str());
-    assert_eq!(record["subscription"]["status"], "active");
+    let linked = record(&stack, &tenant.id).await;
+    assert_eq!(linked["subscription"]["id"], subscription.id.as_str());
+    assert_eq!(
+        linked["subscription"]["customer"],
+        subscription.customer.as_str()
+    );
+    assert_eq!(linked["subscription"]["status"], "active");
+
+    // The renewal fails 3-D Secure: invoice.payment_failed names no tenant, only the
+    // customer and subscription; the tenant is past due and keeps Pro for the grace period.
+    stripe.fail_a_payment(&subscription).await;
+    subscription_field_becomes(&stack, &tenant.id, "status", "past_due").await;
+    assert_eq!(policy(&stack, &tenant.key).await, "\"pro\";q=1000;w=60");
+    let failed =
+        "tollgate_webhook_events_total{type=\"invoice.payment_failed\",outcome=\"applied\"}";
+    assert_eq!(stack.metric(0, failed).await, Some(1));
 
     stripe.cancel(&subscription).await;
     policy_becomes(&stack, &tenant.key, "\"standard\";q=60;w=60").await;
+    let refused = "tollgate_webhook_events_total{type=\"\",outcome=\"refused\"}";
+    assert!(
+        stack.metric(0, refused).await >= Some(3),
+        "the impostor's deliveries (created, payment failed, deleted) were refused"
+    );
+}
+
+#[tokio::test]
+async fn checkout_and_portal_sessions_carry_the_tenant_to_stripe() {
+    let stand_in = StripeStandIn::start().await;
+    let options = StackOptions::default()
+        .tiers(TIERS)
+        .control_plane_env("STRIPE_WEBHOOK_SECRET", SECRET)
+        .control_plane_env("STRIPE_SECRET_KEY", STRIPE_SECRET_KEY)
+        .control_plane_env("STRIPE_API_BASE", &stand_in.url)
+        .control_plane_env("TOLLGATE_BILLING_RETURN_URL", RETURN_URL);
+    let stack = Stack::start(options).await;
+    let tenant = stack.create_tenant("standard").await;
+    let key = Some(tenant.key.as_str());
+    let pro = || Some(json!({"tier": "pro"}));
+    let checkout = "/api/v1/billing/checkout";
+    let portal = "/api/v1/billing/portal";
+
+    let (status, body) = billing_call(&stack, checkout, None, pro()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_api_key"))
+    );
+    let (status, body) = billing_call(&stack, checkout, Some("tg_not_a_key"), pro()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_api_key"))
+    );
+    let (status, body) =
+        billing_call(&stack, checkout, key, Some(json!({"tier": "standard"}))).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("tier_not_for_sale"))
+    );
+    let (status, body) = billing_call(&stack, checkout, key, Some(json!({"tier": "gold"}))).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_tier"))
+    );
+    let (status, _) = billing_call(
+        &stack,
+        checkout,
+        key,
+        Some(json!({"tier": "pro", "price": "price_free"})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown fields are refused"
+    );
+    let (status, _) = billing_call(&stack, checkout, key, None).await;
+    assert!(status.is_client_error(), "no body: {status}");
+    let (status, body) = billing_call(&stack, portal, key, None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("no_billing_account"))
+    );
+    assert!(
+        stand_in.requests().is_empty(),
+        "nothing above reached Stripe"
+    );
+
+    let (status, session) = billing_call(&stack, checkout, key, pro()).await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    assert!(session["id"].as_str().unwrap().starts_with("cs_test_"));
+    assert!(
+        session["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://checkout.stripe.test/")
+    );
+    let asked = stand_in.requests().remove(0);
+    assert_eq!(asked.path, "/v1/checkout/sessions");
+    assert_eq!(
+        asked.authorization,
+        Some(format!("Bearer {STRIPE_SECRET_KEY}"))
+    );
+    assert_eq!(asked.field("mode"), Some("subscription"));
+    assert_eq!(
+        asked.field("line_items[0][price]"),
+        Some("price_pro_monthly")
+    );
+    assert_eq!(asked.field("line_items[0][quantity]"), Some("1"));
+    assert_eq!(asked.field("client_reference_id"), Some(tenant.id.as_str()));
+    assert_eq!(asked.field("metadata[tenant_id]"), Some(tenant.id.as_str()));
+    assert_eq!(
+        asked.field("subscription_data[metadata][tenant_id]"),
+        Some(tenant.id.as_str())
+    );
+    assert_eq!(
+        asked.field("success_url"),
+        Some("https://platform.example/billing?checkout=success&session_id={CHECKOUT_SESSION_ID}")
+    );
+    assert_eq!(
+        asked.field("cancel_url"),
+        Some("https://platform.example/billing?checkout=canceled")
+    );
+    assert_eq!(
+        asked.field("customer"),
+        None,
+        "no customer yet: Checkout creates one"
+    );
+    let first_key = asked.idempotency_key.clone().expect("an idempotency key");
+
+    billing_call(&stack, checkout, key, pro()).await;
+    assert_eq!(
+        stand_in.requests()[1].idempotency_key.as_ref(),
+        Some(&first_key),
+        "a retried checkout asks Stripe for the same session"
+    );
+
+    // The tenant pays: Stripe reports the session and the subscription.
+    let completed = fixture(
+        "checkout.session.completed",
+        "evt_cs",
+        now() - 2,
+        &tenant.id,
+        "",
+    );
+    assert_eq!(deliver_signed(&stack, &completed).await, StatusCode::OK);
+    let active = fixture(
+        "customer.subscription.updated",
+        "evt_active",
+        now() - 1,
+        &tenant.id,
+        "active",
+    );
+    assert_eq!(deliver_signed(&stack, &active).await, StatusCode::OK);
+    assert_eq!(policy(&stack, &tenant.key).await, "\"pro\";q=1000;w=60");
+    let (status, body) = billing_call(&stack, checkout, key, pro()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("already_subscribed"))
+    );
+
+    let (status, session) = billing_call(&stack, portal, key, None).await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    assert!(
+        session["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://billing.stripe.test/")
+    );
+    let asked = stand_in.requests().pop().unwrap();
+    assert_eq!(asked.path, "/v1/billing_portal/sessions");
+    assert_eq!(asked.field("customer"), Some("cus_TcurrentShape01"));
+    assert_eq!(asked.field("return_url"), Some(RETURN_URL));
+
+    // Cancelled in the portal; buying again reuses the customer.
+    let mut deleted = fixture(
+        "customer.subscription.updated",
+        "evt_deleted",
+        now(),
+        &tenant.id,
+        "canceled",
+    );
+    deleted["type"] = json!("customer.subscription.deleted");
+    assert_eq!(deliver_signed(&stack, &deleted).await, StatusCode::OK);
+    assert_eq!(policy(&stack, &tenant.key).await, "\"standard\";q=60;w=60");
+    let (status, _) = billing_call(&stack, checkout, key, pro()).await;
+    assert_eq!(status, StatusCode::OK);
+    let asked = stand_in.requests().pop().unwrap();
+    assert_eq!(asked.field("customer"), Some("cus_TcurrentShape01"));
+    assert_ne!(
+        asked.idempotency_key,
+        Some(first_key),
+        "another order, another key"
+    );
+
+    // Stripe refusing (an unknown price) or failing: the tenant gets a generic error, the
+    // log the cause; never the secret key.
+    stand_in.answer(Answer::Refuse);
+    let (status, body) = billing_call(&stack, checkout, key, pro()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_GATEWAY, Some("stripe_refused"))
+    );
+    assert!(
+        !body.to_string().contains("price_secret_internal_name"),
+        "{body}"
+    );
+    stand_in.answer(Answer::Fail);
+    let (status, body) = billing_call(&stack, portal, key, None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("stripe_unavailable"))
+    );
+    let log = stack.control_planes[0].process.log();
+    assert!(
+        log.contains("price_secret_internal_name"),
+        "the cause is logged"
+    );
+    assert!(
+        !log.contains(STRIPE_SECRET_KEY),
+        "the secret key is never logged"
+    );
+    let usage: Value = stack
+        .client()
+        .get(stack.url("/api/v1/usage"))
+        .header("x-api-key", &tenant.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        usage["used"], 2,
+        "the two metered calls only, no billing call"
+    );
 }
 
 #[tokio::test]
@@ -150,6 +438,24 @@ async fn forged_stale_replayed_and_older_deliveries_change_nothing() {
         400,
         "stale"
     );
+    let oversized = format!("{{\"pad\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let response = stack
+        .client()
+        .post(stack.url("/api/v1/billing/webhook"))
+        .header("stripe-signature", signed(&oversized, now(), SECRET))
+        .body(oversized)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413, "a 2 MB body");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "body_too_large");
+    let garbage = "{\"id\": \"evt_garbage\", \"type\": ";
+    assert_eq!(
+        deliver(&stack, garbage, Some(signed(garbage, now(), SECRET))).await,
+        400,
+        "authentic garbage"
+    );
     let tampered = upgrade.replace("active", "trialing");
     assert_eq!(
         deliver(&stack, &tampered, Some(signed(&upgrade, now(), SECRET))).await,
@@ -182,11 +488,13 @@ async fn forged_stale_replayed_and_older_deliveries_change_nothing() {
         "\"pro\";q=1000;w=60",
         "an older event never wins"
     );
-    assert_eq!(
-        deliver(&stack, &upgrade, Some(signed(&upgrade, now(), SECRET))).await,
-        200,
-        "redelivery"
-    );
+    for _ in 0..10 {
+        assert_eq!(
+            deliver(&stack, &upgrade, Some(signed(&upgrade, now(), SECRET))).await,
+            200,
+            "redelivery"
+        );
+    }
 
     let unknown = json!({"id": "evt_x", "created": now(), "type": "radar.early_fraud_warning.created", "data": {"object": {}}}).to_string();
     assert_eq!(
@@ -207,7 +515,7 @@ async fn forged_stale_replayed_and_older_deliveries_change_nothing() {
     );
     assert_eq!(
         counted("type=\"customer.subscription.updated\",outcome=\"already_applied\"").await,
-        Some(2)
+        Some(11)
     );
     assert_eq!(
         counted("type=\"radar.early_fraud_warning.created\",outcome=\"ignored\"").await,
@@ -224,6 +532,15 @@ async fn without_stripe_secrets_billing_answers_503_and_the_rest_works() {
         503
     );
     let tenant = stack.create_tenant("standard").await;
+    let key = Some(tenant.key.as_str());
+    for (path, body) in [
+        ("/api/v1/billing/checkout", Some(json!({"tier": "pro"}))),
+        ("/api/v1/billing/portal", None),
+    ] {
+        let (status, problem) = billing_call(&stack, path, key, body).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(problem["code"], "billing_not_configured");
+    }
     assert_eq!(
         stack.call("/api/v1/ingest", &tenant.key).await.status(),
         200
@@ -268,5 +585,84 @@ async fn a_past_due_tenant_keeps_its_paid_tier_for_the_grace_period_only() {
         policy(&stack, &tenant.key).await,
         "\"pro\";q=1000;w=60",
         "paid again"
+    );
+}
+
+#[tokio::test]
+async fn current_shape_events_move_the_tier_whatever_order_they_arrive_in() {
+    let stack = billed_stack().await;
+    let tenant = stack.create_tenant("standard").await;
+    let t = now() - 30;
+    let subscription = |id: &str, created: u64, status: &str| {
+        fixture(
+            "customer.subscription.updated",
+            id,
+            created,
+            &tenant.id,
+            status,
+        )
+    };
+    let completed = fixture("checkout.session.completed", "evt_1", t, &tenant.id, "");
+    assert_eq!(deliver_signed(&stack, &completed).await, 200);
+    let linked = record(&stack, &tenant.id).await;
+    assert_eq!(linked["subscription"]["customer"], "cus_TcurrentShape01");
+    assert_eq!(linked["subscription"]["id"], "sub_1QcurrentShape01");
+    assert_eq!(
+        policy(&stack, &tenant.key).await,
+        "\"standard\";q=60;w=60",
+        "not paid yet"
+    );
+
+    assert_eq!(
+        deliver_signed(&stack, &subscription("evt_2", t + 1, "trialing")).await,
+        200
+    );
+    assert_eq!(
+        policy(&stack, &tenant.key).await,
+        "\"pro\";q=1000;w=60",
+        "trialing"
+    );
+
+    assert_eq!(
+        deliver_signed(&stack, &subscription("evt_3", t + 2, "past_due")).await,
+        200
+    );
+    assert_eq!(
+        policy(&stack, &tenant.key).await,
+        "\"pro\";q=1000;w=60",
+        "past due, in grace"
+    );
+    assert_eq!(
+        record(&stack, &tenant.id).await["subscription"]["past_due_since"],
+        t + 2
+    );
+
+    let mut ending = subscription("evt_4", t + 3, "active");
+    ending["data"]["object"]["cancel_at_period_end"] = json!(true);
+    assert_eq!(deliver_signed(&stack, &ending).await, 200);
+    let ending = record(&stack, &tenant.id).await;
+    assert_eq!(ending["subscription"]["cancel_at_period_end"], true);
+    assert!(
+        ending["subscription"].get("past_due_since").is_none(),
+        "paid again"
+    );
+    assert_eq!(
+        policy(&stack, &tenant.key).await,
+        "\"pro\";q=1000;w=60",
+        "paid until the period ends"
+    );
+
+    // Deleted, then an update of the same second arrives late: the subscription stays ended.
+    let mut deleted = subscription("evt_6", t + 4, "canceled");
+    deleted["type"] = json!("customer.subscription.deleted");
+    assert_eq!(deliver_signed(&stack, &deleted).await, 200);
+    assert_eq!(
+        deliver_signed(&stack, &subscription("evt_5", t + 4, "active")).await,
+        200
+    );
+    assert_eq!(policy(&stack, &tenant.key).await, "\"standard\";q=60;w=60");
+    assert_eq!(
+        record(&stack, &tenant.id).await["subscription"]["status"],
+        "canceled"
     );
 }

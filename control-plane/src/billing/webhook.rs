@@ -1,0 +1,598 @@
+//! Stripe webhooks: the tenant's tier follows its subscription.
+//!
+//! `POST /api/v1/billing/webhook` (public listener) verifies `Stripe-Signature` over the raw
+//! body, then reads the event as plain JSON rather than typed structs, so deliveries from
+//! accounts on any API version work (localstripe sends 2017-08-15 shapes, Stripe today sends
+//! newer ones); a missing field never drops a subscription change, it only leaves that part
+//! as it was. Events are applied to the tenant's record idempotently (a redelivered event id
+//! is a no-op) and in order (an event older than the last applied one is ignored). A failure
+//! to store answers 503, so Stripe delivers again; nothing is lost.
+//!
+//! Status → tier: active or trialing → the paid tier of the subscription's price (the tier
+//! table's `stripe_price`); past_due → the paid tier for `TOLLGATE_PAST_DUE_GRACE_SECS`
+//! from the first failed payment, then the default tier (see `AppState::tier_in_force`);
+//! canceled, unpaid, incomplete_expired, or a deleted subscription → the default tier.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::Value;
+
+use super::signature;
+use super::stripe_api::TENANT_METADATA_KEY;
+use crate::app::AppState;
+use crate::directory::unix_now;
+use crate::error::ApiError;
+use crate::tenants::{StoredTenant, Subscription};
+use crate::tiers::TierTable;
+
+/// How many applied event ids a tenant remembers. Redeliveries come within days, amid a
+/// handful of events per subscription; a redelivery older than the last applied event is
+/// refused by its timestamp anyway.
+const REMEMBERED_EVENTS: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventKind {
+    CheckoutCompleted,
+    Subscription,
+    PaymentFailed,
+}
+
+/// What one event says about one tenant's subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SubscriptionEvent {
+    id: String,
+    kind: EventKind,
+    created: u64,
+    /// The tenant, when the event names it (metadata or client_reference_id).
+    tenant: Option<String>,
+    customer: Option<String>,
+    subscription: Option<String>,
+    status: Option<String>,
+    price: Option<String>,
+    cancel_at_period_end: Option<bool>,
+}
+
+pub async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let secret = state
+        .billing
+        .webhook_secret
+        .as_ref()
+        .ok_or(ApiError::BillingNotConfigured)?;
+    let body = body?;
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok());
+    signature::verify(signature, &body, secret.expose(), unix_now()).map_err(|error| {
+        tracing::warn!(%error, "webhook refused");
+        state.metrics.count_webhook("", "refused");
+        ApiError::InvalidSignature
+    })?;
+    let event: Value = serde_json::from_slice(&body).map_err(|_| ApiError::MalformedEvent)?;
+    let kind = event["type"].as_str().unwrap_or_default();
+    let Some(change) = read_event(&event) else {
+        tracing::info!(kind, "webhook event ignored");
+        state.metrics.count_webhook(kind, "ignored");
+        return Ok(StatusCode::OK);
+    };
+    let tenant = change.tenant.clone().or_else(|| {
+        [&change.subscription, &change.customer]
+            .into_iter()
+            .flatten()
+            .find_map(|stripe_id| state.directory.by_stripe_id(stripe_id))
+    });
+    let Some(tenant) = tenant else {
+        tracing::warn!(kind, event = %change.id, "webhook event names no known tenant");
+        state.metrics.count_webhook(kind, "no_tenant");
+        return Ok(StatusCode::OK);
+    };
+    let tiers = state.tiers.current();
+    let applied = state
+        .directory
+        .modify(&tenant, |record| apply(record, &change, &tiers))
+        .await?;
+    let outcome = match applied {
+        None => {
+            tracing::warn!(kind, %tenant, "webhook event for an unknown tenant");
+            "no_tenant"
+        }
+        Some(None) => {
+            tracing::info!(kind, %tenant, event = %change.id, "webhook event already applied, older, or about an ended subscription");
+            "already_applied"
+        }
+        Some(Some(tier)) => {
+            tracing::info!(kind, %tenant, %tier, "subscription applied");
+            "applied"
+        }
+    };
+    state.metrics.count_webhook(kind, outcome);
+    Ok(StatusCode::OK)
+}
+
+/// The subscription facts of the event types that change a tenant; `None` for the rest.
+fn read_event(event: &Value) -> Option<SubscriptionEvent> {
+    let object = &event["data"]["object"];
+    let text = |value: &Value| value.as_str().map(str::to_owned);
+    // Ids of related objects are strings, or the object itself when expanded.
+    let id_of = |value: &Value| text(value).or_else(|| text(&value["id"]));
+    let kind = match event["type"].as_str()? {
+        "checkout.session.completed"
+            if object["mode"].as_str().is_none_or(|m| m == "subscription") =>
+        {
+            EventKind::CheckoutCompleted
+        }
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted" => EventKind::Subscription,
+        "invoice.payment_failed" => EventKind::PaymentFailed,
+        _ => return None,
+    };
+    let mut change = SubscriptionEvent {
+        id: text(&event["id"])?,
+        kind,
+        created: event["created"].as_u64().unwrap_or(0),
+        tenant: text(&object["metadata"][TENANT_METADATA_KEY]),
+        customer: id_of(&object["customer"]),
+        subscription: None,
+        status: None,
+        price: None,
+        cancel_at_period_end: None,
+    };
+    match kind {
+        EventKind::CheckoutCompleted => {
+            change.tenant = text(&object["client_reference_id"]).or(change.tenant);
+            change.subscription = id_of(&object["subscription"]);
+        }
+        EventKind::Subscription => {
+            change.subscription = text(&object["id"]);
+            change.status = if event["type"] == "customer.subscription.deleted" {
+                Some("canceled".to_owned())
+            } else {
+                text(&object["status"])
+            };
+            // Current API versions: items.data[].price; older ones: items.data[].plan, or a
+            // top-level plan (2017-08-15).
+            let item = &object["items"]["data"][0];
+            change.price = text(&item["price"]["id"])
+                .or_else(|| text(&item["plan"]["id"]))
+                .or_else(|| text(&object["plan"]["id"]));
+            change.cancel_at_period_end = object["cancel_at_period_end"].as_bool();
+        }
+        EventKind::PaymentFailed => {
+            // Before 2025-03-31 invoices name their subscription at the top level; since,
+            // under parent.subscription_details.
+            change.subscription = id_of(&object["subscription"])
+                .or_else(|| id_of(&object["parent"]["subscription_details"]["subscription"]));
+            change.tenant =
+                text(&object["parent"]["subscription_details"]["metadata"][TENANT_METADATA_KEY]);
+        }
+    }
+    Some(change)
+}
+
+fn is_live(status: Option<&str>) -> bool {
+    matches!(status, Some("active" | "trialing" | "past_due"))
+}
+
+fn has_ended(status: Option<&str>) -> bool {
+    matches!(status, Some("canceled" | "incomplete_expired"))
+}
+
+/// Whether the stored state already reflects the event or something newer: a redelivery, an
+/// event created before the last applied one, or news of a subscription that has ended
+/// (Stripe never revives one, so whatever arrives late about it is stale).
+fn is_stale(current: &Subscription, change: &SubscriptionEvent) -> bool {
+    current.recent_events.contains(&change.id)
+        || current.updated_at > change.created
+        || (has_ended(current.status.as_deref())
+            && change.subscription.is_some()
+            && change.subscription == current.id)
+}
+
+/// Applies the event to the tenant; `None` when it is stale (nothing is stored then).
+/// Returns the tier the tenant is on afterwards.
+fn apply(
+    record: &mut StoredTenant,
+    change: &SubscriptionEvent,
+    tiers: &TierTable,
+) -> Option<String> {
+    let tenant = &mut record.tenant;
+    let mut subscription = tenant.subscription.take().unwrap_or_default();
+    if is_stale(&subscription, change) {
+        tenant.subscription = Some(subscription);
+        return None;
+    }
+    let same_subscription = change.subscription.is_none() || change.subscription == subscription.id;
+    match change.kind {
+        // A failed payment matters to the subscription that is running; a failed first
+        // payment leaves a subscription incomplete, which Stripe reports by its own events.
+        EventKind::PaymentFailed => {
+            if same_subscription && is_live(subscription.status.as_deref()) {
+                subscription.status = Some("past_due".to_owned());
+            }
+        }
+        EventKind::CheckoutCompleted | EventKind::Subscription => {
+            if !same_subscription {
+                // A new subscription (after the old one ended): nothing of the old one's
+                // state carries over.
+                subscription = Subscription {
+                    customer: subscription.customer,
+                    id: change.subscription.clone(),
+                    updated_at: subscription.updated_at,
+                    recent_events: subscription.recent_events,
+                    ..Subscription::default()
+                };
+            }
+            if change.status.is_some() {
+                subscription.status.clone_from(&change.status);
+            }
+            if change.customer.is_some() {
+                subscription.customer.clone_from(&change.customer);
+            }
+            if let Some(cancel_at_period_end) = change.cancel_at_period_end {
+                subscription.cancel_at_period_end = cancel_at_period_end;
+            }
+        }
+    }
+    match subscription.status.as_deref() {
+        Some("active" | "trialing") if change.kind == EventKind::Subscription => {
+            let paid = change.price.as_deref().and_then(|price| {
+                tiers
+                    .tiers()
+                    .into_iter()
+                    .find(|t| t.stripe_price.as_deref() == Some(price))
+            });
+            match paid {
+                Some(tier) => tenant.tier = tier.name.clone(),
+                None => {
+                    tracing::warn!(price = ?change.price, "subscription price matches no tier; tier unchanged")
+                }
+            }
+        }
+        Some("canceled" | "unpaid" | "incomplete_expired") => {
+            tenant.tier = tiers.default_tier().name.clone()
+        }
+        _ => {}
+    }
+    subscription.past_due_since = (subscription.status.as_deref() == Some("past_due"))
+        .then(|| subscription.past_due_since.unwrap_or(change.created));
+    subscription.updated_at = change.created;
+    subscription.recent_events.push(change.id.clone());
+    let overflow = subscription
+        .recent_events
+        .len()
+        .saturating_sub(REMEMBERED_EVENTS);
+    subscription.recent_events.drain(..overflow);
+    tenant.subscription = Some(subscription);
+    Some(tenant.tier.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tiers() -> TierTable {
+        r#"
+            default_tier = "standard"
+            [tiers.standard]
+            limit = 60
+            window_seconds = 60
+            [tiers.pro]
+            limit = 1000
+            window_seconds = 60
+            paid = true
+            stripe_price = "price_pro"
+        "#
+        .parse()
+        .unwrap()
+    }
+
+    fn record() -> StoredTenant {
+        StoredTenant {
+            tenant: crate::tenants::Tenant {
+                id: "tn_1".into(),
+                name: "Acme".into(),
+                tier: "standard".into(),
+                suspended: false,
+                created_at: 0,
+                subscription: None,
+            },
+            keys: Vec::new(),
+        }
+    }
+
+    fn subscription_event(id: &str, created: u64, kind: &str, status: &str, shape: &str) -> Value {
+        let mut object = json!({"id": "sub_1", "customer": "cus_1", "status": status, "metadata": {"tenant_id": "tn_1"}});
+        match shape {
+            "2017" => object["plan"] = json!({"id": "price_pro"}),
+            _ => object["items"] = json!({"data": [{"price": {"id": "price_pro"}}]}),
+        }
+        json!({"id": id, "created": created, "type": kind, "data": {"object": object}})
+    }
+
+    fn apply_json(record: &mut StoredTenant, event: Value) -> Option<String> {
+        apply(record, &read_event(&event).unwrap(), &tiers())
+    }
+
+    #[test]
+    fn the_tier_follows_the_subscription_in_either_payload_shape() {
+        for shape in ["2017", "current"] {
+            let mut record = record();
+            let created = subscription_event(
+                "evt_1",
+                10,
+                "customer.subscription.created",
+                "active",
+                shape,
+            );
+            assert_eq!(
+                apply_json(&mut record, created).as_deref(),
+                Some("pro"),
+                "{shape}"
+            );
+            let failed = json!({"id": "evt_2", "created": 20, "type": "invoice.payment_failed",
+                                "data": {"object": {"customer": "cus_1", "subscription": "sub_1"}}});
+            assert_eq!(
+                apply_json(&mut record, failed).as_deref(),
+                Some("pro"),
+                "past_due keeps the tier"
+            );
+            let subscription = record.tenant.subscription.as_ref().unwrap();
+            assert_eq!(subscription.status.as_deref(), Some("past_due"));
+            assert_eq!(
+                subscription.past_due_since,
+                Some(20),
+                "the grace period starts"
+            );
+            let deleted = subscription_event(
+                "evt_3",
+                30,
+                "customer.subscription.deleted",
+                "active",
+                shape,
+            );
+            assert_eq!(
+                apply_json(&mut record, deleted).as_deref(),
+                Some("standard")
+            );
+        }
+    }
+
+    #[test]
+    fn redeliveries_and_older_events_change_nothing() {
+        let mut record = record();
+        apply_json(
+            &mut record,
+            subscription_event(
+                "evt_2",
+                20,
+                "customer.subscription.updated",
+                "active",
+                "current",
+            ),
+        );
+        let again = subscription_event(
+            "evt_2",
+            20,
+            "customer.subscription.updated",
+            "canceled",
+            "current",
+        );
+        assert_eq!(apply_json(&mut record, again), None, "the same event id");
+        let older = subscription_event(
+            "evt_1",
+            10,
+            "customer.subscription.updated",
+            "canceled",
+            "current",
+        );
+        assert_eq!(apply_json(&mut record, older), None, "an older event");
+        assert_eq!(record.tenant.tier.as_ref(), "pro");
+    }
+
+    #[test]
+    fn unknown_event_types_are_not_changes() {
+        assert_eq!(
+            read_event(&json!({"id": "evt_1", "type": "customer.created", "data": {"object": {}}})),
+            None
+        );
+    }
+
+    #[test]
+    fn checkout_links_the_customer_without_changing_the_tier() {
+        let mut record = record();
+        let completed = json!({"id": "evt_1", "created": 5, "type": "checkout.session.completed",
+            "data": {"object": {"client_reference_id": "tn_1", "customer": "cus_9", "subscription": "sub_9"}}});
+        let change = read_event(&completed).unwrap();
+        assert_eq!(change.tenant.as_deref(), Some("tn_1"));
+        assert_eq!(
+            apply(&mut record, &change, &tiers()).as_deref(),
+            Some("standard")
+        );
+        let linked = record.tenant.subscription.unwrap();
+        assert_eq!(
+            (linked.customer.as_deref(), linked.id.as_deref()),
+            (Some("cus_9"), Some("sub_9"))
+        );
+    }
+
+    #[test]
+    fn a_redelivery_is_a_no_op_even_after_other_events_of_the_same_second() {
+        let mut record = record();
+        let created = subscription_event(
+            "evt_1",
+            10,
+            "customer.subscription.created",
+            "active",
+            "current",
+        );
+        let canceled = subscription_event(
+            "evt_2",
+            10,
+            "customer.subscription.updated",
+            "canceled",
+            "current",
+        );
+        apply_json(&mut record, created.clone());
+        apply_json(&mut record, canceled);
+        assert_eq!(apply_json(&mut record, created), None);
+        assert_eq!(record.tenant.tier.as_ref(), "standard");
+    }
+
+    #[test]
+    fn nothing_arriving_late_about_an_ended_subscription_revives_it() {
+        let mut record = record();
+        let deleted = subscription_event(
+            "evt_2",
+            10,
+            "customer.subscription.deleted",
+            "canceled",
+            "current",
+        );
+        let updated = subscription_event(
+            "evt_1",
+            10,
+            "customer.subscription.updated",
+            "active",
+            "current",
+        );
+        assert_eq!(
+            apply_json(&mut record, deleted).as_deref(),
+            Some("standard")
+        );
+        assert_eq!(
+            apply_json(&mut record, updated),
+            None,
+            "deleted before updated"
+        );
+        assert_eq!(record.tenant.tier.as_ref(), "standard");
+    }
+
+    #[test]
+    fn a_new_subscription_after_an_ended_one_starts_afresh() {
+        let mut record = record();
+        apply_json(
+            &mut record,
+            subscription_event(
+                "evt_1",
+                10,
+                "customer.subscription.deleted",
+                "canceled",
+                "current",
+            ),
+        );
+        let completed = json!({"id": "evt_2", "created": 20, "type": "checkout.session.completed",
+            "data": {"object": {"mode": "subscription", "client_reference_id": "tn_1", "customer": "cus_1", "subscription": "sub_2"}}});
+        apply_json(&mut record, completed);
+        let mut created = subscription_event(
+            "evt_3",
+            20,
+            "customer.subscription.created",
+            "active",
+            "current",
+        );
+        created["data"]["object"]["id"] = json!("sub_2");
+        assert_eq!(apply_json(&mut record, created).as_deref(), Some("pro"));
+        assert_eq!(
+            record.tenant.subscription.unwrap().id.as_deref(),
+            Some("sub_2")
+        );
+    }
+
+    #[test]
+    fn a_failed_payment_makes_only_a_running_subscription_past_due() {
+        // Current invoices name the subscription under parent.subscription_details.
+        let failed = |id: &str| {
+            json!({"id": id, "created": 20, "type": "invoice.payment_failed",
+            "data": {"object": {"customer": "cus_1",
+                "parent": {"subscription_details": {"subscription": "sub_1", "metadata": {"tenant_id": "tn_1"}}}}}})
+        };
+        let change = read_event(&failed("evt_x")).unwrap();
+        assert_eq!(
+            (change.tenant.as_deref(), change.subscription.as_deref()),
+            (Some("tn_1"), Some("sub_1"))
+        );
+
+        let mut incomplete = record();
+        apply_json(
+            &mut incomplete,
+            subscription_event(
+                "evt_1",
+                10,
+                "customer.subscription.created",
+                "incomplete",
+                "current",
+            ),
+        );
+        apply_json(&mut incomplete, failed("evt_2"));
+        let subscription = incomplete.tenant.subscription.unwrap();
+        assert_eq!(
+            (subscription.status.as_deref(), subscription.past_due_since),
+            (Some("incomplete"), None)
+        );
+
+        let mut active = record();
+        apply_json(
+            &mut active,
+            subscription_event(
+                "evt_1",
+                10,
+                "customer.subscription.created",
+                "active",
+                "current",
+            ),
+        );
+        apply_json(&mut active, failed("evt_2"));
+        let subscription = active.tenant.subscription.unwrap();
+        assert_eq!(
+            (subscription.status.as_deref(), subscription.past_due_since),
+            (Some("past_due"), Some(20))
+        );
+    }
+
+    #[test]
+    fn a_cancellation_at_period_end_keeps_the_tier_until_the_subscription_ends() {
+        let mut record = record();
+        let mut updated = subscription_event(
+            "evt_1",
+            10,
+            "customer.subscription.updated",
+            "active",
+            "current",
+        );
+        updated["data"]["object"]["cancel_at_period_end"] = json!(true);
+        assert_eq!(apply_json(&mut record, updated).as_deref(), Some("pro"));
+        assert!(
+            record
+                .tenant
+                .subscription
+                .as_ref()
+                .unwrap()
+                .cancel_at_period_end
+        );
+    }
+
+    #[test]
+    fn remembered_event_ids_are_bounded() {
+        let mut record = record();
+        for n in 0..100 {
+            let event = subscription_event(
+                &format!("evt_{n}"),
+                n,
+                "customer.subscription.updated",
+                "active",
+                "current",
+            );
+            apply_json(&mut record, event);
+        }
+        let remembered = &record.tenant.subscription.unwrap().recent_events;
+        assert_eq!(remembered.len(), REMEMBERED_EVENTS);
+        assert_eq!(remembered.last().map(String::as_str), Some("evt_99"));
+    }
+}

@@ -1,0 +1,24 @@
+//! The tenant calling a public endpoint, known by its own API key, read by the same rules as
+//! the filter (shared from the protocol crate).
+
+use axum::http::{HeaderMap, HeaderValue};
+use tollgate_protocol::api_key;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::tenants::Tenant;
+
+/// The tenant whose working key the request carries; 401 `invalid_api_key` otherwise.
+pub fn tenant(state: &AppState, headers: &HeaderMap) -> Result<Tenant, ApiError> {
+    let bytes = |name| headers.get(name).map(HeaderValue::as_bytes);
+    let key = api_key::extract(bytes("x-api-key"), bytes("authorization"))
+        .map_err(|_| ApiError::InvalidApiKey)?;
+    let owner = state
+        .directory
+        .by_key(&state.keys.hash(key))
+        .ok_or(ApiError::InvalidApiKey)?;
+    state
+        .directory
+        .get(&owner.id)
+        .ok_or(ApiError::InvalidApiKey)
+}
