@@ -20,7 +20,8 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_INTERNAL_ADDR", default_value = "127.0.0.1:8081")]
     pub internal_addr: SocketAddr,
 
-    /// Public listener: health now; usage, billing and the dashboard later.
+    /// Public listener: health, usage, billing and the dashboard; Envoy's public listener
+    /// routes here.
     #[arg(long, env = "TOLLGATE_PUBLIC_ADDR", default_value = "127.0.0.1:8080")]
     pub public_addr: SocketAddr,
 
