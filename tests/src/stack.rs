@@ -363,6 +363,11 @@ impl Stack {
 
     /// Asks control-plane `replica` for a decision directly, as the filter would.
     pub async fn decide_via(&self, replica: usize, key: &str) -> reqwest::StatusCode {
+        self.decision_via(replica, key).await.status()
+    }
+
+    /// The whole answer of control-plane `replica` to a decision request.
+    pub async fn decision_via(&self, replica: usize, key: &str) -> reqwest::Response {
         self.client
             .post(self.control_planes[replica].internal_url("/v1/decision"))
             .header("x-tollgate-api-key", key)
@@ -371,7 +376,6 @@ impl Stack {
             .send()
             .await
             .expect("decision request")
-            .status()
     }
 
     /// Sends `GET path` through Envoy with the key in `x-api-key`.

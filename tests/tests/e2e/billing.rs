@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tollgate_e2e::redis::RedisServer;
 use tollgate_e2e::stripe::LocalStripe;
 use tollgate_e2e::stripe_stand_in::{Answer, StripeStandIn};
 use tollgate_e2e::{Stack, StackOptions};
@@ -665,4 +666,93 @@ async fn current_shape_events_move_the_tier_whatever_order_they_arrive_in() {
         record(&stack, &tenant.id).await["subscription"]["status"],
         "canceled"
     );
+}
+
+#[tokio::test]
+async fn a_paid_tier_reaches_every_replica_sharing_redis_and_a_lost_store_means_a_retry() {
+    let mut redis = RedisServer::start_durable();
+    let options = StackOptions::default()
+        .tiers(TIERS)
+        .redis(redis.url())
+        .replicas(2)
+        .control_plane_env("STRIPE_WEBHOOK_SECRET", SECRET);
+    let stack = Stack::start(options).await;
+    let tenant = stack.create_tenant("standard").await;
+    stack.wait_until_known(1, &tenant.id).await;
+    let limit_at = |replica: usize| {
+        let (stack, key) = (&stack, &tenant.key);
+        async move {
+            let answer = stack.decision_via(replica, key).await;
+            answer.headers()["x-tollgate-limit"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    assert_eq!(
+        (limit_at(0).await, limit_at(1).await),
+        ("60".into(), "60".into())
+    );
+
+    // Delivered to replica 0 directly, so the other one can only learn it through Redis.
+    let event = fixture(
+        "customer.subscription.updated",
+        "evt_1",
+        now(),
+        &tenant.id,
+        "active",
+    );
+    let body = event.to_string();
+    let response = stack
+        .client()
+        .post(stack.control_planes[0].url("/api/v1/billing/webhook"))
+        .header("stripe-signature", signed(&body, now(), SECRET))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let started = Instant::now();
+    assert_eq!(
+        limit_at(0).await,
+        "1000",
+        "the very next decision at the replica that applied it"
+    );
+    while limit_at(1).await != "1000" {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "replica 1 still on the old tier"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "replica 1 on the paid tier {:?} after the webhook answered",
+        started.elapsed()
+    );
+
+    // Redis down: the change cannot be stored, so Stripe is told to retry (5xx), and the
+    // retry after Redis is back applies it.
+    let canceled = fixture(
+        "customer.subscription.updated",
+        "evt_2",
+        now(),
+        &tenant.id,
+        "canceled",
+    );
+    redis.kill();
+    assert_eq!(deliver_signed(&stack, &canceled).await, 503);
+    redis.restart();
+    let started = Instant::now();
+    loop {
+        let status = deliver_signed(&stack, &canceled).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still {status} after Redis is back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(limit_at(0).await, "60");
 }
