@@ -89,28 +89,36 @@ impl Entry {
         }
     }
 
-    fn encode(&self) -> String {
-        format!(
-            "{};{};{};{};{};{};{};{};{};{};{};{}",
+    /// Fixed little-endian numbers, then the policy name: written and read on every cached
+    /// denial, so no text formatting or parsing.
+    fn encode(&self) -> Vec<u8> {
+        let numbers = [
             self.fingerprint,
             self.expires_at,
             self.retry_at,
             self.reset_at,
-            self.limit,
-            self.window_seconds,
-            self.remaining,
+            u64::from(self.limit),
+            u64::from(self.window_seconds),
+            u64::from(self.remaining),
             self.hits,
             self.month_limit,
             self.month_remaining,
             self.month_reset_at,
-            self.policy
-        )
+        ];
+        let mut bytes = Vec::with_capacity(ENCODED_NUMBERS * 8 + self.policy.len());
+        for number in numbers {
+            bytes.extend_from_slice(&number.to_le_bytes());
+        }
+        bytes.extend_from_slice(self.policy.as_bytes());
+        bytes
     }
 
     fn decode(bytes: &[u8]) -> Option<Entry> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let mut fields = text.splitn(12, ';');
-        let mut number = || fields.next()?.parse::<u64>().ok();
+        let (numbers, policy) = bytes.split_at_checked(ENCODED_NUMBERS * 8)?;
+        let mut numbers = numbers
+            .chunks_exact(8)
+            .map(|chunk| u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+        let mut number = || numbers.next();
         let (fingerprint, expires_at, retry_at, reset_at) =
             (number()?, number()?, number()?, number()?);
         let (limit, window_seconds, remaining, hits) = (number()?, number()?, number()?, number()?);
@@ -127,10 +135,13 @@ impl Entry {
             month_limit,
             month_remaining,
             month_reset_at,
-            policy: fields.next()?.to_owned(),
+            policy: std::str::from_utf8(policy).ok()?.to_owned(),
         })
     }
 }
+
+/// How many numbers an encoded entry starts with.
+const ENCODED_NUMBERS: usize = 11;
 
 /// Identifies a (key, cost) pair. The cost is part of it because a denial is only certain
 /// for requests of the same cost: a cheaper request may still fit the room a dearer one did
@@ -208,7 +219,7 @@ impl DenyCache {
                 entry.hits += 1;
                 Lookup::Denied(entry.denial(now_ms))
             };
-            if shared.set(&slot, entry.encode().as_bytes(), cas) {
+            if shared.set(&slot, &entry.encode(), cas) {
                 return lookup;
             }
         }
@@ -225,7 +236,7 @@ impl DenyCache {
                 return 0;
             };
             let hits = std::mem::take(&mut entry.hits);
-            if hits == 0 || shared.set(&slot, entry.encode().as_bytes(), cas) {
+            if hits == 0 || shared.set(&slot, &entry.encode(), cas) {
                 return hits;
             }
         }
@@ -278,7 +289,7 @@ impl DenyCache {
                 .and_then(|v| Entry::decode(&v))
                 .filter(|old| old.fingerprint == fingerprint)
                 .map_or(0, |old| old.hits);
-            if shared.set(&key, entry.encode().as_bytes(), cas) {
+            if shared.set(&key, &entry.encode(), cas) {
                 return true;
             }
         }

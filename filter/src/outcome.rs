@@ -6,7 +6,7 @@
 //! applies. [`on_answer`] is the only place that maps a callout's result to one of them; the
 //! host glue only carries the result out.
 
-use serde_json::json;
+use serde::Serialize;
 use tollgate_protocol::{Answer, ProtocolError, Quota};
 
 use crate::config::FailureMode;
@@ -23,7 +23,7 @@ pub const WOULD_LIMIT: &str = "x-tollgate-would-limit";
 /// Set instead of the identity when the failure mode let a request through unchecked; the
 /// value says why.
 pub const UNCHECKED: &str = "x-tollgate-unchecked";
-/// Headers only the filter may set. Removed from every client request first, so a tenant can
+/// Headers only the filter may set. Removed from every client request that goes upstream, so a tenant can
 /// never claim another identity towards the backend, nor report denials of its own.
 pub const RESERVED_HEADERS: [&str; 4] = [
     TENANT_ID,
@@ -231,13 +231,12 @@ pub fn rate_limited(quota: &Quota, retry_after_ms: u64) -> LocalReply {
         "The {} quota of {} per {} s is used up; retry in {} s.",
         quota.policy, quota.limit, quota.window_seconds, retry_after
     );
-    problem(
-        429,
-        "rate_limited",
-        &detail,
-        headers,
-        Some(json!({ "retry_after": retry_after, "limit": quota.limit, "policy": quota.policy })),
-    )
+    let members = QuotaMembers {
+        retry_after,
+        limit: quota.limit,
+        policy: &quota.policy,
+    };
+    problem(429, "rate_limited", &detail, headers, Some(members))
 }
 
 fn unauthorized(code: &str, detail: &str, oauth_error: Option<&str>) -> LocalReply {
@@ -255,29 +254,48 @@ fn unauthorized(code: &str, detail: &str, oauth_error: Option<&str>) -> LocalRep
 }
 
 /// An RFC 9457 problem document; `code` is our stable machine-readable member.
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u32,
+    code: &'a str,
+    detail: &'a str,
+    #[serde(flatten)]
+    quota: Option<QuotaMembers<'a>>,
+}
+
+/// What a 429's body adds to the problem document.
+#[derive(Serialize)]
+struct QuotaMembers<'a> {
+    retry_after: u64,
+    limit: u32,
+    policy: &'a str,
+}
+
 fn problem(
     status: u32,
     code: &str,
     detail: &str,
     mut headers: Headers,
-    extra: Option<serde_json::Value>,
+    quota: Option<QuotaMembers<'_>>,
 ) -> LocalReply {
-    let mut body = json!({
-        "type": "about:blank",
-        "title": title(status),
-        "status": status,
-        "code": code,
-        "detail": detail,
-    });
-    if let (Some(body), Some(serde_json::Value::Object(extra))) = (body.as_object_mut(), extra) {
-        body.extend(extra);
-    }
+    let body = Problem {
+        kind: "about:blank",
+        title: title(status),
+        status,
+        code,
+        detail,
+        quota,
+    };
     headers.push(("content-type", "application/problem+json".to_owned()));
     headers.push(("cache-control", "no-store".to_owned()));
     LocalReply {
         status,
         headers,
-        body: body.to_string(),
+        // Serialising borrowed strings and numbers cannot fail.
+        body: serde_json::to_string(&body).unwrap_or_default(),
     }
 }
 

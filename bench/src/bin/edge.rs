@@ -11,6 +11,8 @@
 //! - d:  a flood from one tenant over its quota (the deny cache answers).
 //! - e:  100 tenants, each under its limit.
 //!
+//! `BENCH_SCENARIOS=a0,a,d` limits a run to those scenarios.
+//!
 //! Load: `wrk` (Debian), the same Lua request script for every scenario. CPU per request is
 //! read from /proc (utime + stime of Envoy, the control-plane and Redis) around each run.
 
@@ -194,11 +196,18 @@ async fn main() {
             keys: many,
         },
     ];
+    // `BENCH_SCENARIOS=a0,d` runs only those (for iterating on one figure); ratios need a0
+    // and a in the list.
+    let only = std::env::var("BENCH_SCENARIOS").ok();
+    let chosen = |name: &str| {
+        only.as_deref()
+            .is_none_or(|list| list.split(',').any(|n| n == name))
+    };
     let hz = ticks_per_second();
     let mut report = String::new();
     for round in 1..=ROUNDS {
         let mut results: Vec<(&str, Figures)> = Vec::new();
-        for scenario in &scenarios {
+        for scenario in scenarios.iter().filter(|s| chosen(s.name)) {
             let stack = &stacks[scenario.stack];
             let script = script(&dir, &scenario.keys);
             let pids = [

@@ -93,6 +93,9 @@ impl RequestContext {
     fn apply(&mut self, action: Action) -> bool {
         match action {
             Action::Resume { upstream, response } => {
+                if !strip_reserved_headers() {
+                    return false;
+                }
                 for (name, value) in &upstream {
                     if let Err(status) =
                         hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
@@ -175,6 +178,20 @@ impl RequestContext {
     }
 }
 
+/// Removes the headers only the filter may set from the client's request. Done only for a
+/// request that goes upstream (a local reply needs no cleaning, and a flood of them should
+/// not pay for it); on failure the request is refused, never forwarded unclean.
+fn strip_reserved_headers() -> bool {
+    for name in RESERVED_HEADERS {
+        if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+            log::error!("tollgate: cannot remove {name}: {status:?}");
+            send(outcome::internal_error());
+            return false;
+        }
+    }
+    true
+}
+
 fn send(reply: LocalReply) {
     let headers: Vec<(&str, &str)> = reply
         .headers
@@ -229,20 +246,15 @@ impl Context for RequestContext {
 
 impl HttpContext for RequestContext {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
-        for name in RESERVED_HEADERS {
-            if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-                log::error!("tollgate: cannot remove {name}: {status:?}");
-                send(outcome::internal_error());
-                return HostAction::Pause;
-            }
-        }
-
         let Some(path) = self.request_header(":path") else {
-            return HostAction::Continue;
+            return continue_if(strip_reserved_headers());
         };
         // Lossy, so a stray invalid byte after a limited prefix cannot skip the limit.
         let path = String::from_utf8_lossy(&path);
         let Some(route) = self.settings.routes.find(&path) else {
+            if !strip_reserved_headers() {
+                return HostAction::Pause;
+            }
             if self
                 .settings
                 .usage_routes
