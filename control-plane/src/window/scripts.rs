@@ -26,16 +26,20 @@ local function next_seq(n)
   return redis.call('HINCRBY', KEYS[3], 'seq', n)
 end
 
--- Per-minute history: a ring of 60 slots, each stamped with the minute it counts.
+-- Per-minute history: a ring of 60 slots, each stamped with the minute it counts. The hash
+-- expires 61 minutes after the start of the latest minute written, so it outlives every
+-- request by an hour; setting that once per minute rather than per decision saves a command
+-- on the hot path.
 local function count_minute(now, admitted, denied)
   local minute = math.floor(now / 60000)
   local slot = minute % 60
   if redis.call('HGET', KEYS[3], 'm' .. slot) ~= tostring(minute) then
     redis.call('HSET', KEYS[3], 'm' .. slot, minute, 'a' .. slot, 0, 'd' .. slot, 0)
+    -- Relative, since `now` may be the caller's clock rather than Redis's.
+    redis.call('PEXPIRE', KEYS[3], minute * 60000 + 3660000 - now)
   end
   if admitted > 0 then redis.call('HINCRBY', KEYS[3], 'a' .. slot, admitted) end
   if denied > 0 then redis.call('HINCRBY', KEYS[3], 'd' .. slot, denied) end
-  redis.call('PEXPIRE', KEYS[3], 3660000)
 end
 
 -- Denials are members `<ms>-<seq>-<count>` of the denied ZSET: one per decision or report,
@@ -131,11 +135,13 @@ if fits_window and fits_month then
   used = used + cost
   admitted = 1
   count_minute(now, cost, 0)
+  -- The month hash expires 32 days after its month's first admission, which is after the
+  -- month ends; set once per month, not per decision.
   if stored[1] ~= month then
     redis.call('HSET', KEYS[4], 'month', month, 'admitted', 0)
+    redis.call('PEXPIRE', KEYS[4], 2764800000)
   end
   month_used = redis.call('HINCRBY', KEYS[4], 'admitted', cost)
-  redis.call('PEXPIRE', KEYS[4], 2764800000)
 else
   count_denials(now, window, 1)
   if not fits_window then
