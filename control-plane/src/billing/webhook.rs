@@ -4,9 +4,10 @@
 //! body, then reads the event as plain JSON rather than typed structs, so deliveries from
 //! accounts on any API version work (localstripe sends 2017-08-15 shapes, Stripe today sends
 //! newer ones); a missing field never drops a subscription change, it only leaves that part
-//! as it was. Events are applied to the tenant's record idempotently (a redelivered event id
-//! is a no-op) and in order (an event older than the last applied one is ignored). A failure
-//! to store answers 503, so Stripe delivers again; nothing is lost.
+//! as it was. Events are applied to the tenant's record idempotently (the ids of recent
+//! events are kept with it, so a redelivery is a no-op) and safely out of order (an event
+//! older than the last applied one is ignored, and an ended subscription stays ended). A
+//! failure to store answers 503, so Stripe delivers again; nothing is lost.
 //!
 //! Status → tier: active or trialing → the paid tier of the subscription's price (the tier
 //! table's `stripe_price`); past_due → the paid tier for `TOLLGATE_PAST_DUE_GRACE_SECS`
