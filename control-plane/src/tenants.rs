@@ -49,6 +49,16 @@ pub struct Subscription {
     pub past_due_since: Option<u64>,
 }
 
+impl Subscription {
+    /// Running and billed: active, trialing, or past due (in its grace period or not).
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self.status.as_deref(),
+            Some("active" | "trialing" | "past_due")
+        )
+    }
+}
+
 impl Tenant {
     /// Since when the tenant's subscription is past due, if it is.
     pub fn past_due_since(&self) -> Option<u64> {

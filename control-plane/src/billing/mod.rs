@@ -26,7 +26,7 @@ use crate::config::Secret;
 const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 
 /// What billing is configured with.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Billing {
     /// Verifies webhook deliveries; `None`: the webhook answers 503.
     pub webhook_secret: Option<Secret>,

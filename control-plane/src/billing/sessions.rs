@@ -13,7 +13,7 @@ use crate::app::AppState;
 use crate::caller;
 use crate::directory::unix_now;
 use crate::error::ApiError;
-use crate::tenants::Tenant;
+use crate::tenants::{Subscription, Tenant};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,7 +41,11 @@ pub async fn checkout(
         .ok_or_else(|| ApiError::TierNotForSale(request.tier.clone()))?;
     // A second subscription would bill the tenant twice; plan changes and cancellations
     // belong to the portal.
-    if has_live_subscription(&tenant) {
+    if tenant
+        .subscription
+        .as_ref()
+        .is_some_and(Subscription::is_live)
+    {
         return Err(ApiError::AlreadySubscribed);
     }
     let order = CheckoutOrder {
@@ -78,12 +82,4 @@ fn configured(state: &AppState) -> Result<&StripeApi, ApiError> {
 
 fn stripe_customer(tenant: &Tenant) -> Option<&str> {
     tenant.subscription.as_ref()?.customer.as_deref()
-}
-
-fn has_live_subscription(tenant: &Tenant) -> bool {
-    let status = tenant
-        .subscription
-        .as_ref()
-        .and_then(|s| s.status.as_deref());
-    matches!(status, Some("active" | "trialing" | "past_due"))
 }

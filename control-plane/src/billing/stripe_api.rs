@@ -62,7 +62,7 @@ pub struct HostedSession {
 }
 
 /// What a Checkout Session is created for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct CheckoutOrder<'a> {
     pub tenant: &'a str,
     pub price: &'a str,

@@ -103,7 +103,7 @@ pub async fn webhook(
             "no_tenant"
         }
         Some(None) => {
-            tracing::info!(kind, %tenant, event = %change.id, "webhook event already applied, older, or about an ended subscription");
+            tracing::info!(kind, %tenant, event = %change.id, "webhook event already applied, older, or about a subscription not running");
             "already_applied"
         }
         Some(Some(tier)) => {
@@ -176,10 +176,6 @@ fn read_event(event: &Value) -> Option<SubscriptionEvent> {
     Some(change)
 }
 
-fn is_live(status: Option<&str>) -> bool {
-    matches!(status, Some("active" | "trialing" | "past_due"))
-}
-
 fn has_ended(status: Option<&str>) -> bool {
     matches!(status, Some("canceled" | "incomplete_expired"))
 }
@@ -195,7 +191,8 @@ fn is_stale(current: &Subscription, change: &SubscriptionEvent) -> bool {
             && change.subscription == current.id)
 }
 
-/// Applies the event to the tenant; `None` when it is stale (nothing is stored then).
+/// Applies the event to the tenant; `None` when it is stale or changes nothing (nothing is
+/// stored then).
 /// Returns the tier the tenant is on afterwards.
 fn apply(
     record: &mut StoredTenant,
@@ -203,20 +200,22 @@ fn apply(
     tiers: &TierTable,
 ) -> Option<String> {
     let tenant = &mut record.tenant;
-    let mut subscription = tenant.subscription.take().unwrap_or_default();
-    if is_stale(&subscription, change) {
-        tenant.subscription = Some(subscription);
+    let current = tenant.subscription.as_ref();
+    if current.is_some_and(|c| is_stale(c, change)) {
         return None;
     }
-    let same_subscription = change.subscription.is_none() || change.subscription == subscription.id;
+    let same_subscription =
+        change.subscription.is_none() || change.subscription == current.and_then(|c| c.id.clone());
+    // A failed payment matters to the subscription that is running; a failed first payment
+    // leaves a subscription incomplete, which Stripe reports by its own events.
+    if change.kind == EventKind::PaymentFailed
+        && !(same_subscription && current.is_some_and(Subscription::is_live))
+    {
+        return None;
+    }
+    let mut subscription = tenant.subscription.take().unwrap_or_default();
     match change.kind {
-        // A failed payment matters to the subscription that is running; a failed first
-        // payment leaves a subscription incomplete, which Stripe reports by its own events.
-        EventKind::PaymentFailed => {
-            if same_subscription && is_live(subscription.status.as_deref()) {
-                subscription.status = Some("past_due".to_owned());
-            }
-        }
+        EventKind::PaymentFailed => subscription.status = Some("past_due".to_owned()),
         EventKind::CheckoutCompleted | EventKind::Subscription => {
             if !same_subscription {
                 // A new subscription (after the old one ended): nothing of the old one's
