@@ -56,6 +56,9 @@ struct TierInfo {
     monthly_limit: Option<u64>,
     paid: bool,
     display_price: Option<String>,
+    /// Whether `POST /api/v1/billing/checkout` sells it here (a Stripe price, and billing
+    /// configured).
+    for_sale: bool,
 }
 
 /// `GET /api/v1/tiers`: what each tier offers, for pricing pages and dashboards.
@@ -72,6 +75,7 @@ async fn tiers(State(state): State<AppState>) -> Json<Vec<TierInfo>> {
                 monthly_limit: tier.monthly_limit,
                 paid: tier.paid,
                 display_price: tier.display_price.clone(),
+                for_sale: tier.stripe_price.is_some() && state.billing.stripe.is_some(),
             })
             .collect(),
     )

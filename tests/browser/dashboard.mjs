@@ -35,6 +35,7 @@ try {
   await page.fill("#api-key", API_KEY);
   await page.click('button[type="submit"]');
   await page.waitForSelector('tollgate-usage[data-state="ok"]');
+  check(await page.locator("#billing").isHidden(), "billing shows where nothing is for sale");
   const field = (name) => panel.locator(`[data-field="${name}"]`);
   check((await field("used").textContent()) === "3", `used shows ${await field("used").textContent()}, expected 3`);
   check((await field("limit").textContent()) === "60", "limit shows 60");

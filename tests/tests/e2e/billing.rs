@@ -211,6 +211,24 @@ async fn checkout_and_portal_sessions_carry_the_tenant_to_stripe() {
     let checkout = "/api/v1/billing/checkout";
     let portal = "/api/v1/billing/portal";
 
+    let tiers: Value = stack
+        .client()
+        .get(stack.url("/api/v1/tiers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let for_sale: Vec<&str> = tiers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["for_sale"] == true)
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(for_sale, ["pro"]);
+
     let (status, body) = billing_call(&stack, checkout, None, pro()).await;
     assert_eq!(
         (status, body["code"].as_str()),

@@ -1,11 +1,29 @@
-//! The API USAGE panel in a real browser: Debian's headless Chromium, driven by
-//! `tests/browser/dashboard.mjs` (playwright-core), against the dashboard served through
-//! Envoy. Leaves a screenshot in `tests/artifacts/dashboard.png`.
+//! The dashboard in a real browser: Debian's headless Chromium, driven by the scripts in
+//! `tests/browser` (playwright-core), against the dashboard served through Envoy. The usage
+//! test leaves a screenshot in `tests/artifacts/dashboard.png`.
 
 use std::process::Command;
 use std::time::Duration;
 
+use tollgate_e2e::stripe_stand_in::StripeStandIn;
 use tollgate_e2e::{Process, Stack, StackOptions, workspace};
+
+/// Runs a browser script to its end; returns its output.
+fn drive_browser(script: &str, env: &[(&str, String)]) -> String {
+    let logs = tempfile::TempDir::new().expect("tempdir");
+    let mut node = Command::new("node");
+    node.arg(workspace().join("tests/browser").join(script))
+        .current_dir(workspace().join("tests/browser"))
+        .envs(env.iter().map(|(k, v)| (*k, v)));
+    let mut driver = Process::spawn("browser", node, logs.path());
+    let status = driver.wait_for_exit(Duration::from_secs(90));
+    let output = driver.log();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the browser test failed ({status:?}):\n{output}"
+    );
+    output
+}
 
 #[tokio::test]
 async fn the_dashboard_shows_usage_and_keeps_up_in_a_real_browser() {
@@ -22,27 +40,71 @@ async fn the_dashboard_shows_usage_and_keeps_up_in_a_real_browser() {
     std::fs::create_dir_all(&artifacts).expect("artifacts dir");
     let screenshot = artifacts.join("dashboard.png");
     let _ = std::fs::remove_file(&screenshot);
-    let logs = tempfile::TempDir::new().expect("tempdir");
-
-    let mut node = Command::new("node");
-    node.arg(workspace().join("tests/browser/dashboard.mjs"))
-        .current_dir(workspace().join("tests/browser"))
-        .env("DASHBOARD_URL", stack.url("/dashboard"))
-        .env("ENVOY_URL", stack.url(""))
-        .env("API_KEY", &tenant.key)
-        .env("SCREENSHOT", &screenshot);
-    let mut driver = Process::spawn("browser", node, logs.path());
     // Blocking is fine: everything the browser talks to runs in other processes.
-    let status = driver.wait_for_exit(Duration::from_secs(90));
-    let output = driver.log();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the browser test failed ({status:?}):\n{output}"
+    let output = drive_browser(
+        "dashboard.mjs",
+        &[
+            ("DASHBOARD_URL", stack.url("/dashboard")),
+            ("ENVOY_URL", stack.url("")),
+            ("API_KEY", tenant.key.clone()),
+            ("SCREENSHOT", screenshot.display().to_string()),
+        ],
     );
     assert!(output.contains("dashboard: ok"), "{output}");
     assert!(
         screenshot.exists(),
         "no screenshot at {}",
         screenshot.display()
+    );
+}
+
+// Two threads: the Stripe stand-in runs in this test's runtime while the browser is awaited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_sends_the_tenant_to_stripe() {
+    let stand_in = StripeStandIn::start().await;
+    let tiers = r#"
+        default_tier = "standard"
+        [tiers.standard]
+        limit = 60
+        window_seconds = 60
+        [tiers.pro]
+        limit = 1000
+        window_seconds = 60
+        paid = true
+        stripe_price = "price_pro_monthly"
+        display_price = "$49/month"
+    "#;
+    let options = StackOptions::default()
+        .tiers(tiers)
+        .control_plane_env("STRIPE_SECRET_KEY", "sk_test_tollgate_browser")
+        .control_plane_env("STRIPE_API_BASE", &stand_in.url)
+        .control_plane_env(
+            "TOLLGATE_BILLING_RETURN_URL",
+            "https://platform.example/billing",
+        );
+    let stack = Stack::start(options).await;
+    let tenant = stack.create_tenant("standard").await;
+
+    let screenshot = workspace().join("tests/artifacts/billing.png");
+    std::fs::create_dir_all(screenshot.parent().unwrap()).expect("artifacts dir");
+    let env = [
+        ("DASHBOARD_URL", stack.url("/dashboard")),
+        ("API_KEY", tenant.key.clone()),
+        ("SCREENSHOT", screenshot.display().to_string()),
+    ];
+    let output = tokio::task::spawn_blocking(move || drive_browser("billing.mjs", &env))
+        .await
+        .unwrap();
+    assert!(output.contains("billing: ok"), "{output}");
+    let asked = stand_in.requests();
+    assert_eq!(
+        asked.len(),
+        1,
+        "one checkout, no portal session without a customer"
+    );
+    assert_eq!(asked[0].path, "/v1/checkout/sessions");
+    assert_eq!(
+        asked[0].field("client_reference_id"),
+        Some(tenant.id.as_str())
     );
 }

@@ -1,0 +1,54 @@
+// Drives the dashboard's billing buttons in headless Chromium: the upgrade button creates a
+// Checkout Session through Envoy and sends the browser to Stripe's page (answered here by a
+// stand-in, so nothing leaves the machine); the portal button before any purchase explains
+// itself; the return from Checkout is acknowledged. Started by the end-to-end test
+// `the_dashboard_sends_the_tenant_to_stripe`.
+import { chromium } from "playwright-core";
+
+const { DASHBOARD_URL, API_KEY, SCREENSHOT, CHROMIUM = "/usr/bin/chromium" } = process.env;
+const deadline = setTimeout(() => {
+  console.error("browser test timed out");
+  process.exit(2);
+}, 60_000);
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+try {
+  const page = await browser.newPage();
+  await page.goto(DASHBOARD_URL);
+  check(await page.locator("#billing").isHidden(), "billing shows before a key is given");
+
+  await page.fill("#api-key", API_KEY);
+  await page.click('button[type="submit"]');
+  const upgrade = page.locator('button[data-tier="pro"]');
+  await upgrade.waitFor();
+  const label = await upgrade.textContent();
+  check(label === "Upgrade to pro ($49/month)", `the upgrade button reads ${JSON.stringify(label)}`);
+  check(await page.locator('button[data-tier="standard"]').count() === 0, "a free tier is offered for sale");
+
+  await page.click("#manage-billing");
+  await page.waitForFunction(() => document.getElementById("billing-message").textContent.includes("no billing account"));
+  await page.screenshot({ path: SCREENSHOT, fullPage: true });
+
+  // Stripe's hosted page, answered inside the browser.
+  await page.route("https://checkout.stripe.test/**", (route) =>
+    route.fulfill({ status: 200, contentType: "text/html", body: "<title>Stripe Checkout</title>" }));
+  await upgrade.click();
+  await page.waitForURL(/^https:\/\/checkout\.stripe\.test\/c\/pay\/cs_test_/);
+  check((await page.title()) === "Stripe Checkout", "the browser is not on the checkout page");
+
+  await page.goto(`${DASHBOARD_URL}?checkout=success&session_id=cs_test_1`);
+  await page.waitForFunction(() => document.getElementById("billing-message").textContent.includes("Payment received"));
+  check(!page.url().includes(API_KEY), "the key appears in the URL");
+  console.log("billing: ok");
+} finally {
+  clearTimeout(deadline);
+  await browser.close();
+}
