@@ -25,9 +25,50 @@ struct CacheTicket {
     refreshing: bool,
 }
 
+/// The client's request headers, fetched with one host call: reading the path, the key
+/// headers and the reserved headers one by one would cost one call each.
+struct RequestHeaders(Vec<(String, Vec<u8>)>);
+
+impl RequestHeaders {
+    fn fetch() -> Option<Self> {
+        match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(headers) => Some(Self(headers)),
+            Err(status) => {
+                log::error!("tollgate: cannot read the request headers: {status:?}");
+                None
+            }
+        }
+    }
+
+    /// The first value of a header, as raw bytes (a client may send bytes that are not
+    /// UTF-8). Names arrive lower-case from Envoy.
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The configured key header and, when bearer keys are on, `Authorization`.
+    fn key_headers(&self, settings: &Settings) -> (Option<&[u8]>, Option<&[u8]>) {
+        let authorization = settings.bearer.then(|| self.get("authorization")).flatten();
+        (self.get(&settings.key_header), authorization)
+    }
+
+    /// The reserved headers the client sent (almost always none).
+    fn reserved(&self) -> Vec<&'static str> {
+        RESERVED_HEADERS
+            .into_iter()
+            .filter(|name| self.get(name).is_some())
+            .collect()
+    }
+}
+
 pub(super) struct RequestContext {
     settings: Rc<Settings>,
     stats: Rc<Stats>,
+    /// Reserved headers the client sent, removed before the request goes upstream.
+    reserved: Vec<&'static str>,
     /// What the deny cache needs when this request's decision arrives; `None` when the
     /// cache is off.
     pending: Option<CacheTicket>,
@@ -41,30 +82,10 @@ impl RequestContext {
         Self {
             settings,
             stats,
+            reserved: Vec::new(),
             pending: None,
             response_headers: Vec::new(),
         }
-    }
-
-    /// A request header's raw value. The SDK's `get_map_value` panics on bytes that are not
-    /// UTF-8, which a client can send; the bytes variant cannot.
-    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
-    }
-
-    /// The configured key header and, when bearer keys are on, `Authorization`.
-    fn key_headers(&self) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
-        let authorization = if self.settings.bearer {
-            self.request_header("authorization")
-        } else {
-            None
-        };
-        (
-            self.request_header(&self.settings.key_header),
-            authorization,
-        )
     }
 
     /// Sends the callout. `Err` carries the failure when Envoy refused to dispatch it (for
@@ -93,7 +114,7 @@ impl RequestContext {
     fn apply(&mut self, action: Action) -> bool {
         match action {
             Action::Resume { upstream, response } => {
-                if !strip_reserved_headers() {
+                if !strip(&self.reserved) {
                     return false;
                 }
                 for (name, value) in &upstream {
@@ -115,12 +136,12 @@ impl RequestContext {
 
     /// On a usage request: hands the key's cached denials, not yet reported, to the
     /// control-plane in a request header, so the usage it answers counts them.
-    fn report_unreported_denials(&self) {
+    fn report_unreported_denials(&self, headers: &RequestHeaders) {
         let Some(cache) = &self.settings.deny_cache else {
             return;
         };
-        let (key_header, authorization) = self.key_headers();
-        let Ok(api_key) = api_key::extract(key_header.as_deref(), authorization.as_deref()) else {
+        let (key_header, authorization) = headers.key_headers(&self.settings);
+        let Ok(api_key) = api_key::extract(key_header, authorization) else {
             return;
         };
         let unreported: u64 = self
@@ -178,11 +199,11 @@ impl RequestContext {
     }
 }
 
-/// Removes the headers only the filter may set from the client's request. Done only for a
-/// request that goes upstream (a local reply needs no cleaning, and a flood of them should
-/// not pay for it); on failure the request is refused, never forwarded unclean.
-fn strip_reserved_headers() -> bool {
-    for name in RESERVED_HEADERS {
+/// Removes `reserved` (headers only the filter may set) from the client's request. Done only
+/// for a request that goes upstream (a local reply needs no cleaning, and a flood of them
+/// should not pay for it); on failure the request is refused, never forwarded unclean.
+fn strip(reserved: &[&'static str]) -> bool {
+    for name in reserved {
         if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
             log::error!("tollgate: cannot remove {name}: {status:?}");
             send(outcome::internal_error());
@@ -246,13 +267,18 @@ impl Context for RequestContext {
 
 impl HttpContext for RequestContext {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
-        let Some(path) = self.request_header(":path") else {
-            return continue_if(strip_reserved_headers());
+        let Some(headers) = RequestHeaders::fetch() else {
+            send(outcome::internal_error());
+            return HostAction::Pause;
+        };
+        self.reserved = headers.reserved();
+        let Some(path) = headers.get(":path") else {
+            return continue_if(strip(&self.reserved));
         };
         // Lossy, so a stray invalid byte after a limited prefix cannot skip the limit.
-        let path = String::from_utf8_lossy(&path);
+        let path = String::from_utf8_lossy(path);
         let Some(route) = self.settings.routes.find(&path) else {
-            if !strip_reserved_headers() {
+            if !strip(&self.reserved) {
                 return HostAction::Pause;
             }
             if self
@@ -261,13 +287,13 @@ impl HttpContext for RequestContext {
                 .iter()
                 .any(|p| routes::matches(p, &path))
             {
-                self.report_unreported_denials();
+                self.report_unreported_denials(&headers);
             }
             return HostAction::Continue;
         };
 
-        let (key_header, authorization) = self.key_headers();
-        let api_key = match api_key::extract(key_header.as_deref(), authorization.as_deref()) {
+        let (key_header, authorization) = headers.key_headers(&self.settings);
+        let api_key = match api_key::extract(key_header, authorization) {
             Ok(key) => key,
             Err(error) => {
                 self.stats.count(&[Stat::Unauthorized]);

@@ -277,3 +277,20 @@ async fn the_tiers_on_offer_are_public() {
         "internal ids stay internal"
     );
 }
+
+#[tokio::test]
+async fn a_client_cannot_report_denials_of_its_own_through_envoy() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let tenant = stack.create_tenant("standard").await;
+    let response = stack
+        .client()
+        .get(stack.url("/api/v1/usage"))
+        .header("x-api-key", &tenant.key)
+        .header("x-tollgate-edge-denied", "1000")
+        .send()
+        .await
+        .expect("usage");
+    assert_eq!(response.status(), StatusCode::OK);
+    let usage: Value = response.json().await.unwrap();
+    assert_eq!(usage["denied"], 0, "the filter strips the reserved header");
+}
