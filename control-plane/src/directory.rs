@@ -9,7 +9,10 @@
 //!   everything when it (re)subscribes and every 30 s, in case a message was missed.
 //!
 //! Writes go to durable storage first and to the cache second: a failed write changes
-//! nothing and answers 503.
+//! nothing and answers 503. A change is a read-modify-write, so concurrent changes to one
+//! tenant (an admin call and a webhook, or two webhooks) must not overwrite each other: within
+//! a replica they are serialised; across replicas, the Redis write is a compare-and-set on
+//! the record that was read, retried on a conflict.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,9 +32,25 @@ use crate::window::StoreError;
 /// How often the Redis listener reloads every tenant, whatever it heard.
 const FULL_RELOAD_PERIOD: Duration = Duration::from_secs(30);
 
+/// How many times a change is retried when another replica changed the tenant between the
+/// read and the write; past it the caller gets 503 (and Stripe, for instance, retries).
+const WRITE_ATTEMPTS: usize = 5;
+
+/// Writes the record only if the stored one is still the one read (absent: empty), and
+/// announces the change. ARGV: id, record read, new record, change channel.
+const COMPARE_AND_SET: &str = r"
+if (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[1])
+return 1
+";
+
 pub struct Directory {
     cache: Arc<Tenants>,
     durable: Durable,
+    /// Serialises this replica's writes: no two read-modify-writes interleave, and no two
+    /// state-file snapshots either.
+    writes: Mutex<()>,
     /// Whether the cache holds the durable records yet. Redis-backed directories fill it
     /// from the listener; until then the replica is not ready.
     loaded: Arc<AtomicBool>,
@@ -39,14 +58,13 @@ pub struct Directory {
 
 enum Durable {
     Process,
-    /// The mutex serialises writers so two changes cannot interleave their snapshots.
     File {
         path: PathBuf,
-        lock: Mutex<()>,
     },
     Redis {
         connection: RedisConnection,
         timeout: Duration,
+        compare_and_set: redis::Script,
     },
 }
 
@@ -62,6 +80,7 @@ impl Directory {
         Self {
             cache: Arc::default(),
             durable: Durable::Process,
+            writes: Mutex::new(()),
             loaded: Arc::new(AtomicBool::new(true)),
         }
     }
@@ -89,10 +108,8 @@ impl Directory {
         }
         Ok(Self {
             cache,
-            durable: Durable::File {
-                path,
-                lock: Mutex::new(()),
-            },
+            durable: Durable::File { path },
+            writes: Mutex::new(()),
             loaded: Arc::new(AtomicBool::new(true)),
         })
     }
@@ -105,7 +122,9 @@ impl Directory {
             durable: Durable::Redis {
                 connection,
                 timeout,
+                compare_and_set: redis::Script::new(COMPARE_AND_SET),
             },
+            writes: Mutex::new(()),
             loaded: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -138,7 +157,11 @@ impl Directory {
 
     pub async fn create(&self, tenant: Tenant, key: StoredKey) -> Result<(), StoreError> {
         let record = StoredTenant::new(tenant, key);
-        self.store(&record).await?;
+        let _writer = self.writes.lock().await;
+        // A new id: the stored record it replaces is none.
+        if !self.store(&record, None).await? {
+            return Err(StoreError::Unavailable("the tenant id is taken".into()));
+        }
         self.cache.replace(&record.tenant.id.clone(), Some(record));
         Ok(())
     }
@@ -158,64 +181,82 @@ impl Directory {
     }
 
     /// Changes the tenant's latest record with `edit` and stores it; `edit` returning `None`
-    /// stores nothing. `Ok(None)`: no such tenant.
+    /// stores nothing. `Ok(None)`: no such tenant. `edit` runs again on a fresh copy if
+    /// another replica changed the tenant meanwhile.
     pub async fn modify<T>(
         &self,
         id: &str,
-        edit: impl FnOnce(&mut StoredTenant) -> Option<T>,
+        mut edit: impl FnMut(&mut StoredTenant) -> Option<T>,
     ) -> Result<Option<Option<T>>, StoreError> {
-        let Some(mut record) = self.latest(id).await? else {
-            return Ok(None);
-        };
-        let Some(result) = edit(&mut record) else {
-            return Ok(Some(None));
-        };
-        self.store(&record).await?;
-        self.cache.replace(id, Some(record));
-        Ok(Some(Some(result)))
+        let _writer = self.writes.lock().await;
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some((mut record, read)) = self.latest(id).await? else {
+                return Ok(None);
+            };
+            let Some(result) = edit(&mut record) else {
+                return Ok(Some(None));
+            };
+            if self.store(&record, read.as_deref()).await? {
+                self.cache.replace(id, Some(record));
+                return Ok(Some(Some(result)));
+            }
+            tracing::info!(tenant = %id, "tenant changed by another replica meanwhile; retrying");
+        }
+        Err(StoreError::Unavailable(format!(
+            "tenant {id} kept changing under {WRITE_ATTEMPTS} attempts to write it"
+        )))
     }
 
-    /// The freshest record: from Redis when shared, so a change made through another replica
-    /// a moment ago is not overwritten.
-    async fn latest(&self, id: &str) -> Result<Option<StoredTenant>, StoreError> {
+    /// The freshest record, and in Redis mode the stored JSON it was read from (the value a
+    /// write must still find there): from Redis when shared, so a change made through another
+    /// replica a moment ago is not overwritten.
+    async fn latest(&self, id: &str) -> Result<Option<(StoredTenant, Option<String>)>, StoreError> {
         match &self.durable {
             Durable::Redis {
                 connection,
                 timeout,
+                ..
             } => fetch(connection, *timeout, id).await,
-            Durable::Process | Durable::File { .. } => Ok(self.cache.record(id)),
+            Durable::Process | Durable::File { .. } => {
+                Ok(self.cache.record(id).map(|record| (record, None)))
+            }
         }
     }
 
-    async fn store(&self, record: &StoredTenant) -> Result<(), StoreError> {
+    /// Stores the record; in Redis mode only if the stored JSON is still `read` (`None`: no
+    /// record). Returns whether it was written. Callers hold `writes`.
+    async fn store(&self, record: &StoredTenant, read: Option<&str>) -> Result<bool, StoreError> {
         match &self.durable {
-            Durable::Process => Ok(()),
-            Durable::File { path, lock } => {
-                let _writer = lock.lock().await;
+            Durable::Process => Ok(true),
+            Durable::File { path } => {
                 let mut records = self.cache.records();
                 records.retain(|r| r.tenant.id != record.tenant.id);
                 records.push(record.clone());
                 records.sort_by(|a, b| a.tenant.id.cmp(&b.tenant.id));
                 write_atomically(path, &records)
                     .await
+                    .map(|()| true)
                     .map_err(|e| StoreError::Unavailable(format!("state file: {e}")))
             }
             Durable::Redis {
                 connection,
                 timeout,
+                compare_and_set,
             } => {
                 let json = serde_json::to_string(record)
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .hset(TENANTS, record.tenant.id.as_ref(), json)
-                    .ignore()
-                    .publish(TENANT_CHANGES, record.tenant.id.as_ref())
-                    .ignore();
-                bounded(connection, *timeout, |mut c| async move {
-                    pipe.query_async::<()>(&mut c).await
+                let mut invocation = compare_and_set.prepare_invoke();
+                invocation
+                    .key(TENANTS)
+                    .arg(record.tenant.id.as_ref())
+                    .arg(read.unwrap_or(""))
+                    .arg(json)
+                    .arg(TENANT_CHANGES);
+                let written: u8 = bounded(connection, *timeout, |mut c| async move {
+                    invocation.invoke_async(&mut c).await
                 })
-                .await
+                .await?;
+                Ok(written == 1)
             }
         }
     }
@@ -227,6 +268,7 @@ impl Directory {
             Durable::Redis {
                 connection,
                 timeout,
+                ..
             } => {
                 bounded(connection, *timeout, |mut c| async move {
                     redis::cmd("PING").query_async::<String>(&mut c).await
@@ -247,6 +289,7 @@ impl Directory {
         let Durable::Redis {
             connection,
             timeout,
+            ..
         } = &self.durable
         else {
             return;
@@ -302,7 +345,7 @@ async fn listen(
                     return Err(StoreError::Unavailable("subscription closed".into()));
                 };
                 let Ok(id) = message.get_payload::<String>() else { continue };
-                let record = fetch(connection, timeout, &id).await?;
+                let record = fetch(connection, timeout, &id).await?.map(|(record, _)| record);
                 let Some(cache) = cache.upgrade() else { return Ok(()) };
                 cache.replace(&id, record);
             }
@@ -340,11 +383,12 @@ async fn reload_all(
     Ok(())
 }
 
+/// A tenant's record from Redis, with the JSON it was stored as.
 async fn fetch(
     connection: &RedisConnection,
     timeout: Duration,
     id: &str,
-) -> Result<Option<StoredTenant>, StoreError> {
+) -> Result<Option<(StoredTenant, Option<String>)>, StoreError> {
     let id = id.to_owned();
     let json: Option<String> = bounded(connection, timeout, |mut c| async move {
         c.hget(TENANTS, id).await
@@ -352,6 +396,7 @@ async fn fetch(
     .await?;
     json.map(|json| {
         serde_json::from_str(&json)
+            .map(|record| (record, Some(json)))
             .map_err(|e| StoreError::Unavailable(format!("tenant record: {e}")))
     })
     .transpose()

@@ -141,7 +141,7 @@ async fn add_key(
             record
                 .keys
                 .retain(|k| k.expires_at.is_none_or(|at| at > now));
-            record.keys.push(stored);
+            record.keys.push(stored.clone());
             Some(())
         })
         .await?

@@ -93,22 +93,28 @@ pub async fn webhook(
         return Ok(StatusCode::OK);
     };
     let tiers = state.tiers.current();
+    let mut unchanged = None;
     let applied = state
         .directory
-        .modify(&tenant, |record| apply(record, &change, &tiers))
+        .modify(&tenant, |record| {
+            apply(record, &change, &tiers)
+                .map_err(|reason| unchanged = Some(reason))
+                .ok()
+        })
         .await?;
-    let outcome = match applied {
-        None => {
+    let outcome = match (applied, unchanged) {
+        (None, _) => {
             tracing::warn!(kind, %tenant, "webhook event for an unknown tenant");
             "no_tenant"
         }
-        Some(None) => {
-            tracing::info!(kind, %tenant, event = %change.id, "webhook event already applied, older, or about a subscription not running");
-            "already_applied"
-        }
-        Some(Some(tier)) => {
+        (Some(Some(tier)), _) => {
             tracing::info!(kind, %tenant, %tier, "subscription applied");
             "applied"
+        }
+        (Some(None), reason) => {
+            let reason = reason.map_or("unchanged", Unchanged::label);
+            tracing::info!(kind, %tenant, event = %change.id, reason, "webhook event changes nothing");
+            reason
         }
     };
     state.metrics.count_webhook(kind, outcome);
@@ -146,7 +152,13 @@ fn read_event(event: &Value) -> Option<SubscriptionEvent> {
     };
     match kind {
         EventKind::CheckoutCompleted => {
-            change.tenant = text(&object["client_reference_id"]).or(change.tenant);
+            // Only the metadata Tollgate's own sessions carry names the tenant: anyone can
+            // put a client_reference_id on a Payment Link URL, so one that disagrees makes
+            // the event name no tenant rather than attach a stranger's subscription.
+            let reference = text(&object["client_reference_id"]);
+            if reference.is_some() && reference != change.tenant {
+                change.tenant = None;
+            }
             change.subscription = id_of(&object["subscription"]);
         }
         EventKind::Subscription => {
@@ -180,46 +192,74 @@ fn has_ended(status: Option<&str>) -> bool {
     matches!(status, Some("canceled" | "incomplete_expired"))
 }
 
-/// Whether the stored state already reflects the event or something newer: a redelivery, an
-/// event created before the last applied one, or news of a subscription that has ended
-/// (Stripe never revives one, so whatever arrives late about it is stale).
+/// Why an event left the tenant as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unchanged {
+    /// A redelivery, an event older than the last status change, or news of a subscription
+    /// that has ended.
+    Stale,
+    /// About another subscription than the running one, or a failed payment of a
+    /// subscription that is not running.
+    Irrelevant,
+}
+
+impl Unchanged {
+    fn label(self) -> &'static str {
+        match self {
+            Unchanged::Stale => "stale",
+            Unchanged::Irrelevant => "irrelevant",
+        }
+    }
+}
+
+/// Whether the stored state already reflects the event or something newer: a redelivery, a
+/// status change created before the last applied one, or news of a subscription that has
+/// ended (Stripe never revives one, so whatever arrives late about it is stale). Checkout
+/// events carry no status and are not ordered by time: Stripe creates the subscription
+/// before the session completes, so its events may be the older ones.
 fn is_stale(current: &Subscription, change: &SubscriptionEvent) -> bool {
     current.recent_events.contains(&change.id)
-        || current.updated_at > change.created
+        || (change.kind != EventKind::CheckoutCompleted && current.updated_at > change.created)
         || (has_ended(current.status.as_deref())
             && change.subscription.is_some()
             && change.subscription == current.id)
 }
 
-/// Applies the event to the tenant; `None` when it is stale or changes nothing (nothing is
-/// stored then).
-/// Returns the tier the tenant is on afterwards.
+/// Applies the event to the tenant and returns the tier it is on afterwards, or why nothing
+/// changed (nothing is stored then).
 fn apply(
     record: &mut StoredTenant,
     change: &SubscriptionEvent,
     tiers: &TierTable,
-) -> Option<String> {
+) -> Result<String, Unchanged> {
     let tenant = &mut record.tenant;
     let current = tenant.subscription.as_ref();
     if current.is_some_and(|c| is_stale(c, change)) {
-        return None;
+        return Err(Unchanged::Stale);
     }
+    let current_id = current.and_then(|c| c.id.as_ref());
+    let running = current.is_some_and(Subscription::is_live);
     let same_subscription =
-        change.subscription.is_none() || change.subscription == current.and_then(|c| c.id.clone());
-    // A failed payment matters to the subscription that is running; a failed first payment
-    // leaves a subscription incomplete, which Stripe reports by its own events.
-    if change.kind == EventKind::PaymentFailed
-        && !(same_subscription && current.is_some_and(Subscription::is_live))
-    {
-        return None;
+        change.subscription.is_none() || change.subscription.as_ref() == current_id;
+    let irrelevant = match change.kind {
+        // A failed payment matters to the subscription that is running; a failed first
+        // payment leaves a subscription incomplete, which Stripe reports by its own events,
+        // and an invoice of no subscription is not about the tier.
+        EventKind::PaymentFailed => change.subscription.is_none() || !same_subscription || !running,
+        // While one subscription runs, news of another (an older one that ends late, say)
+        // must not replace it.
+        EventKind::CheckoutCompleted | EventKind::Subscription => !same_subscription && running,
+    };
+    if irrelevant {
+        return Err(Unchanged::Irrelevant);
     }
     let mut subscription = tenant.subscription.take().unwrap_or_default();
     match change.kind {
         EventKind::PaymentFailed => subscription.status = Some("past_due".to_owned()),
         EventKind::CheckoutCompleted | EventKind::Subscription => {
             if !same_subscription {
-                // A new subscription (after the old one ended): nothing of the old one's
-                // state carries over.
+                // A new subscription (none was running): nothing of the old one's state
+                // carries over.
                 subscription = Subscription {
                     customer: subscription.customer,
                     id: change.subscription.clone(),
@@ -261,7 +301,9 @@ fn apply(
     }
     subscription.past_due_since = (subscription.status.as_deref() == Some("past_due"))
         .then(|| subscription.past_due_since.unwrap_or(change.created));
-    subscription.updated_at = change.created;
+    if change.kind != EventKind::CheckoutCompleted {
+        subscription.updated_at = change.created;
+    }
     subscription.recent_events.push(change.id.clone());
     let overflow = subscription
         .recent_events
@@ -269,7 +311,7 @@ fn apply(
         .saturating_sub(REMEMBERED_EVENTS);
     subscription.recent_events.drain(..overflow);
     tenant.subscription = Some(subscription);
-    Some(tenant.tier.to_string())
+    Ok(tenant.tier.to_string())
 }
 
 #[cfg(test)]
@@ -317,7 +359,7 @@ mod tests {
     }
 
     fn apply_json(record: &mut StoredTenant, event: Value) -> Option<String> {
-        apply(record, &read_event(&event).unwrap(), &tiers())
+        apply(record, &read_event(&event).unwrap(), &tiers()).ok()
     }
 
     #[test]
@@ -404,16 +446,20 @@ mod tests {
         );
     }
 
+    fn checkout_completed(id: &str, created: u64, reference: Option<&str>) -> Value {
+        json!({"id": id, "created": created, "type": "checkout.session.completed",
+            "data": {"object": {"mode": "subscription", "client_reference_id": reference,
+                "metadata": {"tenant_id": "tn_1"}, "customer": "cus_9", "subscription": "sub_9"}}})
+    }
+
     #[test]
     fn checkout_links_the_customer_without_changing_the_tier() {
         let mut record = record();
-        let completed = json!({"id": "evt_1", "created": 5, "type": "checkout.session.completed",
-            "data": {"object": {"client_reference_id": "tn_1", "customer": "cus_9", "subscription": "sub_9"}}});
-        let change = read_event(&completed).unwrap();
+        let change = read_event(&checkout_completed("evt_1", 5, Some("tn_1"))).unwrap();
         assert_eq!(change.tenant.as_deref(), Some("tn_1"));
         assert_eq!(
             apply(&mut record, &change, &tiers()).as_deref(),
-            Some("standard")
+            Ok("standard")
         );
         let linked = record.tenant.subscription.unwrap();
         assert_eq!(
@@ -594,5 +640,70 @@ mod tests {
         let remembered = &record.tenant.subscription.unwrap().recent_events;
         assert_eq!(remembered.len(), REMEMBERED_EVENTS);
         assert_eq!(remembered.last().map(String::as_str), Some("evt_99"));
+    }
+
+    #[test]
+    fn only_tollgates_metadata_names_the_tenant_of_a_checkout() {
+        let disagreeing = read_event(&checkout_completed("evt_1", 5, Some("tn_victim"))).unwrap();
+        assert_eq!(
+            disagreeing.tenant, None,
+            "a Payment Link's reference is not trusted"
+        );
+        let mut without_metadata = checkout_completed("evt_2", 5, Some("tn_1"));
+        without_metadata["data"]["object"]["metadata"] = json!({});
+        assert_eq!(read_event(&without_metadata).unwrap().tenant, None);
+    }
+
+    #[test]
+    fn a_checkout_completing_after_its_subscription_started_does_not_hide_it() {
+        // Stripe creates the subscription (19) before the session completes (20); the
+        // deliveries may arrive the other way round.
+        let mut record = record();
+        apply_json(&mut record, checkout_completed("evt_cs", 20, None));
+        let mut created = subscription_event(
+            "evt_sub",
+            19,
+            "customer.subscription.created",
+            "active",
+            "current",
+        );
+        created["data"]["object"]["id"] = json!("sub_9");
+        assert_eq!(apply_json(&mut record, created).as_deref(), Some("pro"));
+    }
+
+    #[test]
+    fn news_of_another_subscription_never_replaces_the_running_one() {
+        let mut record = record();
+        apply_json(
+            &mut record,
+            subscription_event(
+                "evt_1",
+                10,
+                "customer.subscription.created",
+                "active",
+                "current",
+            ),
+        );
+        let mut old_one_ends = subscription_event(
+            "evt_2",
+            20,
+            "customer.subscription.deleted",
+            "canceled",
+            "current",
+        );
+        old_one_ends["data"]["object"]["id"] = json!("sub_old");
+        let change = read_event(&old_one_ends).unwrap();
+        assert_eq!(
+            apply(&mut record, &change, &tiers()),
+            Err(Unchanged::Irrelevant)
+        );
+        assert_eq!(record.tenant.tier.as_ref(), "pro");
+        let one_off_invoice = json!({"id": "evt_3", "created": 30, "type": "invoice.payment_failed",
+            "data": {"object": {"customer": "cus_1"}}});
+        let change = read_event(&one_off_invoice).unwrap();
+        assert_eq!(
+            apply(&mut record, &change, &tiers()),
+            Err(Unchanged::Irrelevant)
+        );
     }
 }
