@@ -117,8 +117,8 @@ impl Entry {
         let (numbers, policy) = bytes.split_at_checked(ENCODED_NUMBERS * 8)?;
         let mut numbers = numbers
             .chunks_exact(8)
-            .map(|chunk| u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
-        let mut number = || numbers.next();
+            .map(|chunk| chunk.try_into().ok().map(u64::from_le_bytes));
+        let mut number = || numbers.next().flatten();
         let (fingerprint, expires_at, retry_at, reset_at) =
             (number()?, number()?, number()?, number()?);
         let (limit, window_seconds, remaining, hits) = (number()?, number()?, number()?, number()?);
@@ -143,9 +143,8 @@ impl Entry {
 /// How many numbers an encoded entry starts with.
 const ENCODED_NUMBERS: usize = 11;
 
-/// Identifies a (key, cost) pair. The cost is part of it because a denial is only certain
-/// for requests of the same cost: a cheaper request may still fit the room a dearer one did
-/// not, and a dearer one may need to wait longer than the cached retry time.
+/// How many times a slot's read-modify-write is tried when another worker wrote the slot in
+/// between; giving up only costs a callout.
 const CAS_ATTEMPTS: usize = 4;
 
 /// The slot's entry if it belongs to `fingerprint` and its denial may still hold (`now_ms`
@@ -562,6 +561,39 @@ mod tests {
                 Lookup::Denied(_)
             ),
             "garbage decodes to a miss"
+        );
+    }
+
+    #[test]
+    fn entries_survive_encoding_and_garbage_is_no_entry() {
+        let entry = Entry {
+            fingerprint: u64::MAX,
+            expires_at: 1,
+            retry_at: 2,
+            reset_at: 3,
+            limit: u32::MAX,
+            window_seconds: 60,
+            remaining: 0,
+            hits: 7,
+            month_limit: 100_000,
+            month_remaining: 5,
+            month_reset_at: 9,
+            policy: "prö".to_owned(),
+        };
+        let bytes = entry.encode();
+        let decoded = Entry::decode(&bytes).expect("round trip");
+        assert_eq!(decoded.encode(), bytes);
+        assert_eq!((decoded.policy.as_str(), decoded.hits), ("prö", 7));
+        assert!(
+            Entry::decode(&bytes[..ENCODED_NUMBERS * 8 - 1]).is_none(),
+            "too short"
+        );
+        assert!(Entry::decode(b"").is_none());
+        let mut bad_policy = bytes[..ENCODED_NUMBERS * 8].to_vec();
+        bad_policy.push(0xff);
+        assert!(
+            Entry::decode(&bad_policy).is_none(),
+            "a policy that is not UTF-8"
         );
     }
 }

@@ -521,3 +521,27 @@ async fn the_control_plane_stops_cleanly_on_sigterm() {
         started.elapsed()
     );
 }
+
+/// The filter reads all request headers in one host call, whose SDK decoding panics on a
+/// header name that is not UTF-8. Envoy's codec must refuse such a request before any filter
+/// sees it, and the filter must keep working for everyone else.
+#[tokio::test]
+async fn a_header_name_that_is_not_utf8_is_refused_by_envoy_before_the_filter() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start(StackOptions::default()).await;
+    let tenant = stack.create_tenant("standard").await;
+    let mut connection = tokio::net::TcpStream::connect(("127.0.0.1", stack.envoy_port))
+        .await
+        .unwrap();
+    let mut request = b"GET /api/v1/ingest HTTP/1.1\r\nhost: tollgate\r\nx-caf\xe9: 1\r\n".to_vec();
+    request.extend_from_slice(format!("x-api-key: {}\r\n\r\n", tenant.key).as_bytes());
+    connection.write_all(&request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), connection.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(
+        stack.call("/api/v1/ingest", &tenant.key).await.status(),
+        200
+    );
+}
