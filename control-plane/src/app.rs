@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -32,6 +32,8 @@ pub struct AppState {
     pub directory: Arc<Directory>,
     pub windows: Arc<Windows>,
     pub keys: KeyHasher,
+    /// The header tenants send their key in, besides `Authorization: Bearer`.
+    pub api_key_header: HeaderName,
     pub admin_token: Secret,
     /// Shadow mode for every tier (`--shadow`).
     pub shadow_all: bool,
@@ -69,7 +71,7 @@ pub fn public_router(state: AppState, cors_origins: &[HeaderValue]) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .merge(usage::public_routes(cors_origins))
+        .merge(usage::public_routes(cors_origins, &state.api_key_header))
         .merge(dashboard::routes())
         .merge(billing::public_routes())
         .with_state(state)

@@ -1,5 +1,6 @@
 //! The tenant calling a public endpoint, known by its own API key, read by the same rules as
-//! the filter (shared from the protocol crate).
+//! the filter (shared from the protocol crate) from the same header (`TOLLGATE_API_KEY_HEADER`,
+//! like the filter's `api_key.header`) or `Authorization: Bearer`.
 
 use axum::http::{HeaderMap, HeaderValue};
 use tollgate_protocol::api_key;
@@ -11,7 +12,7 @@ use crate::tenants::Tenant;
 /// The tenant whose working key the request carries; 401 `invalid_api_key` otherwise.
 pub fn tenant(state: &AppState, headers: &HeaderMap) -> Result<Tenant, ApiError> {
     let bytes = |name| headers.get(name).map(HeaderValue::as_bytes);
-    let key = api_key::extract(bytes("x-api-key"), bytes("authorization"))
+    let key = api_key::extract(bytes(state.api_key_header.as_str()), bytes("authorization"))
         .map_err(|_| ApiError::InvalidApiKey)?;
     let owner = state
         .directory

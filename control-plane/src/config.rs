@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use clap::{Parser, ValueEnum};
 
 use crate::redis_conn::RedisTarget;
@@ -57,6 +57,11 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_STATE_FILE", conflicts_with_all = ["redis_url", "redis_cluster_urls"])]
     pub state_file: Option<PathBuf>,
 
+    /// The header tenants send their API key in (besides `Authorization: Bearer`) to the
+    /// usage and billing endpoints; the same as the filter's `api_key.header`.
+    #[arg(long, env = "TOLLGATE_API_KEY_HEADER", default_value = "x-api-key", value_parser = header_name)]
+    pub api_key_header: HeaderName,
+
     /// Browser origins allowed to read the usage endpoint (CORS), comma-separated, e.g.
     /// `https://dashboard.example.com`. Without any, only same-origin pages can.
     #[arg(long, env = "TOLLGATE_CORS_ORIGINS", value_delimiter = ',', value_parser = origin)]
@@ -73,8 +78,9 @@ pub struct Config {
     #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true, requires = "billing_return_url", value_parser = secret_of_at_least::<8>)]
     pub stripe_secret_key: Option<Secret>,
 
-    /// Stripe's API root; point it at a stand-in server for tests.
-    #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com/", value_parser = http_url)]
+    /// Stripe's API root; point it at a stand-in server for tests. Plain `http://` only to
+    /// loopback, so the secret key never crosses a network unencrypted.
+    #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com/", value_parser = stripe_api_base)]
     pub stripe_api_base: String,
 
     /// Where Checkout and the Billing Portal send the tenant back, e.g. the platform's
@@ -192,6 +198,24 @@ fn origin(value: &str) -> Result<HeaderValue, String> {
     HeaderValue::from_str(value).map_err(|e| e.to_string())
 }
 
+fn header_name(value: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(value.to_ascii_lowercase().as_bytes()).map_err(|e| e.to_string())
+}
+
+fn stripe_api_base(value: &str) -> Result<String, String> {
+    let url = http_url(value)?;
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|prefix| {
+            url.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+        });
+    if url.starts_with("http://") && !loopback {
+        return Err("must be https:// (plain http:// only to loopback)".to_owned());
+    }
+    Ok(url)
+}
+
 fn http_url(value: &str) -> Result<String, String> {
     let valid = (value.starts_with("https://") || value.starts_with("http://"))
         && value.parse::<axum::http::Uri>().is_ok();
@@ -273,6 +297,15 @@ mod tests {
             "x.json",
         ]));
         assert!(both.is_err(), "a state file with Redis is a contradiction");
+    }
+
+    #[test]
+    fn the_stripe_api_is_reached_over_tls_unless_on_loopback() {
+        assert!(stripe_api_base("https://api.stripe.com/").is_ok());
+        assert!(stripe_api_base("http://127.0.0.1:12111").is_ok());
+        assert!(stripe_api_base("http://localhost/").is_ok());
+        assert!(stripe_api_base("http://stripe-mock:12111").is_err());
+        assert!(stripe_api_base("http://127.0.0.1.example.com").is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub enum ApiError {
     #[error("a valid admin bearer token is required")]
     Unauthorized,
     /// 401: the tenant's API key is missing, malformed or unknown.
-    #[error("a valid API key is required (x-api-key or Authorization: Bearer)")]
+    #[error("a valid API key is required (the API-key header or Authorization: Bearer)")]
     InvalidApiKey,
     /// 400: a webhook whose signature is missing, wrong or stale.
     #[error("the Stripe-Signature does not verify")]
@@ -43,6 +43,9 @@ pub enum ApiError {
     /// (prices, portal settings), so the tenant gets a generic detail and the log the cause.
     #[error("the payment provider could not create the session; retry shortly")]
     Stripe(#[from] StripeApiError),
+    /// 403: the tenant is suspended (it may still manage its billing in the portal).
+    #[error("the tenant is suspended")]
+    TenantSuspended,
     /// 404
     #[error("no tenant has this id")]
     TenantNotFound,
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::InvalidApiKey => (StatusCode::UNAUTHORIZED, "invalid_api_key"),
             ApiError::TenantNotFound => (StatusCode::NOT_FOUND, "tenant_not_found"),
+            ApiError::TenantSuspended => (StatusCode::FORBIDDEN, "tenant_suspended"),
             ApiError::KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found"),
             ApiError::InvalidSignature => (StatusCode::BAD_REQUEST, "invalid_signature"),
             ApiError::MalformedEvent => (StatusCode::BAD_REQUEST, "invalid_event"),

@@ -81,6 +81,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
         directory: Arc::new(directory),
         windows: Arc::new(windows),
         keys: KeyHasher::new(&config.key_secret),
+        api_key_header: config.api_key_header.clone(),
         admin_token: config.admin_token.clone(),
         shadow_all: config.shadow,
         billing: billing(config)?,

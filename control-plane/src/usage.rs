@@ -4,7 +4,7 @@
 //! shape for operators on the admin API.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -81,15 +81,13 @@ async fn tiers(State(state): State<AppState>) -> Json<Vec<TierInfo>> {
     )
 }
 
-/// The tenant-facing routes, with CORS for `origins` (none: same-origin only).
-pub fn public_routes(origins: &[HeaderValue]) -> Router<AppState> {
+/// The tenant-facing routes, with CORS for `origins` (none: same-origin only); browsers may
+/// send the key in `key_header` or `Authorization`.
+pub fn public_routes(origins: &[HeaderValue], key_header: &HeaderName) -> Router<AppState> {
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins.iter().cloned()))
         .allow_methods([Method::GET])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::HeaderName::from_static("x-api-key"),
-        ])
+        .allow_headers([header::AUTHORIZATION, key_header.clone()])
         .max_age(std::time::Duration::from_secs(600));
     Router::new()
         .route("/api/v1/usage", get(tenant_usage).layer(cors.clone()))

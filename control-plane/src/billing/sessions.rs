@@ -30,6 +30,9 @@ pub async fn checkout(
 ) -> Result<Json<HostedSession>, ApiError> {
     let stripe = configured(&state)?;
     let tenant = caller::tenant(&state, &headers)?;
+    if tenant.suspended {
+        return Err(ApiError::TenantSuspended);
+    }
     let Json(request) = body?;
     let tiers = state.tiers.current();
     let tier = tiers

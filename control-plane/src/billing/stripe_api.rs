@@ -44,10 +44,13 @@ pub enum StripeApiError {
 impl From<StripeError> for StripeApiError {
     fn from(error: StripeError) -> Self {
         match error {
-            StripeError::Stripe(details, status) if status < 500 => StripeApiError::Refused {
-                status,
-                message: details.message.clone().unwrap_or_default(),
-            },
+            // 429 is Stripe's rate limit: a reason to retry, not a refusal.
+            StripeError::Stripe(details, status) if status < 500 && status != 429 => {
+                StripeApiError::Refused {
+                    status,
+                    message: details.message.clone().unwrap_or_default(),
+                }
+            }
             StripeError::ConfigError(reason) => StripeApiError::Config(reason),
             other => StripeApiError::Unavailable(other.to_string()),
         }

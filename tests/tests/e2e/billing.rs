@@ -446,6 +446,15 @@ async fn checkout_and_portal_sessions_carry_the_tenant_to_stripe() {
         !log.contains(STRIPE_SECRET_KEY),
         "the secret key is never logged"
     );
+    let path = format!("/admin/v1/tenants/{}", tenant.id);
+    let suspend = Some(json!({"suspended": true}));
+    stack.admin(reqwest::Method::PATCH, &path, suspend).await;
+    let (status, body) = billing_call(&stack, checkout, key, pro()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("tenant_suspended"))
+    );
+
     let usage: Value = stack
         .client()
         .get(stack.url("/api/v1/usage"))

@@ -294,3 +294,36 @@ async fn a_client_cannot_report_denials_of_its_own_through_envoy() {
     let usage: Value = response.json().await.unwrap();
     assert_eq!(usage["denied"], 0, "the filter strips the reserved header");
 }
+
+#[tokio::test]
+async fn the_control_plane_reads_the_key_from_the_header_the_filter_is_configured_with() {
+    let options = StackOptions::default()
+        .filter(
+            "api_key",
+            serde_json::json!({"header": "x-tenant-key", "bearer": true}),
+        )
+        .control_plane_env("TOLLGATE_API_KEY_HEADER", "X-Tenant-Key");
+    let stack = Stack::start(options).await;
+    let tenant = stack.create_tenant("standard").await;
+    let usage_with = |header: &'static str| {
+        let request = stack
+            .client()
+            .get(stack.url("/api/v1/usage"))
+            .header(header, &tenant.key);
+        async move { request.send().await.expect("usage").status() }
+    };
+    assert_eq!(usage_with("x-tenant-key").await, StatusCode::OK);
+    assert_eq!(usage_with("x-api-key").await, StatusCode::UNAUTHORIZED);
+    let ingest = stack
+        .client()
+        .get(stack.url("/api/v1/ingest"))
+        .header("x-tenant-key", &tenant.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ingest.status(),
+        StatusCode::OK,
+        "the filter reads the same header"
+    );
+}
