@@ -370,6 +370,37 @@ async fn the_redis_store_lets_idle_windows_expire() {
     );
 }
 
+/// The usage history outlives a tenant's last request by an hour and the month counter its
+/// month, whichever clock the script is given (Redis's own, or the caller's, here set far
+/// from Redis's).
+#[tokio::test]
+async fn usage_and_month_counters_expire_after_an_hour_and_a_month() {
+    const MINUTE_MS: i64 = 60_000;
+    let server = RedisServer::start();
+    for clock in [None, Some(ManualClock::new(1_000_000_000_123))] {
+        server.cli(&["flushall"]);
+        let store = redis_store(RedisTarget::Standalone(server.url()), clock.clone()).await;
+        store.decide("t", per(5, 60), 1, 0).await.unwrap();
+        let pttl = |key: &str| -> i64 { server.cli(&["pttl", key]).trim().parse().unwrap() };
+        let usage = pttl("tollgate:{t}:usage");
+        assert!(
+            (60 * MINUTE_MS..=61 * MINUTE_MS).contains(&usage),
+            "usage history expires in {usage} ms"
+        );
+        let month = pttl("tollgate:{t}:month");
+        assert!(
+            (31 * 1440 * MINUTE_MS..=32 * 1440 * MINUTE_MS).contains(&month),
+            "month counter expires in {month} ms"
+        );
+        // A second decision in the same minute leaves both expiries as they were.
+        if let Some(clock) = &clock {
+            clock.advance(Duration::from_secs(1));
+        }
+        store.decide("t", per(5, 60), 1, 0).await.unwrap();
+        assert!(pttl("tollgate:{t}:usage") <= usage);
+    }
+}
+
 #[tokio::test]
 async fn a_dead_redis_is_a_prompt_unavailable_error_and_recovery_is_automatic() {
     let mut server = RedisServer::start();
