@@ -212,17 +212,24 @@ impl Unchanged {
     }
 }
 
-/// Whether the stored state already reflects the event or something newer: a redelivery, a
-/// status change created before the last applied one, or news of a subscription that has
-/// ended (Stripe never revives one, so whatever arrives late about it is stale). Checkout
-/// events carry no status and are not ordered by time: Stripe creates the subscription
-/// before the session completes, so its events may be the older ones.
+/// Whether the event names the stored subscription (or none in particular).
+fn is_about(current: &Subscription, change: &SubscriptionEvent) -> bool {
+    change.subscription.is_none() || change.subscription == current.id
+}
+
+/// Whether the stored state already reflects the event or something newer: a redelivery, or,
+/// about the stored subscription, a status change created before the last applied one or
+/// news after it ended (Stripe never revives one, so whatever arrives late about it is
+/// stale). Time orders the events of one subscription only, and not checkout events: they
+/// carry no status, and Stripe creates the subscription before the session completes, so
+/// its events may be the older ones.
 fn is_stale(current: &Subscription, change: &SubscriptionEvent) -> bool {
+    let about_current = is_about(current, change);
     current.recent_events.contains(&change.id)
-        || (change.kind != EventKind::CheckoutCompleted && current.updated_at > change.created)
-        || (has_ended(current.status.as_deref())
-            && change.subscription.is_some()
-            && change.subscription == current.id)
+        || (about_current
+            && change.kind != EventKind::CheckoutCompleted
+            && current.updated_at > change.created)
+        || (about_current && change.subscription.is_some() && has_ended(current.status.as_deref()))
 }
 
 /// Applies the event to the tenant and returns the tier it is on afterwards, or why nothing
@@ -237,10 +244,10 @@ fn apply(
     if current.is_some_and(|c| is_stale(c, change)) {
         return Err(Unchanged::Stale);
     }
-    let current_id = current.and_then(|c| c.id.as_ref());
     let running = current.is_some_and(Subscription::is_live);
-    let same_subscription =
-        change.subscription.is_none() || change.subscription.as_ref() == current_id;
+    // With nothing stored, a named subscription is a new one.
+    let same_subscription = change.subscription.is_none()
+        || change.subscription.as_ref() == current.and_then(|c| c.id.as_ref());
     let irrelevant = match change.kind {
         // A failed payment matters to the subscription that is running; a failed first
         // payment leaves a subscription incomplete, which Stripe reports by its own events,
@@ -259,11 +266,10 @@ fn apply(
         EventKind::CheckoutCompleted | EventKind::Subscription => {
             if !same_subscription {
                 // A new subscription (none was running): nothing of the old one's state
-                // carries over.
+                // carries over, its time included.
                 subscription = Subscription {
                     customer: subscription.customer,
                     id: change.subscription.clone(),
-                    updated_at: subscription.updated_at,
                     recent_events: subscription.recent_events,
                     ..Subscription::default()
                 };
@@ -705,5 +711,41 @@ mod tests {
             apply(&mut record, &change, &tiers()),
             Err(Unchanged::Irrelevant)
         );
+    }
+
+    #[test]
+    fn a_new_subscription_is_not_ordered_against_the_old_ones_events() {
+        // sub_1 stops being paid; the tenant buys again (sub_2, created at 95); sub_1's
+        // deletion (100) arrives before sub_2's creation.
+        let mut record = record();
+        apply_json(
+            &mut record,
+            subscription_event(
+                "evt_1",
+                50,
+                "customer.subscription.updated",
+                "unpaid",
+                "current",
+            ),
+        );
+        apply_json(
+            &mut record,
+            subscription_event(
+                "evt_2",
+                100,
+                "customer.subscription.deleted",
+                "canceled",
+                "current",
+            ),
+        );
+        let mut created = subscription_event(
+            "evt_3",
+            95,
+            "customer.subscription.created",
+            "active",
+            "current",
+        );
+        created["data"]["object"]["id"] = json!("sub_2");
+        assert_eq!(apply_json(&mut record, created).as_deref(), Some("pro"));
     }
 }
