@@ -90,7 +90,7 @@ e2e-test:
 
 ## Benchmarks (print figures; never part of `make test`) #####################
 
-# Tollgate in front of an API against Envoy alone, scenarios interleaved over two rounds.
+# Tollgate in front of an API against Envoy alone, scenarios interleaved over three rounds.
 bench: deps-test
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	cargo build --release --workspace --bins
