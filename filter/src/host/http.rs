@@ -26,7 +26,10 @@ struct CacheTicket {
 }
 
 /// The client's request headers, fetched with one host call: reading the path, the key
-/// headers and the reserved headers one by one would cost one call each.
+/// headers and the reserved headers one by one would cost one call each. Values stay bytes
+/// (a client may send any); names are decoded by the SDK, which would panic on a name that is
+/// not UTF-8, but Envoy's codecs refuse such a request before any filter runs (an end-to-end
+/// test sends one).
 struct RequestHeaders(Vec<(String, Vec<u8>)>);
 
 impl RequestHeaders {
