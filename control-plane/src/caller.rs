@@ -14,12 +14,8 @@ pub fn tenant(state: &AppState, headers: &HeaderMap) -> Result<Tenant, ApiError>
     let bytes = |name| headers.get(name).map(HeaderValue::as_bytes);
     let key = api_key::extract(bytes(state.api_key_header.as_str()), bytes("authorization"))
         .map_err(|_| ApiError::InvalidApiKey)?;
-    let owner = state
-        .directory
-        .by_key(&state.keys.hash(key))
-        .ok_or(ApiError::InvalidApiKey)?;
     state
         .directory
-        .get(&owner.id)
+        .tenant_by_key(&state.keys.hash(key))
         .ok_or(ApiError::InvalidApiKey)
 }

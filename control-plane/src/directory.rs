@@ -145,6 +145,11 @@ impl Directory {
         self.cache.by_key(key, unix_now())
     }
 
+    /// The whole tenant a working key belongs to.
+    pub fn tenant_by_key(&self, key: &KeyHash) -> Option<Tenant> {
+        self.cache.tenant_by_key(key, unix_now())
+    }
+
     /// The tenant a Stripe customer or subscription id belongs to.
     pub fn by_stripe_id(&self, stripe_id: &str) -> Option<String> {
         self.cache.by_stripe_id(stripe_id).map(|id| id.to_string())
@@ -172,33 +177,35 @@ impl Directory {
         id: &str,
         change: &TenantChange,
     ) -> Result<Option<Tenant>, StoreError> {
-        self.modify(id, |record| {
-            change.apply(&mut record.tenant);
-            Some(record.tenant.clone())
-        })
-        .await
-        .map(Option::flatten)
+        let updated = self
+            .modify(id, |record| {
+                change.apply(&mut record.tenant);
+                Ok::<_, std::convert::Infallible>(record.tenant.clone())
+            })
+            .await?;
+        Ok(updated.map(|Ok(tenant)| tenant))
     }
 
-    /// Changes the tenant's latest record with `edit` and stores it; `edit` returning `None`
-    /// stores nothing. `Ok(None)`: no such tenant. `edit` runs again on a fresh copy if
-    /// another replica changed the tenant meanwhile.
-    pub async fn modify<T>(
+    /// Changes the tenant's latest record with `edit` and stores it; `edit` returning `Err`
+    /// stores nothing and says why. `Ok(None)`: no such tenant. `edit` runs again on a fresh
+    /// copy if another replica changed the tenant meanwhile.
+    pub async fn modify<T, E>(
         &self,
         id: &str,
-        mut edit: impl FnMut(&mut StoredTenant) -> Option<T>,
-    ) -> Result<Option<Option<T>>, StoreError> {
+        mut edit: impl FnMut(&mut StoredTenant) -> Result<T, E>,
+    ) -> Result<Option<Result<T, E>>, StoreError> {
         let _writer = self.writes.lock().await;
         for _ in 0..WRITE_ATTEMPTS {
             let Some((mut record, read)) = self.latest(id).await? else {
                 return Ok(None);
             };
-            let Some(result) = edit(&mut record) else {
-                return Ok(Some(None));
+            let result = match edit(&mut record) {
+                Ok(result) => result,
+                Err(unchanged) => return Ok(Some(Err(unchanged))),
             };
             if self.store(&record, read.as_deref()).await? {
                 self.cache.replace(id, Some(record));
-                return Ok(Some(Some(result)));
+                return Ok(Some(Ok(result)));
             }
             tracing::info!(tenant = %id, "tenant changed by another replica meanwhile; retrying");
         }

@@ -103,16 +103,19 @@ pub async fn revoke(
     State(state): State<AppState>,
     Path((id, key_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let revoked = state
+    state
         .directory
         .modify(&id, |record| {
             let before = record.keys.len();
             record.keys.retain(|k| k.id != key_id);
-            (record.keys.len() < before).then_some(())
+            if record.keys.len() < before {
+                Ok(())
+            } else {
+                Err(ApiError::KeyNotFound)
+            }
         })
         .await?
-        .ok_or(ApiError::TenantNotFound)?;
-    revoked.ok_or(ApiError::KeyNotFound)?;
+        .ok_or(ApiError::TenantNotFound)??;
     tracing::info!(tenant = %id, key = %key_id, "key revoked");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -127,14 +130,15 @@ async fn add_key(
     let now = unix_now();
     let (api_key, stored) = state.keys.mint(now)?;
     let info = KeyInfo::from(&stored);
-    let added = state
+    state
         .directory
         .modify(id, |record| {
             if let Some((old_id, grace)) = &retiring {
                 let old = record
                     .keys
                     .iter_mut()
-                    .find(|k| &k.id == old_id && k.expires_at.is_none_or(|at| at > now))?;
+                    .find(|k| &k.id == old_id && k.expires_at.is_none_or(|at| at > now))
+                    .ok_or(ApiError::KeyNotFound)?;
                 old.expires_at = Some(now + grace);
             }
             // Keys past their grace period are dropped as the record is rewritten anyway.
@@ -142,11 +146,10 @@ async fn add_key(
                 .keys
                 .retain(|k| k.expires_at.is_none_or(|at| at > now));
             record.keys.push(stored.clone());
-            Some(())
+            Ok::<_, ApiError>(())
         })
         .await?
-        .ok_or(ApiError::TenantNotFound)?;
-    added.ok_or(ApiError::KeyNotFound)?;
+        .ok_or(ApiError::TenantNotFound)??;
     tracing::info!(tenant = %id, key = %info.id, rotated = retiring.is_some(), "key issued");
     let mut body = json!(info);
     body["api_key"] = api_key.expose().into();

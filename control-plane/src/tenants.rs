@@ -165,6 +165,15 @@ impl Registry {
         self.by_id.insert(id.clone(), record);
     }
 
+    /// The record of the tenant whose key this is, if the key works at `now`.
+    fn owner_of(&self, key: &KeyHash, now: u64) -> Option<&StoredTenant> {
+        let (id, expires_at) = self.by_key.get(key)?;
+        if expires_at.is_some_and(|at| at <= now) {
+            return None;
+        }
+        self.by_id.get(id)
+    }
+
     fn remove(&mut self, id: &str) {
         if let Some(old) = self.by_id.remove(id) {
             for (key, _) in old.key_hashes() {
@@ -205,6 +214,12 @@ impl Tenants {
         self.read().by_id.get(id).cloned()
     }
 
+    /// The whole tenant record a working key belongs to (for the public endpoints, which show
+    /// more of it than the decision path needs).
+    pub fn tenant_by_key(&self, key: &KeyHash, now: u64) -> Option<Tenant> {
+        Some(self.read().owner_of(key, now)?.tenant.clone())
+    }
+
     /// The tenant a Stripe customer or subscription id belongs to.
     pub fn by_stripe_id(&self, stripe_id: &str) -> Option<TenantId> {
         self.read().by_stripe_id.get(stripe_id).cloned()
@@ -218,11 +233,7 @@ impl Tenants {
     /// `now` (seconds since the epoch). Copies two `Arc`s and a flag, never the whole record.
     pub fn by_key(&self, key: &KeyHash, now: u64) -> Option<KeyOwner> {
         let registry = self.read();
-        let (id, expires_at) = registry.by_key.get(key)?;
-        if expires_at.is_some_and(|at| at <= now) {
-            return None;
-        }
-        let record = registry.by_id.get(id)?;
+        let record = registry.owner_of(key, now)?;
         Some(KeyOwner {
             id: record.tenant.id.clone(),
             tier: record.tenant.tier.clone(),

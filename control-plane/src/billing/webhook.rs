@@ -93,26 +93,21 @@ pub async fn webhook(
         return Ok(StatusCode::OK);
     };
     let tiers = state.tiers.current();
-    let mut unchanged = None;
     let applied = state
         .directory
-        .modify(&tenant, |record| {
-            apply(record, &change, &tiers)
-                .map_err(|reason| unchanged = Some(reason))
-                .ok()
-        })
+        .modify(&tenant, |record| apply(record, &change, &tiers))
         .await?;
-    let outcome = match (applied, unchanged) {
-        (None, _) => {
+    let outcome = match applied {
+        None => {
             tracing::warn!(kind, %tenant, "webhook event for an unknown tenant");
             "no_tenant"
         }
-        (Some(Some(tier)), _) => {
+        Some(Ok(tier)) => {
             tracing::info!(kind, %tenant, %tier, "subscription applied");
             "applied"
         }
-        (Some(None), reason) => {
-            let reason = reason.map_or("unchanged", Unchanged::label);
+        Some(Err(unchanged)) => {
+            let reason = unchanged.label();
             tracing::info!(kind, %tenant, event = %change.id, reason, "webhook event changes nothing");
             reason
         }
