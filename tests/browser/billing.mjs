@@ -3,25 +3,11 @@
 // stand-in, so nothing leaves the machine); the portal button before any purchase explains
 // itself; the return from Checkout is acknowledged. Started by the end-to-end test
 // `the_dashboard_sends_the_tenant_to_stripe`.
-import { chromium } from "playwright-core";
+import { check, inChromium } from "./chromium.mjs";
 
-const { DASHBOARD_URL, API_KEY, SCREENSHOT, CHROMIUM = "/usr/bin/chromium" } = process.env;
-const deadline = setTimeout(() => {
-  console.error("browser test timed out");
-  process.exit(2);
-}, 60_000);
+const { DASHBOARD_URL, API_KEY, SCREENSHOT } = process.env;
 
-function check(condition, message) {
-  if (!condition) throw new Error(message);
-}
-
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-try {
-  const page = await browser.newPage();
+await inChromium(async (page) => {
   await page.goto(DASHBOARD_URL);
   // The billing script has run once the plans are in the page (hidden until a key is given).
   await page.locator('button[data-tier="pro"]').waitFor({ state: "attached" });
@@ -50,7 +36,4 @@ try {
   await page.waitForFunction(() => document.getElementById("billing-message").textContent.includes("Payment received"));
   check(!page.url().includes(API_KEY), "the key appears in the URL");
   console.log("billing: ok");
-} finally {
-  clearTimeout(deadline);
-  await browser.close();
-}
+});

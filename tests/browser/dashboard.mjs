@@ -1,18 +1,10 @@
 // Drives /dashboard in headless Chromium (Debian's, no browser download): enter a key, see
 // used/limit, watch the panel update by itself while requests flow through Envoy, then see
-// the invalid-key state. Started by the end-to-end test `dashboard_in_a_real_browser`, which
+// the invalid-key state. Started by the end-to-end test `the_dashboard_shows_usage_and_keeps_up_in_a_real_browser`, which
 // passes the stack's URLs and a tenant's key in the environment and checks the exit status.
-import { chromium } from "playwright-core";
+import { check, inChromium } from "./chromium.mjs";
 
-const { DASHBOARD_URL, ENVOY_URL, API_KEY, SCREENSHOT, CHROMIUM = "/usr/bin/chromium" } = process.env;
-const deadline = setTimeout(() => {
-  console.error("browser test timed out");
-  process.exit(2);
-}, 60_000);
-
-function check(condition, message) {
-  if (!condition) throw new Error(message);
-}
+const { DASHBOARD_URL, ENVOY_URL, API_KEY, SCREENSHOT } = process.env;
 
 async function callApi(count) {
   for (let i = 0; i < count; i++) {
@@ -21,13 +13,7 @@ async function callApi(count) {
   }
 }
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-try {
-  const page = await browser.newPage();
+await inChromium(async (page) => {
   await page.goto(DASHBOARD_URL);
   const panel = page.locator("tollgate-usage");
   await page.waitForSelector('tollgate-usage[data-state="no-key"]');
@@ -74,7 +60,4 @@ try {
   check(message.includes("not valid"), `the invalid-key message reads ${JSON.stringify(message)}`);
   check((await field("used").textContent()) === "–", "no stale figures after an invalid key");
   console.log("dashboard: ok");
-} finally {
-  clearTimeout(deadline);
-  await browser.close();
-}
+});

@@ -15,7 +15,29 @@ pub mod stripe_stand_in;
 pub use process::{Process, free_port};
 pub use stack::{Stack, StackOptions, Tenant};
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Polls `condition` until it holds and returns how long that took; fails the test, naming
+/// `what`, once `limit` has passed. For effects that are asynchronous by design (webhook
+/// deliveries, change notifications, reloads): the tests wait on the effect, never on a fixed
+/// sleep. The pause between polls doubles from 10 ms to 100 ms, so a quick effect is timed
+/// closely and a slow one is not hammered (a poll through the edge spends the tenant's quota).
+pub async fn within<F, Fut>(limit: Duration, what: &str, mut condition: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    while !condition().await {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {

@@ -12,6 +12,20 @@ use crate::{Process, free_port, workspace};
 
 const API_KEY: &str = "sk_test_tollgate";
 
+/// The tier table the billing tests sell from: Standard free, Pro at `price_pro_monthly`.
+pub const PAID_TIERS: &str = r#"
+    default_tier = "standard"
+    [tiers.standard]
+    limit = 60
+    window_seconds = 60
+    [tiers.pro]
+    limit = 1000
+    window_seconds = 60
+    paid = true
+    stripe_price = "price_pro_monthly"
+    display_price = "$49/month"
+"#;
+
 /// A subscription localstripe holds, and its customer.
 pub struct Subscribed {
     pub id: String,

@@ -359,6 +359,12 @@ mod tests {
         json!({"id": id, "created": created, "type": kind, "data": {"object": object}})
     }
 
+    /// A current-shape `customer.subscription.<action>` event about sub_1.
+    fn event(action: &str, id: &str, created: u64, status: &str) -> Value {
+        let kind = format!("customer.subscription.{action}");
+        subscription_event(id, created, &kind, status, "current")
+    }
+
     fn apply_json(record: &mut StoredTenant, event: Value) -> Option<String> {
         apply(record, &read_event(&event).unwrap(), &tiers()).ok()
     }
@@ -410,31 +416,10 @@ mod tests {
     #[test]
     fn redeliveries_and_older_events_change_nothing() {
         let mut record = record();
-        apply_json(
-            &mut record,
-            subscription_event(
-                "evt_2",
-                20,
-                "customer.subscription.updated",
-                "active",
-                "current",
-            ),
-        );
-        let again = subscription_event(
-            "evt_2",
-            20,
-            "customer.subscription.updated",
-            "canceled",
-            "current",
-        );
+        apply_json(&mut record, event("updated", "evt_2", 20, "active"));
+        let again = event("updated", "evt_2", 20, "canceled");
         assert_eq!(apply_json(&mut record, again), None, "the same event id");
-        let older = subscription_event(
-            "evt_1",
-            10,
-            "customer.subscription.updated",
-            "canceled",
-            "current",
-        );
+        let older = event("updated", "evt_1", 10, "canceled");
         assert_eq!(apply_json(&mut record, older), None, "an older event");
         assert_eq!(record.tenant.tier.as_ref(), "pro");
     }
@@ -472,20 +457,8 @@ mod tests {
     #[test]
     fn a_redelivery_is_a_no_op_even_after_other_events_of_the_same_second() {
         let mut record = record();
-        let created = subscription_event(
-            "evt_1",
-            10,
-            "customer.subscription.created",
-            "active",
-            "current",
-        );
-        let canceled = subscription_event(
-            "evt_2",
-            10,
-            "customer.subscription.updated",
-            "canceled",
-            "current",
-        );
+        let created = event("created", "evt_1", 10, "active");
+        let canceled = event("updated", "evt_2", 10, "canceled");
         apply_json(&mut record, created.clone());
         apply_json(&mut record, canceled);
         assert_eq!(apply_json(&mut record, created), None);
@@ -495,20 +468,8 @@ mod tests {
     #[test]
     fn nothing_arriving_late_about_an_ended_subscription_revives_it() {
         let mut record = record();
-        let deleted = subscription_event(
-            "evt_2",
-            10,
-            "customer.subscription.deleted",
-            "canceled",
-            "current",
-        );
-        let updated = subscription_event(
-            "evt_1",
-            10,
-            "customer.subscription.updated",
-            "active",
-            "current",
-        );
+        let deleted = event("deleted", "evt_2", 10, "canceled");
+        let updated = event("updated", "evt_1", 10, "active");
         assert_eq!(
             apply_json(&mut record, deleted).as_deref(),
             Some("standard")
@@ -524,26 +485,11 @@ mod tests {
     #[test]
     fn a_new_subscription_after_an_ended_one_starts_afresh() {
         let mut record = record();
-        apply_json(
-            &mut record,
-            subscription_event(
-                "evt_1",
-                10,
-                "customer.subscription.deleted",
-                "canceled",
-                "current",
-            ),
-        );
+        apply_json(&mut record, event("deleted", "evt_1", 10, "canceled"));
         let completed = json!({"id": "evt_2", "created": 20, "type": "checkout.session.completed",
             "data": {"object": {"mode": "subscription", "client_reference_id": "tn_1", "customer": "cus_1", "subscription": "sub_2"}}});
         apply_json(&mut record, completed);
-        let mut created = subscription_event(
-            "evt_3",
-            20,
-            "customer.subscription.created",
-            "active",
-            "current",
-        );
+        let mut created = event("created", "evt_3", 20, "active");
         created["data"]["object"]["id"] = json!("sub_2");
         assert_eq!(apply_json(&mut record, created).as_deref(), Some("pro"));
         assert_eq!(
@@ -567,16 +513,7 @@ mod tests {
         );
 
         let mut incomplete = record();
-        apply_json(
-            &mut incomplete,
-            subscription_event(
-                "evt_1",
-                10,
-                "customer.subscription.created",
-                "incomplete",
-                "current",
-            ),
-        );
+        apply_json(&mut incomplete, event("created", "evt_1", 10, "incomplete"));
         apply_json(&mut incomplete, failed("evt_2"));
         let subscription = incomplete.tenant.subscription.unwrap();
         assert_eq!(
@@ -585,16 +522,7 @@ mod tests {
         );
 
         let mut active = record();
-        apply_json(
-            &mut active,
-            subscription_event(
-                "evt_1",
-                10,
-                "customer.subscription.created",
-                "active",
-                "current",
-            ),
-        );
+        apply_json(&mut active, event("created", "evt_1", 10, "active"));
         apply_json(&mut active, failed("evt_2"));
         let subscription = active.tenant.subscription.unwrap();
         assert_eq!(
@@ -606,13 +534,7 @@ mod tests {
     #[test]
     fn a_cancellation_at_period_end_keeps_the_tier_until_the_subscription_ends() {
         let mut record = record();
-        let mut updated = subscription_event(
-            "evt_1",
-            10,
-            "customer.subscription.updated",
-            "active",
-            "current",
-        );
+        let mut updated = event("updated", "evt_1", 10, "active");
         updated["data"]["object"]["cancel_at_period_end"] = json!(true);
         assert_eq!(apply_json(&mut record, updated).as_deref(), Some("pro"));
         assert!(
@@ -629,13 +551,7 @@ mod tests {
     fn remembered_event_ids_are_bounded() {
         let mut record = record();
         for n in 0..100 {
-            let event = subscription_event(
-                &format!("evt_{n}"),
-                n,
-                "customer.subscription.updated",
-                "active",
-                "current",
-            );
+            let event = event("updated", &format!("evt_{n}"), n, "active");
             apply_json(&mut record, event);
         }
         let remembered = &record.tenant.subscription.unwrap().recent_events;
@@ -661,13 +577,7 @@ mod tests {
         // deliveries may arrive the other way round.
         let mut record = record();
         apply_json(&mut record, checkout_completed("evt_cs", 20, None));
-        let mut created = subscription_event(
-            "evt_sub",
-            19,
-            "customer.subscription.created",
-            "active",
-            "current",
-        );
+        let mut created = event("created", "evt_sub", 19, "active");
         created["data"]["object"]["id"] = json!("sub_9");
         assert_eq!(apply_json(&mut record, created).as_deref(), Some("pro"));
     }
@@ -675,23 +585,8 @@ mod tests {
     #[test]
     fn news_of_another_subscription_never_replaces_the_running_one() {
         let mut record = record();
-        apply_json(
-            &mut record,
-            subscription_event(
-                "evt_1",
-                10,
-                "customer.subscription.created",
-                "active",
-                "current",
-            ),
-        );
-        let mut old_one_ends = subscription_event(
-            "evt_2",
-            20,
-            "customer.subscription.deleted",
-            "canceled",
-            "current",
-        );
+        apply_json(&mut record, event("created", "evt_1", 10, "active"));
+        let mut old_one_ends = event("deleted", "evt_2", 20, "canceled");
         old_one_ends["data"]["object"]["id"] = json!("sub_old");
         let change = read_event(&old_one_ends).unwrap();
         assert_eq!(
@@ -713,33 +608,9 @@ mod tests {
         // sub_1 stops being paid; the tenant buys again (sub_2, created at 95); sub_1's
         // deletion (100) arrives before sub_2's creation.
         let mut record = record();
-        apply_json(
-            &mut record,
-            subscription_event(
-                "evt_1",
-                50,
-                "customer.subscription.updated",
-                "unpaid",
-                "current",
-            ),
-        );
-        apply_json(
-            &mut record,
-            subscription_event(
-                "evt_2",
-                100,
-                "customer.subscription.deleted",
-                "canceled",
-                "current",
-            ),
-        );
-        let mut created = subscription_event(
-            "evt_3",
-            95,
-            "customer.subscription.created",
-            "active",
-            "current",
-        );
+        apply_json(&mut record, event("updated", "evt_1", 50, "unpaid"));
+        apply_json(&mut record, event("deleted", "evt_2", 100, "canceled"));
+        let mut created = event("created", "evt_3", 95, "active");
         created["data"]["object"]["id"] = json!("sub_2");
         assert_eq!(apply_json(&mut record, created).as_deref(), Some("pro"));
     }

@@ -3,34 +3,32 @@
 //! sessions are asked of a recording stand-in (no fake implements them); forged, stale,
 //! replayed, out-of-order and oversized deliveries change nothing.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tollgate_e2e::redis::RedisServer;
-use tollgate_e2e::stripe::LocalStripe;
+use tollgate_e2e::stripe::{LocalStripe, PAID_TIERS};
 use tollgate_e2e::stripe_stand_in::{Answer, StripeStandIn};
-use tollgate_e2e::{Stack, StackOptions};
+use tollgate_e2e::{Stack, StackOptions, within};
 
 const SECRET: &str = "whsec_tollgate_e2e";
-const TIERS: &str = r#"
-    default_tier = "standard"
-    [tiers.standard]
-    limit = 60
-    window_seconds = 60
-    [tiers.pro]
-    limit = 1000
-    window_seconds = 60
-    paid = true
-    stripe_price = "price_pro_monthly"
-"#;
+/// The RateLimit-Policy the edge answers with on each tier of [`PAID_TIERS`].
+const STANDARD: &str = "\"standard\";q=60;w=60";
+const PRO: &str = "\"pro\";q=1000;w=60";
+
+/// How long a webhook may take to arrive: localstripe delivers about 1 s after the call that
+/// causes it.
+const DELIVERY: Duration = Duration::from_secs(10);
+/// How soon a tier change must be enforced everywhere (the issue's bound).
+const EDGE: Duration = Duration::from_secs(2);
 
 const STRIPE_SECRET_KEY: &str = "sk_test_tollgate_e2e_secret";
 const RETURN_URL: &str = "https://platform.example/billing";
 
 async fn billed_stack() -> Stack {
     let options = StackOptions::default()
-        .tiers(TIERS)
+        .tiers(PAID_TIERS)
         .control_plane_env("STRIPE_WEBHOOK_SECRET", SECRET);
     Stack::start(options).await
 }
@@ -42,17 +40,14 @@ async fn record(stack: &Stack, tenant: &str) -> Value {
     response.json().await.unwrap()
 }
 
-/// Polls the tenant's subscription until `field` has `value` (localstripe delivers ~1 s
+/// Waits until the tenant's subscription has `field` = `value` (localstripe delivers ~1 s
 /// after the call that causes an event).
 async fn subscription_field_becomes(stack: &Stack, tenant: &str, field: &str, value: &str) {
-    let started = Instant::now();
-    while record(stack, tenant).await["subscription"][field] != value {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "subscription {field} still not {value}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("subscription {field} = {value}");
+    within(DELIVERY, &what, || async move {
+        record(stack, tenant).await["subscription"][field] == value
+    })
+    .await;
 }
 
 /// A POST to a billing endpoint through Envoy, as the tenant with `key`.
@@ -88,7 +83,8 @@ fn fixture(name: &str, id: &str, created: u64, tenant: &str, status: &str) -> Va
     event
 }
 
-async fn deliver_signed(stack: &Stack, event: &Value) -> StatusCode {
+/// Delivers `event` (a JSON value or its text) correctly signed, now.
+async fn deliver_signed(stack: &Stack, event: &impl std::fmt::Display) -> StatusCode {
     let body = event.to_string();
     deliver(stack, &body, Some(signed(&body, now(), SECRET))).await
 }
@@ -102,15 +98,10 @@ async fn policy(stack: &Stack, key: &str) -> String {
 }
 
 async fn policy_becomes(stack: &Stack, key: &str, expected: &str) -> Duration {
-    let started = Instant::now();
-    while policy(stack, key).await != expected {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "still not {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    started.elapsed()
+    within(DELIVERY, expected, || async move {
+        policy(stack, key).await == expected
+    })
+    .await
 }
 
 fn signed(body: &str, timestamp: u64, secret: &str) -> String {
@@ -164,10 +155,10 @@ async fn the_tier_follows_a_localstripe_subscription_at_the_edge() {
         .await;
     stripe.create_price("price_pro_monthly").await;
     let tenant = stack.create_tenant("standard").await;
-    assert_eq!(policy(&stack, &tenant.key).await, "\"standard\";q=60;w=60");
+    assert_eq!(policy(&stack, &tenant.key).await, STANDARD);
 
     let subscription = stripe.subscribe(&tenant.id, "price_pro_monthly").await;
-    let took = policy_becomes(&stack, &tenant.key, "\"pro\";q=1000;w=60").await;
+    let took = policy_becomes(&stack, &tenant.key, PRO).await;
     eprintln!("pro at the edge {took:?} after subscribing");
     let linked = record(&stack, &tenant.id).await;
     assert_eq!(linked["subscription"]["id"], subscription.id.as_str());
@@ -181,37 +172,28 @@ async fn the_tier_follows_a_localstripe_subscription_at_the_edge() {
     // customer and subscription; the tenant is past due and keeps Pro for the grace period.
     stripe.fail_a_payment(&subscription).await;
     subscription_field_becomes(&stack, &tenant.id, "status", "past_due").await;
-    assert_eq!(policy(&stack, &tenant.key).await, "\"pro\";q=1000;w=60");
+    assert_eq!(policy(&stack, &tenant.key).await, PRO);
     // localstripe may also send customer.subscription.updated (past_due); wait for the
     // invoice's own delivery rather than race it.
     let failed =
         "tollgate_webhook_events_total{type=\"invoice.payment_failed\",outcome=\"applied\"}";
-    eventually(|| async { stack.metric(0, failed).await == Some(1) }).await;
-
-    stripe.cancel(&subscription).await;
-    policy_becomes(&stack, &tenant.key, "\"standard\";q=60;w=60").await;
-    // Every event went to both endpoints: as many refused as accepted, once all arrived.
-    eventually(|| async {
-        let (accepted, refused) = webhook_deliveries(&stack).await;
-        accepted >= 3 && accepted == refused
+    within(DELIVERY, "invoice.payment_failed applied", || async {
+        stack.metric(0, failed).await == Some(1)
     })
     .await;
-}
 
-/// Polls `condition` for up to 10 s.
-async fn eventually<F, Fut>(condition: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !condition().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "condition not met in 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    stripe.cancel(&subscription).await;
+    policy_becomes(&stack, &tenant.key, STANDARD).await;
+    // Every event went to both endpoints: as many refused as accepted, once all arrived.
+    within(
+        DELIVERY,
+        "every delivery to the impostor refused",
+        || async {
+            let (accepted, refused) = webhook_deliveries(&stack).await;
+            accepted >= 3 && accepted == refused
+        },
+    )
+    .await;
 }
 
 /// Webhook deliveries the control-plane accepted (any outcome after a valid signature) and
@@ -237,7 +219,7 @@ async fn webhook_deliveries(stack: &Stack) -> (u64, u64) {
 async fn checkout_and_portal_sessions_carry_the_tenant_to_stripe() {
     let stand_in = StripeStandIn::start().await;
     let options = StackOptions::default()
-        .tiers(TIERS)
+        .tiers(PAID_TIERS)
         .control_plane_env("STRIPE_WEBHOOK_SECRET", SECRET)
         .control_plane_env("STRIPE_SECRET_KEY", STRIPE_SECRET_KEY)
         .control_plane_env("STRIPE_API_BASE", &stand_in.url)
@@ -378,7 +360,7 @@ async fn checkout_and_portal_sessions_carry_the_tenant_to_stripe() {
         "active",
     );
     assert_eq!(deliver_signed(&stack, &active).await, StatusCode::OK);
-    assert_eq!(policy(&stack, &tenant.key).await, "\"pro\";q=1000;w=60");
+    assert_eq!(policy(&stack, &tenant.key).await, PRO);
     let (status, body) = billing_call(&stack, checkout, key, pro()).await;
     assert_eq!(
         (status, body["code"].as_str()),
@@ -408,7 +390,7 @@ async fn checkout_and_portal_sessions_carry_the_tenant_to_stripe() {
     );
     deleted["type"] = json!("customer.subscription.deleted");
     assert_eq!(deliver_signed(&stack, &deleted).await, StatusCode::OK);
-    assert_eq!(policy(&stack, &tenant.key).await, "\"standard\";q=60;w=60");
+    assert_eq!(policy(&stack, &tenant.key).await, STANDARD);
     let (status, _) = billing_call(&stack, checkout, key, pro()).await;
     assert_eq!(status, StatusCode::OK);
     let asked = stand_in.requests().pop().unwrap();
@@ -530,41 +512,31 @@ async fn forged_stale_replayed_and_older_deliveries_change_nothing() {
     );
     assert_eq!(
         policy(&stack, &tenant.key).await,
-        "\"standard\";q=60;w=60",
+        STANDARD,
         "nothing changed"
     );
 
-    assert_eq!(
-        deliver(&stack, &upgrade, Some(signed(&upgrade, now(), SECRET))).await,
-        200
-    );
+    assert_eq!(deliver_signed(&stack, &upgrade).await, 200);
     assert_eq!(
         policy(&stack, &tenant.key).await,
-        "\"pro\";q=1000;w=60",
+        PRO,
         "current-shape event applied"
     );
 
     let older = event("evt_old", now() - 100, "canceled");
-    assert_eq!(
-        deliver(&stack, &older, Some(signed(&older, now(), SECRET))).await,
-        200
-    );
+    assert_eq!(deliver_signed(&stack, &older).await, 200);
     assert_eq!(
         policy(&stack, &tenant.key).await,
-        "\"pro\";q=1000;w=60",
+        PRO,
         "an older event never wins"
     );
     for _ in 0..10 {
-        assert_eq!(
-            deliver(&stack, &upgrade, Some(signed(&upgrade, now(), SECRET))).await,
-            200,
-            "redelivery"
-        );
+        assert_eq!(deliver_signed(&stack, &upgrade).await, 200, "redelivery");
     }
 
     let unknown = json!({"id": "evt_x", "created": now(), "type": "radar.early_fraud_warning.created", "data": {"object": {}}}).to_string();
     assert_eq!(
-        deliver(&stack, &unknown, Some(signed(&unknown, now(), SECRET))).await,
+        deliver_signed(&stack, &unknown).await,
         200,
         "unknown types are acknowledged"
     );
@@ -616,42 +588,40 @@ async fn without_stripe_secrets_billing_answers_503_and_the_rest_works() {
 #[tokio::test]
 async fn a_past_due_tenant_keeps_its_paid_tier_for_the_grace_period_only() {
     let options = StackOptions::default()
-        .tiers(TIERS)
+        .tiers(PAID_TIERS)
         .control_plane_env("STRIPE_WEBHOOK_SECRET", SECRET)
         .control_plane_env("TOLLGATE_PAST_DUE_GRACE_SECS", "2");
     let stack = Stack::start(options).await;
     let tenant = stack.create_tenant("standard").await;
-    let send = |body: String| {
-        let stack = &stack;
-        async move {
-            let signature = signed(&body, now(), SECRET);
-            assert_eq!(deliver(stack, &body, Some(signature)).await, 200);
-        }
+    let active = |id: &str, created: u64| {
+        fixture(
+            "customer.subscription.updated",
+            id,
+            created,
+            &tenant.id,
+            "active",
+        )
     };
-    let subscription = |id: &str, created: u64| {
-        json!({"id": id, "created": created, "type": "customer.subscription.updated", "data": {"object": {
-            "id": "sub_1", "customer": "cus_1", "status": "active", "metadata": {"tenant_id": tenant.id},
-            "items": {"data": [{"price": {"id": "price_pro_monthly"}}]}}}})
-        .to_string()
-    };
-    send(subscription("evt_1", now() - 10)).await;
+    assert_eq!(
+        deliver_signed(&stack, &active("evt_1", now() - 10)).await,
+        200
+    );
     let failed = json!({"id": "evt_2", "created": now(), "type": "invoice.payment_failed",
-        "data": {"object": {"customer": "cus_1", "subscription": "sub_1"}}});
-    send(failed.to_string()).await;
+        "data": {"object": {"customer": "cus_TcurrentShape01", "subscription": "sub_1QcurrentShape01"}}});
+    assert_eq!(deliver_signed(&stack, &failed).await, 200);
     assert_eq!(
         policy(&stack, &tenant.key).await,
-        "\"pro\";q=1000;w=60",
+        PRO,
         "within the grace period"
     );
-    let lapsed = policy_becomes(&stack, &tenant.key, "\"standard\";q=60;w=60").await;
+    let lapsed = policy_becomes(&stack, &tenant.key, STANDARD).await;
     eprintln!("standard after {lapsed:?} of a 2 s grace");
 
-    send(subscription("evt_3", now() + 1)).await;
     assert_eq!(
-        policy(&stack, &tenant.key).await,
-        "\"pro\";q=1000;w=60",
-        "paid again"
+        deliver_signed(&stack, &active("evt_3", now() + 1)).await,
+        200
     );
+    assert_eq!(policy(&stack, &tenant.key).await, PRO, "paid again");
 }
 
 #[tokio::test]
@@ -673,31 +643,19 @@ async fn current_shape_events_move_the_tier_whatever_order_they_arrive_in() {
     let linked = record(&stack, &tenant.id).await;
     assert_eq!(linked["subscription"]["customer"], "cus_TcurrentShape01");
     assert_eq!(linked["subscription"]["id"], "sub_1QcurrentShape01");
-    assert_eq!(
-        policy(&stack, &tenant.key).await,
-        "\"standard\";q=60;w=60",
-        "not paid yet"
-    );
+    assert_eq!(policy(&stack, &tenant.key).await, STANDARD, "not paid yet");
 
     assert_eq!(
         deliver_signed(&stack, &subscription("evt_2", t + 1, "trialing")).await,
         200
     );
-    assert_eq!(
-        policy(&stack, &tenant.key).await,
-        "\"pro\";q=1000;w=60",
-        "trialing"
-    );
+    assert_eq!(policy(&stack, &tenant.key).await, PRO, "trialing");
 
     assert_eq!(
         deliver_signed(&stack, &subscription("evt_3", t + 2, "past_due")).await,
         200
     );
-    assert_eq!(
-        policy(&stack, &tenant.key).await,
-        "\"pro\";q=1000;w=60",
-        "past due, in grace"
-    );
+    assert_eq!(policy(&stack, &tenant.key).await, PRO, "past due, in grace");
     assert_eq!(
         record(&stack, &tenant.id).await["subscription"]["past_due_since"],
         t + 2
@@ -714,7 +672,7 @@ async fn current_shape_events_move_the_tier_whatever_order_they_arrive_in() {
     );
     assert_eq!(
         policy(&stack, &tenant.key).await,
-        "\"pro\";q=1000;w=60",
+        PRO,
         "paid until the period ends"
     );
 
@@ -726,7 +684,7 @@ async fn current_shape_events_move_the_tier_whatever_order_they_arrive_in() {
         deliver_signed(&stack, &subscription("evt_5", t + 4, "active")).await,
         200
     );
-    assert_eq!(policy(&stack, &tenant.key).await, "\"standard\";q=60;w=60");
+    assert_eq!(policy(&stack, &tenant.key).await, STANDARD);
     assert_eq!(
         record(&stack, &tenant.id).await["subscription"]["status"],
         "canceled"
@@ -737,7 +695,7 @@ async fn current_shape_events_move_the_tier_whatever_order_they_arrive_in() {
 async fn a_paid_tier_reaches_every_replica_sharing_redis_and_a_lost_store_means_a_retry() {
     let mut redis = RedisServer::start_durable();
     let options = StackOptions::default()
-        .tiers(TIERS)
+        .tiers(PAID_TIERS)
         .redis(redis.url())
         .replicas(2)
         .control_plane_env("STRIPE_WEBHOOK_SECRET", SECRET);
@@ -777,23 +735,16 @@ async fn a_paid_tier_reaches_every_replica_sharing_redis_and_a_lost_store_means_
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let started = Instant::now();
     assert_eq!(
         limit_at(0).await,
         "1000",
         "the very next decision at the replica that applied it"
     );
-    while limit_at(1).await != "1000" {
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "replica 1 still on the old tier"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    eprintln!(
-        "replica 1 on the paid tier {:?} after the webhook answered",
-        started.elapsed()
-    );
+    let took = within(EDGE, "replica 1 on the paid tier", || async {
+        limit_at(1).await == "1000"
+    })
+    .await;
+    eprintln!("replica 1 on the paid tier {took:?} after the webhook answered");
 
     // Redis down: the change cannot be stored, so Stripe is told to retry (5xx), and the
     // retry after Redis is back applies it.
@@ -807,31 +758,17 @@ async fn a_paid_tier_reaches_every_replica_sharing_redis_and_a_lost_store_means_
     redis.kill();
     assert_eq!(deliver_signed(&stack, &canceled).await, 503);
     redis.restart();
-    let started = Instant::now();
-    loop {
-        let status = deliver_signed(&stack, &canceled).await;
-        if status == 200 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "still {status} after Redis is back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    within(DELIVERY, "the retried delivery stored", || async {
+        deliver_signed(&stack, &canceled).await == 200
+    })
+    .await;
     // Whichever replica took the retry, both apply it within 2 s: a replica whose change
     // listener is still reconnecting to the restarted Redis reloads every tenant when it
     // subscribes again (its backoff is at most 1 s).
-    let applied = Instant::now();
-    for replica in [0, 1] {
-        while limit_at(replica).await != "60" {
-            assert!(
-                applied.elapsed() < Duration::from_secs(2),
-                "replica {replica} still on the paid tier"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    within(EDGE, "both replicas back on standard", || async {
+        limit_at(0).await == "60" && limit_at(1).await == "60"
+    })
+    .await;
 }
 
 /// Stripe delivers concurrently; two changes to one tenant must not overwrite each other,
@@ -841,7 +778,7 @@ async fn concurrent_deliveries_for_one_tenant_are_all_kept() {
     let redis = RedisServer::start();
     for replicas in [1, 2] {
         let mut options = StackOptions::default()
-            .tiers(TIERS)
+            .tiers(PAID_TIERS)
             .control_plane_env("STRIPE_WEBHOOK_SECRET", SECRET);
         // One replica writing a state file (the embedded default of `make run`), or two
         // sharing Redis.

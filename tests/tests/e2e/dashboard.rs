@@ -5,6 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use tollgate_e2e::stripe::PAID_TIERS;
 use tollgate_e2e::stripe_stand_in::StripeStandIn;
 use tollgate_e2e::{Process, Stack, StackOptions, workspace};
 
@@ -62,20 +63,8 @@ async fn the_dashboard_shows_usage_and_keeps_up_in_a_real_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_sends_the_tenant_to_stripe() {
     let stand_in = StripeStandIn::start().await;
-    let tiers = r#"
-        default_tier = "standard"
-        [tiers.standard]
-        limit = 60
-        window_seconds = 60
-        [tiers.pro]
-        limit = 1000
-        window_seconds = 60
-        paid = true
-        stripe_price = "price_pro_monthly"
-        display_price = "$49/month"
-    "#;
     let options = StackOptions::default()
-        .tiers(tiers)
+        .tiers(PAID_TIERS)
         .control_plane_env("STRIPE_SECRET_KEY", "sk_test_tollgate_browser")
         .control_plane_env("STRIPE_API_BASE", &stand_in.url)
         .control_plane_env(

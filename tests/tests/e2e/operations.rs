@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tollgate_e2e::stack::ADMIN_TOKEN;
-use tollgate_e2e::{Stack, StackOptions, binaries_dir};
+use tollgate_e2e::{Stack, StackOptions, binaries_dir, within};
 
 fn tollgate(stack: &Stack, args: &[&str]) -> Output {
     Command::new(binaries_dir().join("tollgate"))
@@ -34,17 +34,11 @@ fn text(value: &Value, field: &str) -> String {
 }
 
 async fn status_within(stack: &Stack, key: &str, expected: u16, limit: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        if stack.call("/api/v1/ingest", key).await.status() == expected {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < limit,
-            "still not {expected} after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("status {expected}");
+    within(limit, &what, || async {
+        stack.call("/api/v1/ingest", key).await.status() == expected
+    })
+    .await
 }
 
 #[tokio::test]

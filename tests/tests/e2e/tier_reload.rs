@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::task::JoinSet;
-use tollgate_e2e::{Stack, StackOptions};
+use tollgate_e2e::{Stack, StackOptions, within};
 
 fn table(standard_limit: u32) -> String {
     format!(
@@ -54,18 +54,13 @@ async fn a_changed_file_applies_within_a_second_under_traffic_and_a_broken_one_i
     }
 
     std::fs::write(stack.tiers_file(), table(10)).unwrap();
-    let changed = Instant::now();
-    while limit_now(&stack, &tenant.key).await != Some(10) {
-        assert!(
-            changed.elapsed() < Duration::from_millis(2500),
-            "the new limit did not apply"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    eprintln!(
-        "new limit in force {:?} after the file changed",
-        changed.elapsed()
-    );
+    let took = within(
+        Duration::from_millis(2500),
+        "the new limit applies",
+        || async { limit_now(&stack, &tenant.key).await == Some(10) },
+    )
+    .await;
+    eprintln!("new limit in force {took:?} after the file changed");
     assert_eq!(reloads(&stack, "ok").await, 1);
 
     std::fs::write(
@@ -73,14 +68,12 @@ async fn a_changed_file_applies_within_a_second_under_traffic_and_a_broken_one_i
         "default_tier = \"standard\"\n[tiers.standard]\nlimit = 0\n",
     )
     .unwrap();
-    let broken = Instant::now();
-    while reloads(&stack, "refused").await == 0 {
-        assert!(
-            broken.elapsed() < Duration::from_millis(2500),
-            "the broken file was not looked at"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    within(
+        Duration::from_millis(2500),
+        "the broken file refused",
+        || async { reloads(&stack, "refused").await > 0 },
+    )
+    .await;
     assert_eq!(
         limit_now(&stack, &tenant.key).await,
         Some(10),
@@ -124,14 +117,10 @@ async fn sighup_reloads_at_once_and_a_table_missing_a_tier_in_use_is_refused() {
         "no poll for an hour: not yet"
     );
     hangup();
-    let started = Instant::now();
-    while limit_now(&stack, &tenant.key).await != Some(500) {
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "SIGHUP did not reload"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    within(Duration::from_secs(1), "SIGHUP reloads", || async {
+        limit_now(&stack, &tenant.key).await == Some(500)
+    })
+    .await;
 
     // A table without `pro` would strand this tenant: refused.
     std::fs::write(
@@ -140,10 +129,11 @@ async fn sighup_reloads_at_once_and_a_table_missing_a_tier_in_use_is_refused() {
     )
     .unwrap();
     hangup();
-    let started = Instant::now();
-    while reloads(&stack, "refused").await == 0 {
-        assert!(started.elapsed() < Duration::from_secs(1), "not refused");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    within(
+        Duration::from_secs(1),
+        "the stranding table refused",
+        || async { reloads(&stack, "refused").await > 0 },
+    )
+    .await;
     assert_eq!(limit_now(&stack, &tenant.key).await, Some(500));
 }
