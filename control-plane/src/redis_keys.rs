@@ -9,8 +9,8 @@
 //! |---|---|---|
 //! | `tollgate:{t}:window` | ZSET | one member per admitted unit of the last window, scored by ms |
 //! | `tollgate:{t}:denied` | ZSET | one member per denied request of the last window |
-//! | `tollgate:{t}:usage` | HASH | member sequence; per-minute ring of the last 60 minutes |
-//! | `tollgate:{t}:month` | HASH | month-to-date admitted units and the month they count |
+//! | `tollgate:{t}:usage` | HASH | admitted (`a<minute>`) and denied (`d<minute>`) units per minute of the last hour |
+//! | `tollgate:{t}:month` | HASH | month-to-date admitted units, field `<yyyymm>` |
 //! | `tollgate:{registry}:tenants` | HASH | tenant id → tenant record with key hashes (JSON) |
 //!
 //! Tenant changes are announced on the channel [`TENANT_CHANGES`] (payload: tenant id).

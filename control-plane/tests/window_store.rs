@@ -401,6 +401,46 @@ async fn usage_and_month_counters_expire_after_an_hour_and_a_month() {
     }
 }
 
+/// A tenant that never goes idle long enough for its hashes to expire still keeps only the
+/// last hour's minutes and the current month: each minute's and month's first write drops
+/// what is older.
+#[tokio::test]
+async fn counters_of_past_minutes_and_months_are_dropped() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(START_MS);
+    let store = redis_store(RedisTarget::Standalone(server.url()), Some(clock.clone())).await;
+    let limit = per(1_000, 60);
+    for _ in 0..90 {
+        store.decide("t", limit, 1, 0).await.unwrap();
+        store.decide("t", per(0, 60), 1, 0).await.unwrap();
+        clock.advance(Duration::from_secs(60));
+    }
+    let fields = |key: &str| -> Vec<String> {
+        let mut fields: Vec<String> = server
+            .cli(&["hkeys", key])
+            .lines()
+            .map(String::from)
+            .collect();
+        fields.sort();
+        fields
+    };
+    let usage = fields("tollgate:{t}:usage");
+    assert_eq!(
+        usage.len(),
+        2 * 60,
+        "admitted and denied of the last 60 minutes: {usage:?}"
+    );
+    let latest = (START_MS + 89 * 60_000) / 60_000;
+    assert!(usage.contains(&format!("a{}", latest - 59)), "{usage:?}");
+    assert!(!usage.contains(&format!("a{}", latest - 60)), "{usage:?}");
+    // 90 minutes from START_MS (2023-11-14T22:13:20Z) stay in November.
+    assert_eq!(fields("tollgate:{t}:month"), ["202311"]);
+
+    clock.advance(Duration::from_secs(20 * 86_400));
+    store.decide("t", limit, 1, 0).await.unwrap();
+    assert_eq!(fields("tollgate:{t}:month"), ["202312"]);
+}
+
 #[tokio::test]
 async fn a_dead_redis_is_a_prompt_unavailable_error_and_recovery_is_automatic() {
     let mut server = RedisServer::start();

@@ -12,6 +12,11 @@
 //! Each script is [`PRELUDE`] followed by its body.
 
 /// Helpers shared by the scripts.
+///
+/// Every `redis.call` costs about as much as the command itself (measured: ~0.6 µs each on
+/// the benchmark machine, against 0.1–0.3 µs for most of these commands), so the hot path
+/// reads nothing it can learn from a write: `HINCRBY` answers the new total, which tells a
+/// minute's or a month's first write from the rest and doubles as the unique member sequence.
 pub const PRELUDE: &str = r#"
 local function clock(arg)
   local now = tonumber(arg)
@@ -20,35 +25,44 @@ local function clock(arg)
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Members must be unique: a timestamp alone would collapse concurrent requests into one
--- member. The sequence lives in the usage hash, which outlives the window.
-local function next_seq(n)
-  return redis.call('HINCRBY', KEYS[3], 'seq', n)
+-- Deletes every field of hash `key` for which `stale(field)` holds.
+local function drop_fields(key, stale)
+  local dropped = {}
+  for _, field in ipairs(redis.call('HKEYS', key)) do
+    if stale(field) then dropped[#dropped + 1] = field end
+  end
+  if #dropped > 0 then redis.call('HDEL', key, unpack(dropped)) end
 end
 
--- Per-minute history: a ring of 60 slots, each stamped with the minute it counts. The hash
--- expires 61 minutes after the start of the latest minute written, so it outlives every
--- request by an hour; setting that once per minute rather than per decision saves a command
--- on the hot path.
-local function count_minute(now, admitted, denied)
+-- Per-minute history: fields `a<minute>` and `d<minute>` (admitted and denied units, minute =
+-- ms / 60000) of the usage hash. Adds `n` to `kind` ('a' or 'd') for the minute of `now` and
+-- returns the minute's new total: it only grows within the minute, so `<now>-<total>` names a
+-- unique member. On the minute's first write, fields older than the history are dropped and
+-- the hash is set to expire an hour after this minute (relative, since `now` may be the
+-- caller's clock rather than Redis's).
+local function count_minute(now, kind, n)
   local minute = math.floor(now / 60000)
-  local slot = minute % 60
-  if redis.call('HGET', KEYS[3], 'm' .. slot) ~= tostring(minute) then
-    redis.call('HSET', KEYS[3], 'm' .. slot, minute, 'a' .. slot, 0, 'd' .. slot, 0)
-    -- Relative, since `now` may be the caller's clock rather than Redis's.
+  local total = redis.call('HINCRBY', KEYS[3], kind .. minute, n)
+  if total == n then
+    local oldest = minute - 59
+    drop_fields(KEYS[3], function(field)
+      local m = tonumber(string.sub(field, 2))
+      return (not m) or m < oldest
+    end)
     redis.call('PEXPIRE', KEYS[3], minute * 60000 + 3660000 - now)
   end
-  if admitted > 0 then redis.call('HINCRBY', KEYS[3], 'a' .. slot, admitted) end
-  if denied > 0 then redis.call('HINCRBY', KEYS[3], 'd' .. slot, denied) end
+  return total
 end
 
--- Denials are members `<ms>-<seq>-<count>` of the denied ZSET: one per decision or report,
--- however many requests it stands for.
+-- Denials are members `<ms>-<minute's denied total>-<count>` of the denied ZSET: one per
+-- decision or report, however many requests it stands for. Trimmed here, when it grows;
+-- readers count from the window's floor.
 local function count_denials(now, window, n)
   if n <= 0 then return end
-  redis.call('ZADD', KEYS[2], now, now .. '-' .. next_seq(1) .. '-' .. n)
+  local total = count_minute(now, 'd', n)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+  redis.call('ZADD', KEYS[2], now, now .. '-' .. total .. '-' .. n)
   redis.call('PEXPIRE', KEYS[2], window)
-  count_minute(now, 0, n)
 end
 
 local function denied_since(floor)
@@ -72,9 +86,22 @@ local function civil(now)
   return yoe + era * 400 + (m <= 2 and 1 or 0), m
 end
 
+-- The month hash's field for `now`'s month: `<yyyymm>`.
 local function month_of(now)
   local y, m = civil(now)
   return tostring(y * 100 + m)
+end
+
+-- Month-to-date: adds `n` admitted units to `month` and returns its new total. On the month's
+-- first admission, earlier months are dropped and the hash is set to expire in 32 days, after
+-- the month ends.
+local function count_month(month, n)
+  local total = redis.call('HINCRBY', KEYS[4], month, n)
+  if total == n then
+    drop_fields(KEYS[4], function(field) return field ~= month end)
+    redis.call('PEXPIRE', KEYS[4], 2764800000)
+  end
+  return total
 end
 
 -- Milliseconds until the next month starts (days_from_civil), as `window::ms_until_next_month`.
@@ -90,8 +117,15 @@ local function until_next_month(now)
   return (era * 146097 + doe - 719468) * 86400000 - now
 end
 
+-- Drops the members that left the window; returns how many remain.
+local function trim_window(now, window)
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  return redis.call('ZCARD', KEYS[1])
+end
+
+-- Milliseconds until the oldest member leaves the window (after `trim_window`, it is first).
 local function oldest_reset(now, window)
-  local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - window), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   if oldest[2] then return tonumber(oldest[2]) + window - now end
   return 0
 end
@@ -102,48 +136,41 @@ end
 /// ARGV: 1 limit, 2 window ms, 3 cost, 4 now ms or "", 5 denials reported by the filter,
 /// 6 monthly limit or "" (none).
 /// Returns: {admitted (0/1), remaining, reset ms, retry-after ms, month remaining (-1: no
-/// monthly quota), month reset ms}.
+/// monthly quota), month reset ms (0 without one)}.
 pub const DECIDE: &str = r#"
 local limit, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = clock(ARGV[4])
-local cutoff = now - window
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
-count_denials(now, window, tonumber(ARGV[5]) or 0)
-local used = redis.call('ZCARD', KEYS[1])
+local denied = tonumber(ARGV[5]) or 0
 local monthly = tonumber(ARGV[6])
+local used = trim_window(now, window)
 local month = month_of(now)
-local stored = redis.call('HMGET', KEYS[4], 'month', 'admitted')
 local month_used = 0
-if stored[1] == month then month_used = tonumber(stored[2]) end
+if monthly then month_used = tonumber(redis.call('HGET', KEYS[4], month)) or 0 end
 local fits_window = used + cost <= limit
 local fits_month = (not monthly) or (month_used + cost <= monthly)
 
 local admitted, retry = 0, 0
 if fits_window and fits_month then
-  local last = next_seq(cost)
-  local batch = {}
-  for i = 1, cost do
-    batch[#batch + 1] = now
-    batch[#batch + 1] = now .. '-' .. (last - cost + i)
-    if #batch >= 1000 or i == cost then
-      redis.call('ZADD', KEYS[1], unpack(batch))
-      batch = {}
+  local last = count_minute(now, 'a', cost)
+  if cost == 1 then
+    redis.call('ZADD', KEYS[1], now, now .. '-' .. last)
+  else
+    local batch = {}
+    for i = 1, cost do
+      batch[#batch + 1] = now
+      batch[#batch + 1] = now .. '-' .. (last - cost + i)
+      if #batch >= 1000 or i == cost then
+        redis.call('ZADD', KEYS[1], unpack(batch))
+        batch = {}
+      end
     end
   end
   redis.call('PEXPIRE', KEYS[1], window)
   used = used + cost
   admitted = 1
-  count_minute(now, cost, 0)
-  -- The month hash expires 32 days after its month's first admission, which is after the
-  -- month ends; set once per month, not per decision.
-  if stored[1] ~= month then
-    redis.call('HSET', KEYS[4], 'month', month, 'admitted', 0)
-    redis.call('PEXPIRE', KEYS[4], 2764800000)
-  end
-  month_used = redis.call('HINCRBY', KEYS[4], 'admitted', cost)
+  month_used = count_month(month, cost)
 else
-  count_denials(now, window, 1)
+  denied = denied + 1
   if not fits_window then
     if cost > limit then
       retry = window
@@ -156,12 +183,17 @@ else
   end
   if not fits_month then retry = math.max(retry, until_next_month(now)) end
 end
+-- The filter's reported denials and this one, if any, as one record.
+count_denials(now, window, denied)
 
 local remaining = limit - used
 if remaining < 0 then remaining = 0 end
-local month_remaining = -1
-if monthly then month_remaining = math.max(0, monthly - month_used) end
-return {admitted, remaining, oldest_reset(now, window), retry, month_remaining, until_next_month(now)}
+local month_remaining, month_reset = -1, 0
+if monthly then
+  month_remaining = math.max(0, monthly - month_used)
+  month_reset = until_next_month(now)
+end
+return {admitted, remaining, oldest_reset(now, window), retry, month_remaining, month_reset}
 "#;
 
 /// Read a tenant's window and counters, after counting denials the filter reports.
@@ -173,33 +205,19 @@ pub const USAGE: &str = r#"
 local window = tonumber(ARGV[1])
 local now = clock(ARGV[2])
 count_denials(now, window, tonumber(ARGV[3]) or 0)
-local floor = '(' .. (now - window)
-local used = redis.call('ZCOUNT', KEYS[1], floor, '+inf')
-local denied = denied_since(floor)
-
-local month = redis.call('HMGET', KEYS[4], 'month', 'admitted')
-local month_to_date = 0
-if month[1] == month_of(now) then month_to_date = tonumber(month[2]) end
+local used = trim_window(now, window)
+local denied = denied_since('(' .. (now - window))
+local month_to_date = tonumber(redis.call('HGET', KEYS[4], month_of(now))) or 0
 
 local minute = math.floor(now / 60000)
 local result = {used, denied, oldest_reset(now, window), month_to_date, minute}
 local fields = {}
-for i = 59, 0, -1 do
-  local slot = (minute - i) % 60
-  fields[#fields + 1] = 'm' .. slot
-  fields[#fields + 1] = 'a' .. slot
-  fields[#fields + 1] = 'd' .. slot
+for m = minute - 59, minute do
+  fields[#fields + 1] = 'a' .. m
+  fields[#fields + 1] = 'd' .. m
 end
-local ring = redis.call('HMGET', KEYS[3], unpack(fields))
-for i = 0, 59 do
-  local stamp, a, d = ring[3 * i + 1], ring[3 * i + 2], ring[3 * i + 3]
-  if stamp == tostring(minute - 59 + i) then
-    result[#result + 1] = tonumber(a)
-    result[#result + 1] = tonumber(d)
-  else
-    result[#result + 1] = 0
-    result[#result + 1] = 0
-  end
+for _, count in ipairs(redis.call('HMGET', KEYS[3], unpack(fields))) do
+  result[#result + 1] = tonumber(count) or 0
 end
 return result
 "#;
