@@ -8,6 +8,7 @@
 //! - a:  Envoy forwards to the demo upstream, no filter: the baseline for admitted traffic.
 //! - b:  filter + control-plane (memory store), one tenant under its limit, HTTP/2 callouts.
 //! - b1: as b, with HTTP/1.1 callouts (to choose the protocol).
+//! - b2: as b, with the control-plane on two threads (`TOLLGATE_WORKER_THREADS=2`).
 //! - c:  as b, with the Redis store.
 //! - d:  a flood from one tenant over its quota (the deny cache answers).
 //! - e:  100 tenants, each under its limit.
@@ -141,17 +142,20 @@ async fn main() {
     let redis = RedisServer::start();
     let dir = tempfile_dir();
     println!("Starting stacks (release binaries, Envoy --concurrency 2)...");
+    let tollgate = || StackOptions::default().tiers(TIERS);
     let stacks = [
         Stack::start(StackOptions::default().without_filter().direct_response()).await, // 0: a0
         Stack::start(StackOptions::default().without_filter()).await,                   // 1: a
-        Stack::start(StackOptions::default().tiers(TIERS)).await, // 2: b, d, e
-        Stack::start(StackOptions::default().tiers(TIERS).callout_http1()).await, // 3: b1
-        Stack::start(StackOptions::default().tiers(TIERS).redis(redis.url())).await, // 4: c
+        Stack::start(tollgate()).await,                 // 2: b, d, e
+        Stack::start(tollgate().callout_http1()).await, // 3: b1
+        Stack::start(tollgate().redis(redis.url())).await, // 4: c
+        Stack::start(tollgate().control_plane_env("TOLLGATE_WORKER_THREADS", "2")).await, // 5: b2
     ];
 
     let b_key = unlimited_key(&stacks[2]).await;
     let b1_key = unlimited_key(&stacks[3]).await;
     let c_key = unlimited_key(&stacks[4]).await;
+    let b2_key = unlimited_key(&stacks[5]).await;
     let flooder = stacks[2].create_tenant("standard").await.key;
     let mut many = Vec::new();
     for _ in 0..100 {
@@ -182,6 +186,11 @@ async fn main() {
             name: "b1",
             stack: 3,
             keys: vec![b1_key],
+        },
+        Scenario {
+            name: "b2",
+            stack: 5,
+            keys: vec![b2_key],
         },
         Scenario {
             name: "c",

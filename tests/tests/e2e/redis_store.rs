@@ -17,12 +17,15 @@ const BULK_TIER: &str = r#"
     window_seconds = 60
 "#;
 
+/// The replicas run two threads each (the default is one), so decisions also race within a
+/// replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_one_redis_admit_exactly_the_limit() {
     let redis = RedisServer::start();
     let options = StackOptions::default()
         .redis(redis.url())
         .replicas(2)
+        .control_plane_env("TOLLGATE_WORKER_THREADS", "2")
         .tiers(BULK_TIER)
         .filter(
             "control_plane",
