@@ -340,33 +340,49 @@ async fn the_redis_store_can_use_redis_time() {
     );
 }
 
+/// Every key of a window expires once idle: the window a window past the end of the minute of
+/// its latest admission, the denials with the window; a window emptied by trimming and
+/// created again gets its expiry again.
 #[tokio::test]
 async fn the_redis_store_lets_idle_windows_expire() {
     let server = RedisServer::start();
     let store = redis_store(RedisTarget::Standalone(server.url()), None).await;
-    store.decide("idle", per(5, 1), 1, 0).await.unwrap();
-    store.decide("idle", per(5, 1), 9, 0).await.unwrap();
-    let window_key = "tollgate:{idle}:window";
-    assert_eq!(server.cli(&["exists", window_key]).trim(), "1");
-    let ttl: i64 = server.cli(&["pttl", window_key]).trim().parse().unwrap();
+    let pttl = |key: &str| -> i64 { server.cli(&["pttl", key]).trim().parse().unwrap() };
+    let (window_key, denied_key) = ("tollgate:{idle}:window", "tollgate:{idle}:denied");
     assert!(
-        (1..=1000).contains(&ttl),
-        "the window key expires with the window: {ttl} ms"
-    );
-    assert!(
-        server
-            .cli(&["pttl", "tollgate:{idle}:denied"])
-            .trim()
-            .parse::<i64>()
+        store
+            .decide("idle", per(5, 1), 1, 0)
+            .await
             .unwrap()
-            > 0
+            .admitted
     );
+    assert!(
+        !store
+            .decide("idle", per(5, 1), 9, 0)
+            .await
+            .unwrap()
+            .admitted
+    );
+    let ttl = pttl(window_key);
+    assert!(
+        (1..=61_000).contains(&ttl),
+        "the window key expires a window after the end of the minute: {ttl} ms"
+    );
+    assert!((1..=1000).contains(&pttl(denied_key)));
+
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(
-        server
-            .cli(&["exists", window_key, "tollgate:{idle}:denied"])
-            .trim(),
-        "0"
+    assert_eq!(server.cli(&["exists", denied_key]).trim(), "0");
+    assert!(
+        store
+            .decide("idle", per(5, 1), 1, 0)
+            .await
+            .unwrap()
+            .admitted
+    );
+    let ttl = pttl(window_key);
+    assert!(
+        (1..=61_000).contains(&ttl),
+        "the window key, emptied and created again, expires again: {ttl} ms"
     );
 }
 

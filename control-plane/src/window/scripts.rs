@@ -165,7 +165,13 @@ if fits_window and fits_month then
       end
     end
   end
-  redis.call('PEXPIRE', KEYS[1], window)
+  -- The window must outlive its newest member by the window. Set on the minute's first
+  -- admission to reach a window past the minute's end, it does for every admission of the
+  -- minute; and whenever the key is new (trimming deletes an emptied ZSET), so a key never
+  -- lacks an expiry.
+  if last == cost or used == 0 then
+    redis.call('PEXPIRE', KEYS[1], (math.floor(now / 60000) + 1) * 60000 - now + window)
+  end
   used = used + cost
   admitted = 1
   month_used = count_month(month, cost)
