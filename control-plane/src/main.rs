@@ -4,6 +4,18 @@ use clap::Parser;
 use tollgate_control_plane::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// One thread: a current-thread runtime, so no task ever wakes another across threads.
+fn runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(usize::from(threads));
+        builder
+    };
+    builder.enable_all().build()
+}
+
 fn main() -> ExitCode {
     let config = Config::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -14,17 +26,7 @@ fn main() -> ExitCode {
             .with_env_filter(filter)
             .init(),
     }
-    let runtime = match config.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        threads => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(usize::from(threads));
-            builder
-        }
-    }
-    .enable_all()
-    .build();
-    let runtime = match runtime {
+    let runtime = match runtime(config.worker_threads) {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start the async runtime");
