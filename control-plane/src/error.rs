@@ -4,7 +4,7 @@
 //! are logged here, once, and never sent to the client.
 
 use axum::Json;
-use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::rejection::JsonRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -61,9 +61,12 @@ pub enum ApiError {
     /// 400, 413, 415 or 422: the body is not the JSON this endpoint takes.
     #[error("{0}")]
     Body(#[from] JsonRejection),
-    /// 400 or 413: the raw body could not be read.
-    #[error("{0}")]
-    RawBody(#[from] BytesRejection),
+    /// 413: the raw body is longer than the endpoint takes.
+    #[error("the body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    /// 400: the raw body could not be read to its end.
+    #[error("the body could not be read")]
+    BodyUnreadable,
     /// 503: the durable store of tenants did not answer; nothing was changed.
     #[error("the tenant store is unavailable; retry shortly")]
     Store(#[from] StoreError),
@@ -109,10 +112,8 @@ impl ApiError {
                 };
                 (status, code)
             }
-            ApiError::RawBody(rejection) => match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-                status => (status, "invalid_body"),
-            },
+            ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::BodyUnreadable => (StatusCode::BAD_REQUEST, "invalid_body"),
             ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::Random(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }

@@ -13,17 +13,12 @@ mod stripe_api;
 mod webhook;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
 
 pub use stripe_api::{StripeApi, StripeApiError};
 
 use crate::app::AppState;
 use crate::config::Secret;
-
-/// Larger than any event Stripe sends a subscription integration; anything bigger is
-/// refused before it is buffered.
-const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 
 /// What billing is configured with.
 #[derive(Clone)]
@@ -36,10 +31,7 @@ pub struct Billing {
 
 pub fn public_routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/api/v1/billing/webhook",
-            post(webhook::webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
-        )
+        .route("/api/v1/billing/webhook", post(webhook::webhook))
         .route("/api/v1/billing/checkout", post(sessions::checkout))
         .route("/api/v1/billing/portal", post(sessions::portal))
 }

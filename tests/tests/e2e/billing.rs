@@ -486,7 +486,9 @@ async fn forged_stale_replayed_and_older_deliveries_change_nothing() {
         400,
         "stale"
     );
-    let oversized = format!("{{\"pad\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    // Large enough that Envoy is still sending when the control-plane has decided: the 413
+    // must reach the client all the same, not a reset turned into 503.
+    let oversized = format!("{{\"pad\":\"{}\"}}", "x".repeat(8 * 1024 * 1024));
     let response = stack
         .client()
         .post(stack.url("/api/v1/billing/webhook"))
@@ -495,7 +497,7 @@ async fn forged_stale_replayed_and_older_deliveries_change_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 413, "a 2 MB body");
+    assert_eq!(response.status(), 413, "an 8 MB body");
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["code"], "body_too_large");
     let garbage = "{\"id\": \"evt_garbage\", \"type\": ";
