@@ -10,7 +10,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Value};
+use redis::io::tcp::TcpSettings;
+use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
 use crate::window::StoreError;
 
@@ -71,12 +72,23 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Commands go out at once: with Nagle's algorithm (the crate's default) a small command
+/// waits for the acknowledgement of the previous one.
+fn no_delay() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true)
+}
+
 impl RedisConnection {
     pub async fn connect(target: &RedisTarget, timeout: Duration) -> Result<Self, StoreError> {
         let unavailable = |e: redis::RedisError| StoreError::Unavailable(e.to_string());
         match target {
             RedisTarget::Standalone(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+                let info = url
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(unavailable)?
+                    .set_tcp_settings(no_delay());
+                let client = redis::Client::open(info).map_err(unavailable)?;
                 // Retry quickly and forever: after an outage decisions must resume within
                 // seconds, and the per-call timeout keeps callers from waiting on it.
                 let config = ConnectionManagerConfig::new()
@@ -91,6 +103,7 @@ impl RedisConnection {
             }
             RedisTarget::Cluster(urls) => {
                 let client = ClusterClientBuilder::new(urls.clone())
+                    .tcp_settings(no_delay())
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
                     .build()

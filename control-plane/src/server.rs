@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -117,6 +118,13 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let shutdown = CancellationToken::new();
     let serve = |listener: TcpListener, router: axum::Router, name: &'static str| {
         let shutdown = shutdown.clone();
+        // Answers go out at once: with Nagle's algorithm a small answer waits for the
+        // acknowledgement of the previous one.
+        let listener = listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::warn!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
