@@ -90,10 +90,12 @@ impl RedisConnection {
                     .set_tcp_settings(no_delay());
                 let client = redis::Client::open(info).map_err(unavailable)?;
                 // Retry quickly and forever: after an outage decisions must resume within
-                // seconds, and the per-call timeout keeps callers from waiting on it.
+                // seconds, and the per-call timeout keeps callers from waiting on it. That
+                // timeout (`bounded`) is the only one per call: the crate's own response
+                // timeout (500 ms unless set) would arm a second timer on every decision.
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(Some(timeout))
+                    .set_response_timeout(None)
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_millis(500))
                     .set_number_of_retries(usize::MAX);

@@ -349,20 +349,15 @@ async fn the_redis_store_lets_idle_windows_expire() {
     let store = redis_store(RedisTarget::Standalone(server.url()), None).await;
     let pttl = |key: &str| -> i64 { server.cli(&["pttl", key]).trim().parse().unwrap() };
     let (window_key, denied_key) = ("tollgate:{idle}:window", "tollgate:{idle}:denied");
-    assert!(
+    let admits = async |cost| {
         store
-            .decide("idle", per(5, 1), 1, 0)
+            .decide("idle", per(5, 1), cost, 0)
             .await
             .unwrap()
             .admitted
-    );
-    assert!(
-        !store
-            .decide("idle", per(5, 1), 9, 0)
-            .await
-            .unwrap()
-            .admitted
-    );
+    };
+    assert!(admits(1).await);
+    assert!(!admits(9).await);
     let ttl = pttl(window_key);
     assert!(
         (1..=61_000).contains(&ttl),
@@ -372,13 +367,7 @@ async fn the_redis_store_lets_idle_windows_expire() {
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(server.cli(&["exists", denied_key]).trim(), "0");
-    assert!(
-        store
-            .decide("idle", per(5, 1), 1, 0)
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(admits(1).await);
     let ttl = pttl(window_key);
     assert!(
         (1..=61_000).contains(&ttl),
@@ -488,6 +477,36 @@ async fn a_dead_redis_is_a_prompt_unavailable_error_and_recovery_is_automatic() 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A Redis that accepts but never answers (stopped, not dead) is cut off by the per-call
+/// timeout, which is the only one armed per decision.
+#[tokio::test]
+async fn a_frozen_redis_is_a_prompt_unavailable_error() {
+    let server = RedisServer::start();
+    let timeout = Duration::from_millis(100);
+    let connection = RedisConnection::connect(&RedisTarget::Standalone(server.url()), timeout)
+        .await
+        .unwrap();
+    let store = RedisWindows::new(connection, timeout, None);
+    assert!(store.decide("t1", per(5, 60), 1, 0).await.is_ok());
+    let signal = |name: &str| {
+        let pid = server.pid().expect("redis runs").to_string();
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+
+    signal("-STOP");
+    let started = std::time::Instant::now();
+    let frozen = store.decide("t1", per(5, 60), 1, 0).await;
+    let waited = started.elapsed();
+    signal("-CONT");
+    assert!(frozen.is_err(), "no answer is no decision");
+    assert!(waited < Duration::from_millis(400), "took {waited:?}");
+    assert!(store.decide("t1", per(5, 60), 1, 0).await.is_ok());
 }
 
 #[tokio::test]
