@@ -542,23 +542,20 @@ mod tests {
             (Some("tn_1"), Some("sub_1"))
         );
 
-        let mut incomplete = record();
-        apply_json(&mut incomplete, event("created", "evt_1", 10, "incomplete"));
-        apply_json(&mut incomplete, failed("evt_2"));
-        let subscription = incomplete.tenant.subscription.unwrap();
-        assert_eq!(
-            (subscription.status.as_deref(), subscription.past_due_since),
-            (Some("incomplete"), None)
-        );
-
-        let mut active = record();
-        apply_json(&mut active, event("created", "evt_1", 10, "active"));
-        apply_json(&mut active, failed("evt_2"));
-        let subscription = active.tenant.subscription.unwrap();
-        assert_eq!(
-            (subscription.status.as_deref(), subscription.past_due_since),
-            (Some("past_due"), Some(20))
-        );
+        for (status, after, past_due_since) in [
+            ("incomplete", "incomplete", None),
+            ("active", "past_due", Some(20)),
+        ] {
+            let mut tenant = record();
+            apply_json(&mut tenant, event("created", "evt_1", 10, status));
+            apply_json(&mut tenant, failed("evt_2"));
+            let subscription = tenant.tenant.subscription.unwrap();
+            assert_eq!(
+                (subscription.status.as_deref(), subscription.past_due_since),
+                (Some(after), past_due_since),
+                "a failed payment of a subscription {status}"
+            );
+        }
     }
 
     #[test]

@@ -438,12 +438,8 @@ async fn checkout_and_portal_sessions_carry_the_tenant_to_stripe() {
     );
 
     let usage: Value = stack
-        .client()
-        .get(stack.url("/api/v1/usage"))
-        .header("x-api-key", &tenant.key)
-        .send()
+        .call("/api/v1/usage", &tenant.key)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
