@@ -4,6 +4,9 @@ use clap::Parser;
 use tollgate_control_plane::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One thread: a current-thread runtime, so no task ever wakes another across threads.
 fn runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if threads == 1 {
