@@ -236,23 +236,74 @@ async fn a_monthly_quota_caps_the_month_as_well(store: impl WindowStore, clock: 
     );
 }
 
-async fn concurrent_decisions_never_over_admit(
-    store: impl WindowStore + 'static,
-    _clock: ManualClock,
-) {
+/// Many decisions of one tenant at once, as Envoy's workers send them (the Redis store answers
+/// them in shared batches): the window fills exactly, each admitted request sees its own
+/// remaining count, and every denial is counted.
+async fn concurrent_decisions_are_exact(store: impl WindowStore + 'static, _clock: ManualClock) {
     let store = Arc::new(store);
     let limit = per(60, 60);
     let tasks: Vec<_> = (0..300)
-        .map(|_| {
+        .map(|i| {
             let store = store.clone();
-            tokio::spawn(async move { store.decide("t1", limit, 1, 0).await.unwrap().admitted })
+            let cost = if i % 3 == 0 { 2 } else { 1 };
+            tokio::spawn(async move { (cost, store.decide("t1", limit, cost, 0).await.unwrap()) })
         })
         .collect();
-    let mut admitted = 0;
+    let mut admitted_units = 0;
+    let mut remaining = Vec::new();
+    let mut denied = 0;
     for task in tasks {
-        admitted += usize::from(task.await.unwrap());
+        let (cost, decision) = task.await.unwrap();
+        if decision.admitted {
+            admitted_units += cost;
+            remaining.push(decision.remaining);
+        } else {
+            denied += 1;
+        }
     }
-    assert_eq!(admitted, 60);
+    // Plenty of single-unit requests remain when the window nears full, so it fills exactly.
+    assert_eq!(admitted_units, 60);
+    remaining.sort_unstable();
+    let count = remaining.len();
+    remaining.dedup();
+    assert_eq!(
+        remaining.len(),
+        count,
+        "each admission saw its own remaining count"
+    );
+    assert_eq!(remaining.first(), Some(&0));
+    let usage = store.usage("t1", limit, 0).await.unwrap();
+    assert_eq!((usage.used, usage.denied), (60, denied));
+}
+
+/// Concurrent denials behind concurrent admissions still say when the oldest unit leaves.
+async fn concurrent_denials_say_when_room_frees(
+    store: impl WindowStore + 'static,
+    clock: ManualClock,
+) {
+    let store = Arc::new(store);
+    let limit = per(4, 60);
+    store.decide("t1", limit, 1, 0).await.unwrap();
+    store.decide("t1", limit, 1, 0).await.unwrap();
+    clock.advance(Duration::from_secs(10));
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.decide("t1", limit, 1, 0).await.unwrap() })
+        })
+        .collect();
+    let mut admitted_remaining = Vec::new();
+    for task in tasks {
+        let decision = task.await.unwrap();
+        assert_eq!(decision.reset_ms, 50_000, "the oldest leaves in 50 s");
+        if decision.admitted {
+            admitted_remaining.push(decision.remaining);
+        } else {
+            assert_eq!(decision.retry_after_ms, 50_000);
+        }
+    }
+    admitted_remaining.sort_unstable();
+    assert_eq!(admitted_remaining, [0, 1]);
 }
 
 macro_rules! conformance {
@@ -279,7 +330,8 @@ macro_rules! conformance {
                 usage_reports_per_minute_history_and_month_to_date,
                 denials_reported_by_the_filter_are_counted,
                 a_monthly_quota_caps_the_month_as_well,
-                concurrent_decisions_never_over_admit,
+                concurrent_decisions_are_exact,
+                concurrent_denials_say_when_room_frees,
             );
         }
     };
@@ -338,6 +390,44 @@ async fn the_redis_store_can_use_redis_time() {
         (59_000..=60_000).contains(&denied.retry_after_ms),
         "{denied:?}"
     );
+}
+
+/// Concurrent decisions of one tenant share round trips: the first goes alone, those that
+/// arrive while it is in flight go together in one more. Other tenants' decisions are never
+/// held back by it.
+#[tokio::test]
+async fn concurrent_decisions_of_a_tenant_share_one_round_trip() {
+    let server = RedisServer::start();
+    let store = Arc::new(redis_store(RedisTarget::Standalone(server.url()), None).await);
+    let limit = per(1000, 60);
+    // Load the script, so every call below is one EVALSHA.
+    store.decide("warm-up", limit, 1, 0).await.unwrap();
+    server.cli(&["config", "resetstat"]);
+
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let store = store.clone();
+            let tenant = if i < 90 { "hot" } else { "quiet" };
+            tokio::spawn(async move { store.decide(tenant, limit, 1, 0).await.unwrap() })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap().admitted);
+    }
+    let info = server.cli(&["info", "commandstats"]);
+    let calls = |command: &str| -> u64 {
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    // The test's runtime has one thread, so all 100 are queued before the first call leaves:
+    // per tenant, the first alone and the rest in one batch.
+    assert_eq!(calls("evalsha"), 4, "{info}");
+    assert_eq!(calls("zadd"), 4, "one ZADD per batch: {info}");
+    let hot = store.usage("hot", limit, 0).await.unwrap();
+    let quiet = store.usage("quiet", limit, 0).await.unwrap();
+    assert_eq!((hot.used, quiet.used), (90, 10));
 }
 
 /// Every key of a window expires once idle: the window a window past the end of the minute of

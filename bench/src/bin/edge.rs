@@ -2,7 +2,7 @@
 //! on its own, measured in one run with the scenarios interleaved over several rounds, so
 //! that every ratio compares figures taken minutes apart on the same machine.
 //!
-//! Three rounds, then the median of each scenario's ratios. Scenarios, each behind Envoy with
+//! Five rounds, then the median of each scenario's ratios. Scenarios, each behind Envoy with
 //! 2 workers:
 //! - a0: Envoy answers the route itself (`direct_response`): the raw ceiling.
 //! - a:  Envoy forwards to the demo upstream, no filter: the baseline for admitted traffic.
@@ -10,6 +10,7 @@
 //! - b1: as b, with HTTP/1.1 callouts (to choose the protocol).
 //! - b2: as b, with the control-plane on two threads (`TOLLGATE_WORKER_THREADS=2`).
 //! - c:  as b, with the Redis store.
+//! - c100: as c, 100 tenants each under its limit (a tenant's decisions rarely share a call).
 //! - d:  a flood from one tenant over its quota (the deny cache answers).
 //! - e:  100 tenants, each under its limit.
 //!
@@ -26,9 +27,9 @@ use std::time::Duration;
 use tollgate_e2e::redis::RedisServer;
 use tollgate_e2e::{Stack, StackOptions};
 
-/// Three, so each scenario's ratios have a median: on 2 shared cores one round can be off by
-/// a quarter.
-const ROUNDS: usize = 3;
+/// Five, so each scenario's median stands on more than one or two lucky rounds: on 2 shared
+/// cores one round can be off by a quarter.
+const ROUNDS: usize = 5;
 const RUN_SECONDS: u64 = 5;
 const CONNECTIONS: u32 = 64;
 const TIERS: &str = r#"
@@ -158,8 +159,10 @@ async fn main() {
     let b2_key = unlimited_key(&stacks[5]).await;
     let flooder = stacks[2].create_tenant("standard").await.key;
     let mut many = Vec::new();
+    let mut many_on_redis = Vec::new();
     for _ in 0..100 {
         many.push(unlimited_key(&stacks[2]).await);
+        many_on_redis.push(unlimited_key(&stacks[4]).await);
     }
     // Exhaust the flooder's quota before any round.
     for _ in 0..61 {
@@ -196,6 +199,11 @@ async fn main() {
             name: "c",
             stack: 4,
             keys: vec![c_key],
+        },
+        Scenario {
+            name: "c100",
+            stack: 4,
+            keys: many_on_redis,
         },
         Scenario {
             name: "d",

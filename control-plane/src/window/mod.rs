@@ -12,6 +12,7 @@
 //!   same store call.
 //! - Windows of idle tenants are dropped, so memory follows active tenants only.
 
+mod batches;
 mod clock;
 mod history;
 mod memory;
@@ -26,7 +27,7 @@ pub use memory::MemoryWindows;
 pub use redis::RedisWindows;
 
 /// What a tenant may spend: `limit` units per rolling `window`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limit {
     pub limit: u32,
     pub window: Duration,
@@ -78,7 +79,7 @@ pub struct WindowUsage {
 }
 
 /// Why a store could not answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The backend is unreachable or timed out; worth retrying, and the filter applies its
     /// failure mode meanwhile.
@@ -87,7 +88,7 @@ pub enum StoreError {
 }
 
 /// A backend holding the windows. Implementations must make `decide` atomic per tenant, and
-/// each call one round trip to shared storage.
+/// cost at most one round trip to shared storage (concurrent decisions may share one).
 pub trait WindowStore: Send + Sync {
     /// Counts `reported_denials` earlier denials, then decides a request of `cost` units.
     fn decide(

@@ -1,11 +1,13 @@
 //! The Redis window store: the same exact sliding-window log, shared by every control-plane
-//! replica. One decision is one EVALSHA of [`scripts::DECIDE`] on the tenant's keys.
+//! replica. A decision is one EVALSHA of [`scripts::DECIDE`] on the tenant's keys, shared with
+//! the tenant's other decisions that arrive while one is in flight (see [`super::batches`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Script;
 
+use super::batches::Batches;
 use super::{
     Clock, HISTORY_MINUTES, Limit, MinuteUsage, MonthStanding, StoreError, WindowDecision,
     WindowStore, WindowUsage, scripts,
@@ -13,7 +15,32 @@ use super::{
 use crate::redis_conn::{RedisConnection, bounded};
 use crate::redis_keys::tenant_window;
 
+/// Most decisions in one EVALSHA: enough for any burst one replica sees while a call is in
+/// flight, small enough that one script stays well under a millisecond.
+const MAX_BATCH: usize = 256;
+
+/// Decisions share a call only with the same tenant and the same limits (a tier change
+/// mid-burst starts a new batch).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct BatchKey {
+    tenant: String,
+    limit: Limit,
+}
+
+#[derive(Clone, Copy)]
+struct Request {
+    cost: u32,
+    reported_denials: u64,
+}
+
+type DecisionBatches = Batches<BatchKey, Request, Result<WindowDecision, StoreError>>;
+
 pub struct RedisWindows {
+    client: Arc<Client>,
+    batches: Arc<DecisionBatches>,
+}
+
+struct Client {
     connection: RedisConnection,
     timeout: Duration,
     /// `None`: Redis `TIME` inside the script. `Some`: this clock, for servers that refuse
@@ -29,15 +56,40 @@ impl RedisWindows {
         timeout: Duration,
         clock: Option<Arc<dyn Clock>>,
     ) -> Self {
-        Self {
+        let client = Arc::new(Client {
             connection,
             timeout,
             clock,
             decide: Script::new(&format!("{}{}", scripts::PRELUDE, scripts::DECIDE)),
             usage: Script::new(&format!("{}{}", scripts::PRELUDE, scripts::USAGE)),
+        });
+        let caller = Arc::clone(&client);
+        let batches = Batches::new(
+            MAX_BATCH,
+            Box::new(move |key, requests| {
+                let client = Arc::clone(&caller);
+                Box::pin(async move { client.decide(&key, &requests).await })
+            }),
+        );
+        Self {
+            client,
+            batches: Arc::new(batches),
         }
     }
 
+    /// Whether Redis answers a PING within the timeout.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        bounded(
+            &self.client.connection,
+            self.client.timeout,
+            |mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await },
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+impl Client {
     fn now_arg(&self) -> String {
         self.clock
             .as_ref()
@@ -45,13 +97,58 @@ impl RedisWindows {
             .unwrap_or_default()
     }
 
-    /// Whether Redis answers a PING within the timeout.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        bounded(&self.connection, self.timeout, |mut c| async move {
-            redis::cmd("PING").query_async::<String>(&mut c).await
-        })
-        .await
-        .map(|_| ())
+    /// One EVALSHA for a batch of one tenant's decisions: one result per request, in order.
+    async fn decide(
+        &self,
+        key: &BatchKey,
+        requests: &[Request],
+    ) -> Vec<Result<WindowDecision, StoreError>> {
+        let keys = tenant_window(&key.tenant);
+        let limit = key.limit;
+        let mut invocation = self.decide.prepare_invoke();
+        invocation
+            .key(&keys[..])
+            .arg(limit.limit)
+            .arg(limit.window_ms())
+            .arg(self.now_arg())
+            .arg(limit.monthly.map(|m| m.to_string()).unwrap_or_default());
+        for request in requests {
+            invocation.arg(request.cost).arg(request.reported_denials);
+        }
+        let reply: Result<Vec<i64>, StoreError> =
+            bounded(&self.connection, self.timeout, |mut c| async move {
+                invocation.invoke_async(&mut c).await
+            })
+            .await;
+        let decisions = reply.and_then(|reply| {
+            if reply.len() != 6 * requests.len() {
+                return Err(StoreError::Unavailable(
+                    "malformed decision reply from Redis".into(),
+                ));
+            }
+            Ok(reply.chunks_exact(6).map(decision).collect::<Vec<_>>())
+        });
+        match decisions {
+            Ok(decisions) => decisions.into_iter().map(Ok).collect(),
+            Err(error) => vec![Err(error); requests.len()],
+        }
+    }
+}
+
+/// One request's six figures of the script's reply.
+fn decision(figures: &[i64]) -> WindowDecision {
+    let unsigned = |i: usize| u64::try_from(figures[i]).unwrap_or(0);
+    WindowDecision {
+        admitted: figures[0] == 1,
+        remaining: u32::try_from(figures[1]).unwrap_or(0),
+        reset_ms: unsigned(2),
+        retry_after_ms: unsigned(3),
+        month: u64::try_from(figures[4])
+            .ok()
+            .map(|remaining| MonthStanding {
+                remaining,
+                reset_ms: unsigned(5),
+            }),
     }
 }
 
@@ -63,39 +160,18 @@ impl WindowStore for RedisWindows {
         cost: u32,
         reported_denials: u64,
     ) -> Result<WindowDecision, StoreError> {
-        let keys = tenant_window(tenant);
-        let mut invocation = self.decide.prepare_invoke();
-        invocation
-            .key(&keys[..])
-            .arg(limit.limit)
-            .arg(limit.window_ms())
-            .arg(cost)
-            .arg(self.now_arg())
-            .arg(reported_denials)
-            .arg(limit.monthly.map(|m| m.to_string()).unwrap_or_default());
-        let (admitted, remaining, reset_ms, retry_after_ms, month_remaining, month_reset_ms): (
-            u8,
-            u32,
-            u64,
-            u64,
-            i64,
-            u64,
-        ) = bounded(&self.connection, self.timeout, |mut c| async move {
-            invocation.invoke_async(&mut c).await
-        })
-        .await?;
-        Ok(WindowDecision {
-            admitted: admitted == 1,
-            remaining,
-            reset_ms,
-            retry_after_ms,
-            month: u64::try_from(month_remaining)
-                .ok()
-                .map(|remaining| MonthStanding {
-                    remaining,
-                    reset_ms: month_reset_ms,
-                }),
-        })
+        let key = BatchKey {
+            tenant: tenant.to_owned(),
+            limit,
+        };
+        let request = Request {
+            cost,
+            reported_denials,
+        };
+        self.batches
+            .submit(key, request)
+            .await
+            .unwrap_or_else(|| Err(StoreError::Unavailable("the decision was abandoned".into())))
     }
 
     async fn usage(
@@ -104,14 +180,15 @@ impl WindowStore for RedisWindows {
         limit: Limit,
         reported_denials: u64,
     ) -> Result<WindowUsage, StoreError> {
+        let client = &self.client;
         let keys = tenant_window(tenant);
-        let mut invocation = self.usage.prepare_invoke();
+        let mut invocation = client.usage.prepare_invoke();
         invocation
             .key(&keys[..])
             .arg(limit.window_ms())
-            .arg(self.now_arg())
+            .arg(client.now_arg())
             .arg(reported_denials);
-        let reply: Vec<u64> = bounded(&self.connection, self.timeout, |mut c| async move {
+        let reply: Vec<u64> = bounded(&client.connection, client.timeout, |mut c| async move {
             invocation.invoke_async(&mut c).await
         })
         .await?;

@@ -131,75 +131,103 @@ local function oldest_reset(now, window)
 end
 "#;
 
-/// Decide one request.
+/// Decide a batch of requests of one tenant, in arrival order, exactly as one at a time
+/// would: one round trip however many requests (see `redis::Coalescing`), and the shared work
+/// (trimming, counters, expiries, the oldest member) done once per batch.
 ///
-/// ARGV: 1 limit, 2 window ms, 3 cost, 4 now ms or "", 5 denials reported by the filter,
-/// 6 monthly limit or "" (none).
-/// Returns: {admitted (0/1), remaining, reset ms, retry-after ms, month remaining (-1: no
-/// monthly quota), month reset ms (0 without one)}.
+/// ARGV: 1 limit, 2 window ms, 3 now ms or "", 4 monthly limit or "" (none), then per request:
+/// cost, denials reported by the filter.
+/// Returns, per request: {admitted (0/1), remaining, reset ms, retry-after ms, month remaining
+/// (-1: no monthly quota), month reset ms (0 without one)}, flattened.
 pub const DECIDE: &str = r#"
-local limit, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local now = clock(ARGV[4])
-local denied = tonumber(ARGV[5]) or 0
-local monthly = tonumber(ARGV[6])
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now = clock(ARGV[3])
+local monthly = tonumber(ARGV[4])
 local used = trim_window(now, window)
+local used_before = used
 local month = month_of(now)
 local month_used = 0
 if monthly then month_used = tonumber(redis.call('HGET', KEYS[4], month)) or 0 end
-local fits_window = used + cost <= limit
-local fits_month = (not monthly) or (month_used + cost <= monthly)
 
-local admitted, retry = 0, 0
-if fits_window and fits_month then
-  local last = count_minute(now, 'a', cost)
-  if cost == 1 then
-    redis.call('ZADD', KEYS[1], now, now .. '-' .. last)
+-- Per request: admitted, units in the window after it, retry, month used after it.
+local outcomes = {}
+local admitted_units, denied = 0, 0
+local retry_of_rank = {}
+for i = 5, #ARGV, 2 do
+  local cost, reported = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  denied = denied + reported
+  local fits_window = used + cost <= limit
+  local fits_month = (not monthly) or (month_used + cost <= monthly)
+  local admitted, retry = 0, 0
+  if fits_window and fits_month then
+    admitted = 1
+    used = used + cost
+    month_used = month_used + cost
+    admitted_units = admitted_units + cost
   else
-    local batch = {}
-    for i = 1, cost do
-      batch[#batch + 1] = now
-      batch[#batch + 1] = now .. '-' .. (last - cost + i)
-      if #batch >= 1000 or i == cost then
-        redis.call('ZADD', KEYS[1], unpack(batch))
-        batch = {}
+    denied = denied + 1
+    if not fits_window then
+      -- The unit whose departure frees enough room: rank (used + cost - limit - 1). A unit
+      -- admitted earlier in this batch is not added yet; it would rank after every older one
+      -- and leave a whole window from now.
+      local rank = used + cost - limit - 1
+      if cost > limit or rank >= used_before then
+        retry = window
+      else
+        if not retry_of_rank[rank] then
+          local freeing = redis.call('ZRANGE', KEYS[1], rank, rank, 'WITHSCORES')
+          retry_of_rank[rank] = tonumber(freeing[2]) + window - now
+        end
+        retry = retry_of_rank[rank]
       end
+    end
+    if not fits_month then retry = math.max(retry, until_next_month(now)) end
+  end
+  outcomes[#outcomes + 1] = {admitted, used, retry, month_used}
+end
+
+if admitted_units > 0 then
+  local last = count_minute(now, 'a', admitted_units)
+  local members = {}
+  for seq = last - admitted_units + 1, last do
+    members[#members + 1] = now
+    members[#members + 1] = now .. '-' .. seq
+    if #members >= 1000 or seq == last then
+      redis.call('ZADD', KEYS[1], unpack(members))
+      members = {}
     end
   end
   -- The window must outlive its newest member by the window. Set on the minute's first
   -- admission to reach a window past the minute's end, it does for every admission of the
   -- minute; and whenever the key is new (trimming deletes an emptied ZSET), so a key never
   -- lacks an expiry.
-  if last == cost or used == 0 then
+  if last == admitted_units or used_before == 0 then
     redis.call('PEXPIRE', KEYS[1], (math.floor(now / 60000) + 1) * 60000 - now + window)
   end
-  used = used + cost
-  admitted = 1
-  month_used = count_month(month, cost)
-else
-  denied = denied + 1
-  if not fits_window then
-    if cost > limit then
-      retry = window
-    else
-      -- The unit whose departure frees enough room: rank (used + cost - limit - 1).
-      local rank = used + cost - limit - 1
-      local freeing = redis.call('ZRANGE', KEYS[1], rank, rank, 'WITHSCORES')
-      retry = tonumber(freeing[2]) + window - now
-    end
-  end
-  if not fits_month then retry = math.max(retry, until_next_month(now)) end
+  count_month(month, admitted_units)
 end
--- The filter's reported denials and this one, if any, as one record.
+-- The filter's reported denials and this batch's, as one record.
 count_denials(now, window, denied)
 
-local remaining = limit - used
-if remaining < 0 then remaining = 0 end
-local month_remaining, month_reset = -1, 0
-if monthly then
-  month_remaining = math.max(0, monthly - month_used)
-  month_reset = until_next_month(now)
+-- The oldest member is the same for every request that leaves the window non-empty: an old
+-- one, or (in a window that was empty) one of this batch, a whole window from now.
+local reset = 0
+if used > 0 then reset = oldest_reset(now, window) end
+local month_reset = 0
+if monthly then month_reset = until_next_month(now) end
+local reply = {}
+for _, o in ipairs(outcomes) do
+  local admitted, used_after, retry, month_after = o[1], o[2], o[3], o[4]
+  local month_remaining = -1
+  if monthly then month_remaining = math.max(0, monthly - month_after) end
+  reply[#reply + 1] = admitted
+  reply[#reply + 1] = math.max(0, limit - used_after)
+  reply[#reply + 1] = used_after > 0 and reset or 0
+  reply[#reply + 1] = retry
+  reply[#reply + 1] = month_remaining
+  reply[#reply + 1] = month_reset
 end
-return {admitted, remaining, oldest_reset(now, window), retry, month_remaining, month_reset}
+return reply
 "#;
 
 /// Read a tenant's window and counters, after counting denials the filter reports.
