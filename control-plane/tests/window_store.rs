@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tollgate_control_plane::redis_conn::{RedisConnection, RedisTarget};
 use tollgate_control_plane::window::{
-    Limit, ManualClock, MemoryWindows, RedisWindows, WindowStore,
+    Limit, ManualClock, MemoryWindows, RedisWindows, WindowDecision, WindowStore,
 };
 use tollgate_e2e::redis::{RedisCluster, RedisServer};
 
@@ -569,16 +569,17 @@ async fn a_dead_redis_is_a_prompt_unavailable_error_and_recovery_is_automatic() 
     }
 }
 
-/// A Redis that accepts but never answers (stopped, not dead) is cut off by the per-call
-/// timeout, which is the only one armed per decision.
+/// A Redis that accepts but never answers (stopped, not dead) is cut off by the timeout, which
+/// bounds every decision: also those queued behind a call in flight, which would otherwise
+/// wait for that call and then their own.
 #[tokio::test]
 async fn a_frozen_redis_is_a_prompt_unavailable_error() {
     let server = RedisServer::start();
-    let timeout = Duration::from_millis(100);
+    let timeout = Duration::from_millis(300);
     let connection = RedisConnection::connect(&RedisTarget::Standalone(server.url()), timeout)
         .await
         .unwrap();
-    let store = RedisWindows::new(connection, timeout, None);
+    let store = Arc::new(RedisWindows::new(connection, timeout, None));
     assert!(store.decide("t1", per(5, 60), 1, 0).await.is_ok());
     let signal = |name: &str| {
         let pid = server.pid().expect("redis runs").to_string();
@@ -590,13 +591,104 @@ async fn a_frozen_redis_is_a_prompt_unavailable_error() {
     };
 
     signal("-STOP");
-    let started = std::time::Instant::now();
-    let frozen = store.decide("t1", per(5, 60), 1, 0).await;
-    let waited = started.elapsed();
+    let decisions: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let decision = store.decide("t1", per(5, 60), 1, 0).await;
+                (decision, started.elapsed())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for decision in decisions {
+        answers.push(decision.await.unwrap());
+    }
     signal("-CONT");
-    assert!(frozen.is_err(), "no answer is no decision");
-    assert!(waited < Duration::from_millis(400), "took {waited:?}");
+    for (decision, waited) in answers {
+        assert!(decision.is_err(), "no answer is no decision");
+        assert!(waited < Duration::from_millis(500), "took {waited:?}");
+    }
     assert!(store.decide("t1", per(5, 60), 1, 0).await.is_ok());
+}
+
+/// Decides `requests` (cost, reported denials) for `tenant`: one at a time, or all at once so
+/// that they share calls (on this single-threaded test runtime: the first alone, the rest in
+/// one batch, in order).
+async fn decide_in_turn(
+    store: &Arc<RedisWindows>,
+    tenant: &'static str,
+    limit: Limit,
+    requests: &[(u32, u64)],
+    together: bool,
+) -> Vec<WindowDecision> {
+    let mut decisions = Vec::new();
+    if together {
+        let tasks: Vec<_> = requests
+            .iter()
+            .map(|&(cost, reported)| {
+                let store = store.clone();
+                tokio::spawn(async move { store.decide(tenant, limit, cost, reported).await })
+            })
+            .collect();
+        for task in tasks {
+            decisions.push(task.await.unwrap().unwrap());
+        }
+    } else {
+        for &(cost, reported) in requests {
+            decisions.push(store.decide(tenant, limit, cost, reported).await.unwrap());
+        }
+    }
+    decisions
+}
+
+/// A batch answers every request exactly as deciding them one at a time would, and leaves the
+/// same counters: denials before any admission in an empty window, costs that only a member
+/// of the same batch could free, reported denials, cached retry ranks, the monthly quota.
+#[tokio::test]
+async fn a_batch_decides_exactly_as_one_at_a_time() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(START_MS);
+    let store =
+        Arc::new(redis_store(RedisTarget::Standalone(server.url()), Some(clock.clone())).await);
+    let limit = Limit {
+        limit: 4,
+        window: Duration::from_secs(60),
+        monthly: Some(6),
+    };
+    let phases: [(u64, &[(u32, u64)]); 3] = [
+        // An empty window: a denial before the first admission, a cost only this batch's own
+        // members could make room for, reported denials, a full window.
+        (
+            0,
+            &[
+                (9, 0),
+                (9, 0),
+                (1, 2),
+                (4, 0),
+                (1, 0),
+                (1, 0),
+                (1, 1),
+                (1, 0),
+                (2, 0),
+            ],
+        ),
+        // Ten seconds on, still full: denials that wait for the oldest members.
+        (10, &[(1, 0), (1, 0), (2, 0), (1, 3)]),
+        // The window empties; the month has two units left.
+        (51, &[(1, 0), (1, 0), (1, 0), (2, 0), (1, 0)]),
+    ];
+    for (advance, requests) in phases {
+        clock.advance(Duration::from_secs(advance));
+        let one_at_a_time = decide_in_turn(&store, "one-by-one", limit, requests, false).await;
+        let together = decide_in_turn(&store, "together", limit, requests, true).await;
+        assert_eq!(together, one_at_a_time, "requests {requests:?}");
+        assert_eq!(
+            store.usage("together", limit, 0).await.unwrap(),
+            store.usage("one-by-one", limit, 0).await.unwrap()
+        );
+    }
 }
 
 #[tokio::test]

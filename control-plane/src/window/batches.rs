@@ -33,7 +33,7 @@ struct Waiter<T, R> {
 impl<K, T, R> Batches<K, T, R>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
-    T: Copy + Send + 'static,
+    T: Send + 'static,
     R: Send + 'static,
 {
     pub fn new(max: usize, call: BatchCall<K, T, R>) -> Self {
@@ -63,80 +63,89 @@ where
                 }
                 None => {
                     queues.insert(key.clone(), Vec::new());
-                    Some(vec![waiter])
+                    Some(waiter)
                 }
             }
         };
         if let Some(first) = first {
-            tokio::spawn(Arc::clone(self).drive(key, first));
+            // Made before the task, so the key is released however the task ends, even if it
+            // never runs.
+            let driver = Driver {
+                batches: Arc::clone(self),
+                key: Some(key),
+            };
+            tokio::spawn(driver.run(vec![first]));
         }
         answer.await.ok()
     }
+}
 
-    /// Runs the key's calls until nobody waits for it.
-    async fn drive(self: Arc<Self>, key: K, mut batch: Vec<Waiter<T, R>>) {
-        let mut driving = Driving {
-            batches: &self,
-            key: &key,
-            done: false,
-        };
-        loop {
-            batch.retain(|waiter| !waiter.reply.is_closed());
-            if !batch.is_empty() {
-                let items = batch.iter().map(|waiter| waiter.item).collect();
-                let results = (self.call)(key.clone(), items).await;
-                for (waiter, result) in batch.drain(..).zip(results) {
-                    // The caller may have given up meanwhile; its result is then nobody's.
-                    let _ = waiter.reply.send(result);
-                }
-            }
-            match self.next(&key) {
-                Some(next) => batch = next,
-                None => {
-                    driving.done = true;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// The key's next batch, or `None` after removing the key (under the same lock, so a
-    /// request never joins a queue that no call will serve).
-    fn next(&self, key: &K) -> Option<Vec<Waiter<T, R>>> {
-        let mut queues = self.lock();
-        let waiting = queues.get_mut(key)?;
-        if waiting.is_empty() {
-            queues.remove(key);
-            return None;
-        }
-        let take = waiting.len().min(self.max);
-        Some(waiting.drain(..take).collect())
-    }
-
+impl<K: Hash + Eq, T, R> Batches<K, T, R> {
     fn lock(&self) -> MutexGuard<'_, HashMap<K, Vec<Waiter<T, R>>>> {
         // Nothing panics while holding the lock; a poisoned map is still consistent.
         self.queues.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Removes the key's queue if its driver ends early (a panic in the call, or the runtime
-/// dropping the task): its waiters then get `None` instead of waiting forever, and the next
-/// request for the key starts a new driver.
-struct Driving<'a, K: Hash + Eq, T, R> {
-    batches: &'a Batches<K, T, R>,
-    key: &'a K,
-    done: bool,
+/// Runs one key's calls until nobody waits for it. Holds the key until then: if it ends
+/// early (a panic in the call, or the runtime dropping the task), dropping it removes the
+/// key's queue, so its waiters get `None` instead of waiting forever and the next request for
+/// the key starts a new driver.
+struct Driver<K: Hash + Eq, T, R> {
+    batches: Arc<Batches<K, T, R>>,
+    /// `None` once the key was released in the normal way.
+    key: Option<K>,
 }
 
-impl<K: Hash + Eq, T, R> Drop for Driving<'_, K, T, R> {
+impl<K, T, R> Driver<K, T, R>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    async fn run(mut self, mut batch: Vec<Waiter<T, R>>) {
+        while let Some(key) = self.key.clone() {
+            batch.retain(|waiter| !waiter.reply.is_closed());
+            if !batch.is_empty() {
+                let (items, replies): (Vec<T>, Vec<_>) = batch
+                    .drain(..)
+                    .map(|waiter| (waiter.item, waiter.reply))
+                    .unzip();
+                let results = (self.batches.call)(key, items).await;
+                for (reply, result) in replies.into_iter().zip(results) {
+                    // A caller that gave up after its batch left has no use for its result.
+                    let _ = reply.send(result);
+                }
+            }
+            batch = self.next();
+        }
+    }
+
+    /// The key's next batch; when nobody waits, removes the key under the same lock (so a
+    /// request never joins a queue no call will serve) and releases it.
+    fn next(&mut self) -> Vec<Waiter<T, R>> {
+        let Some(key) = &self.key else {
+            return Vec::new();
+        };
+        let mut queues = self.batches.lock();
+        match queues.get_mut(key) {
+            Some(waiting) if !waiting.is_empty() => {
+                let take = waiting.len().min(self.batches.max);
+                waiting.drain(..take).collect()
+            }
+            _ => {
+                queues.remove(key);
+                self.key = None;
+                Vec::new()
+            }
+        }
+    }
+}
+
+impl<K: Hash + Eq, T, R> Drop for Driver<K, T, R> {
     fn drop(&mut self) {
-        if !self.done {
-            let mut queues = self
-                .batches
-                .queues
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            queues.remove(self.key);
+        if let Some(key) = self.key.take() {
+            self.batches.lock().remove(&key);
         }
     }
 }
@@ -147,81 +156,82 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    /// A call that answers each item doubled, after a pause, and records each batch.
-    fn doubling(batches_seen: Arc<Mutex<Vec<Vec<u32>>>>) -> BatchCall<&'static str, u32, u32> {
-        Box::new(move |_key, items: Vec<u32>| {
-            let seen = Arc::clone(&batches_seen);
+    type Seen = Arc<Mutex<Vec<(&'static str, Vec<u32>)>>>;
+
+    /// A call that records each batch as it starts, pauses, and answers each item doubled.
+    fn doubling(seen: Seen) -> BatchCall<&'static str, u32, u32> {
+        Box::new(move |key, items: Vec<u32>| {
+            let seen = Arc::clone(&seen);
             Box::pin(async move {
-                seen.lock().unwrap().push(items.clone());
+                seen.lock().unwrap().push((key, items.clone()));
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 items.into_iter().map(|item| item * 2).collect()
             })
         })
     }
 
+    fn submit_all(
+        batches: &Arc<Batches<&'static str, u32, u32>>,
+        requests: impl IntoIterator<Item = (&'static str, u32)>,
+    ) -> Vec<tokio::task::JoinHandle<Option<u32>>> {
+        requests
+            .into_iter()
+            .map(|(key, item)| {
+                let batches = Arc::clone(batches);
+                tokio::spawn(async move { batches.submit(key, item).await })
+            })
+            .collect()
+    }
+
     #[tokio::test]
     async fn requests_arriving_during_a_call_share_the_next_one() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen = Seen::default();
         let batches = Arc::new(Batches::new(100, doubling(Arc::clone(&seen))));
-        let tasks: Vec<_> = (0..10)
-            .map(|i| {
-                let batches = Arc::clone(&batches);
-                tokio::spawn(async move { batches.submit("t", i).await })
-            })
-            .collect();
-        for (i, task) in tasks.into_iter().enumerate() {
-            assert_eq!(task.await.unwrap(), Some(i as u32 * 2));
+        let tasks = submit_all(&batches, (0..10).map(|i| ("t", i)));
+        for (i, task) in (0..).zip(tasks) {
+            assert_eq!(task.await.unwrap(), Some(i * 2));
         }
         // The first goes alone; the nine that arrived meanwhile go together, in order.
         assert_eq!(
             *seen.lock().unwrap(),
-            [vec![0], (1..10).collect::<Vec<_>>()]
+            [("t", vec![0]), ("t", (1..10).collect())]
         );
         assert!(batches.lock().is_empty(), "no queue outlives its requests");
     }
 
     #[tokio::test]
     async fn keys_do_not_wait_for_each_other_and_batches_are_capped() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen = Seen::default();
         let batches = Arc::new(Batches::new(4, doubling(Arc::clone(&seen))));
-        let tasks: Vec<_> = (0..10)
-            .map(|i| {
-                let batches = Arc::clone(&batches);
-                let key = if i == 1 { "other" } else { "t" };
-                tokio::spawn(async move { batches.submit(key, i).await })
-            })
-            .collect();
-        for task in tasks {
+        let requests = (0..10).map(|i| (if i == 1 { "other" } else { "t" }, i));
+        for task in submit_all(&batches, requests) {
             assert!(task.await.unwrap().is_some());
         }
-        let mut sizes: Vec<usize> = seen.lock().unwrap().iter().map(Vec::len).collect();
-        sizes.sort_unstable();
-        // "other" alone and "t"'s first alone; "t"'s other eight in batches of at most four.
-        assert_eq!(sizes, [1, 1, 4, 4]);
+        // "other" starts while "t"'s first call is still in flight; "t"'s other eight follow
+        // in batches of at most four.
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                ("t", vec![0]),
+                ("other", vec![1]),
+                ("t", vec![2, 3, 4, 5]),
+                ("t", vec![6, 7, 8, 9]),
+            ]
+        );
     }
 
     #[tokio::test]
     async fn a_caller_that_gave_up_is_not_sent() {
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen = Seen::default();
         let batches = Arc::new(Batches::new(100, doubling(Arc::clone(&seen))));
-        let first = tokio::spawn({
-            let batches = Arc::clone(&batches);
-            async move { batches.submit("t", 1).await }
-        });
+        let first = submit_all(&batches, [("t", 1)]);
         tokio::task::yield_now().await;
-        let gave_up = tokio::spawn({
-            let batches = Arc::clone(&batches);
-            async move { batches.submit("t", 2).await }
-        });
-        let stayed = tokio::spawn({
-            let batches = Arc::clone(&batches);
-            async move { batches.submit("t", 3).await }
-        });
+        let mut queued = submit_all(&batches, [("t", 2), ("t", 3)]);
         tokio::task::yield_now().await;
-        gave_up.abort();
-        assert_eq!(first.await.unwrap(), Some(2));
-        assert_eq!(stayed.await.unwrap(), Some(6));
-        assert_eq!(*seen.lock().unwrap(), [vec![1], vec![3]]);
+        queued[0].abort();
+        assert_eq!(first.into_iter().next().unwrap().await.unwrap(), Some(2));
+        assert_eq!(queued.pop().unwrap().await.unwrap(), Some(6));
+        assert_eq!(*seen.lock().unwrap(), [("t", vec![1]), ("t", vec![3])]);
     }
 
     #[tokio::test]
@@ -237,17 +247,12 @@ mod tests {
             })
         });
         let batches = Arc::new(Batches::new(100, call));
-        let first = tokio::spawn({
-            let batches = Arc::clone(&batches);
-            async move { batches.submit("t", 1).await }
-        });
+        let first = submit_all(&batches, [("t", 1)]);
         tokio::task::yield_now().await;
-        let queued = tokio::spawn({
-            let batches = Arc::clone(&batches);
-            async move { batches.submit("t", 2).await }
-        });
-        assert_eq!(first.await.unwrap(), None);
-        assert_eq!(queued.await.unwrap(), None, "queued behind a failed call");
+        let queued = submit_all(&batches, [("t", 2)]);
+        for task in first.into_iter().chain(queued) {
+            assert_eq!(task.await.unwrap(), None, "in or behind the failed call");
+        }
         assert_eq!(batches.submit("t", 3).await, Some(3));
     }
 }

@@ -132,8 +132,11 @@ end
 "#;
 
 /// Decide a batch of requests of one tenant, in arrival order, exactly as one at a time
-/// would: one round trip however many requests (see `redis::Coalescing`), and the shared work
-/// (trimming, counters, expiries, the oldest member) done once per batch.
+/// would: one round trip however many requests (see `window::batches`), and the shared work
+/// (trimming, counters, expiries, the oldest member) done once per batch. (With the caller's
+/// clock, a replica behind another may find members scored after its `now`; reset and
+/// retry-after may then differ from one at a time by at most that skew. Redis `TIME`, the
+/// default, has no skew.)
 ///
 /// ARGV: 1 limit, 2 window ms, 3 now ms or "", 4 monthly limit or "" (none), then per request:
 /// cost, denials reported by the filter.
