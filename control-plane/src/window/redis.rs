@@ -15,9 +15,8 @@ use super::{
 use crate::redis_conn::{RedisConnection, bounded};
 use crate::redis_keys::tenant_window;
 
-/// Most decisions in one EVALSHA. Redis serves nothing else while a script runs, so one call
-/// must stay short: 256 admissions add 256 members in one `ZADD`, a fraction of a
-/// millisecond, while the edge benchmark's calls carry about ten.
+/// Most decisions in one EVALSHA: Redis serves nothing else while a script runs, so a call's
+/// size is capped however long the queue behind it grows.
 const MAX_BATCH: usize = 256;
 
 /// Decisions share a call only with the same tenant and the same limits (a tier change
