@@ -92,7 +92,9 @@ impl RedisConnection {
                 // Retry quickly and forever: after an outage decisions must resume within
                 // seconds, and the per-call timeout keeps callers from waiting on it. That
                 // timeout (`bounded`) is the only one per call: the crate's own response
-                // timeout (500 ms unless set) would arm a second timer on every decision.
+                // timeout (500 ms unless set) would arm a second timer on every call. (The
+                // cluster client below keeps its own: it bounds each attempt of the retries
+                // and redirections it makes within one call.)
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
                     .set_response_timeout(None)

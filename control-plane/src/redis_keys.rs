@@ -8,7 +8,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `tollgate:{t}:window` | ZSET | one member per admitted unit of the last window, scored by ms |
-//! | `tollgate:{t}:denied` | ZSET | one member per denied request of the last window |
+//! | `tollgate:{t}:denied` | ZSET | one member `<ms>-<minute's total>-<count>` per denial record (a decision's or a batch's denials, or the filter's report) of the last window |
 //! | `tollgate:{t}:usage` | HASH | admitted (`a<minute>`) and denied (`d<minute>`) units per minute of the last hour |
 //! | `tollgate:{t}:month` | HASH | month-to-date admitted units, field `<yyyymm>` |
 //! | `tollgate:{registry}:tenants` | HASH | tenant id → tenant record with key hashes (JSON) |

@@ -414,20 +414,36 @@ async fn concurrent_decisions_of_a_tenant_share_one_round_trip() {
     for task in tasks {
         assert!(task.await.unwrap().admitted);
     }
-    let info = server.cli(&["info", "commandstats"]);
-    let calls = |command: &str| -> u64 {
-        info.lines()
-            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
-            .and_then(|rest| rest.split(',').next())
-            .map_or(0, |n| n.parse().unwrap())
-    };
     // The test's runtime has one thread, so all 100 are queued before the first call leaves:
     // per tenant, the first alone and the rest in one batch.
-    assert_eq!(calls("evalsha"), 4, "{info}");
-    assert_eq!(calls("zadd"), 4, "one ZADD per batch: {info}");
+    assert_eq!(server.calls_of("evalsha"), 4);
+    assert_eq!(server.calls_of("zadd"), 4, "one ZADD per batch");
     let hot = store.usage("hot", limit, 0).await.unwrap();
     let quiet = store.usage("quiet", limit, 0).await.unwrap();
     assert_eq!((hot.used, quiet.used), (90, 10));
+}
+
+/// The window key's expiry, set on the minute's first admission to a window past the end of
+/// the minute, covers every later member of that minute.
+#[tokio::test]
+async fn the_window_key_outlives_every_member_of_its_minute() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(START_MS);
+    let store = redis_store(RedisTarget::Standalone(server.url()), Some(clock.clone())).await;
+    let pttl = || -> i64 {
+        server
+            .cli(&["pttl", "tollgate:{t}:window"])
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // START_MS is 20 s into its minute: the minute ends in 40 s, the window lasts 60 s.
+    assert!(store.decide("t", per(5, 60), 1, 0).await.unwrap().admitted);
+    assert!((99_000..=100_000).contains(&pttl()), "{} ms", pttl());
+    clock.advance(Duration::from_secs(30));
+    assert!(store.decide("t", per(5, 60), 1, 0).await.unwrap().admitted);
+    // Its member leaves at +90 s; the key lives until +100 s.
+    assert!((99_000..=100_000).contains(&pttl()), "{} ms", pttl());
 }
 
 /// Every key of a window expires once idle: the window a window past the end of the minute of
@@ -506,10 +522,15 @@ async fn counters_of_past_minutes_and_months_are_dropped() {
     let store = redis_store(RedisTarget::Standalone(server.url()), Some(clock.clone())).await;
     let limit = per(1_000, 60);
     for _ in 0..90 {
-        store.decide("t", limit, 1, 0).await.unwrap();
+        for _ in 0..3 {
+            store.decide("t", limit, 1, 0).await.unwrap();
+        }
         store.decide("t", per(0, 60), 1, 0).await.unwrap();
         clock.advance(Duration::from_secs(60));
     }
+    // Old fields are looked for on a minute's (admitted, denied) or the month's first write
+    // only, not on each of the 360 decisions.
+    assert_eq!(server.calls_of("hkeys"), 90 * 2 + 1);
     let fields = |key: &str| -> Vec<String> {
         let mut fields: Vec<String> = server
             .cli(&["hkeys", key])
@@ -682,7 +703,13 @@ async fn a_batch_decides_exactly_as_one_at_a_time() {
     for (advance, requests) in phases {
         clock.advance(Duration::from_secs(advance));
         let one_at_a_time = decide_in_turn(&store, "one-by-one", limit, requests, false).await;
+        server.cli(&["config", "resetstat"]);
         let together = decide_in_turn(&store, "together", limit, requests, true).await;
+        assert_eq!(
+            server.calls_of("evalsha"),
+            2,
+            "the first alone, the rest as one batch"
+        );
         assert_eq!(together, one_at_a_time, "requests {requests:?}");
         assert_eq!(
             store.usage("together", limit, 0).await.unwrap(),

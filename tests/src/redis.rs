@@ -63,6 +63,26 @@ impl RedisServer {
     pub fn cli(&self, args: &[&str]) -> String {
         cli(self.port, args)
     }
+
+    /// Calls per command since the last `CONFIG RESETSTAT`, from `INFO commandstats`. Redis
+    /// counts the commands a script runs under their own names, beside the `EVALSHA`.
+    pub fn command_calls(&self) -> Vec<(String, u64)> {
+        self.cli(&["info", "commandstats"])
+            .lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+                Some((name.to_owned(), rest.split(',').next()?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Calls of one command since the last `CONFIG RESETSTAT`.
+    pub fn calls_of(&self, command: &str) -> u64 {
+        self.command_calls()
+            .into_iter()
+            .find(|(name, _)| name == command)
+            .map_or(0, |(_, calls)| calls)
+    }
 }
 
 pub struct RedisCluster {

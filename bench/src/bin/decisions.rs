@@ -99,13 +99,9 @@ async fn main() {
             .await
             .expect("decision");
     }
-    let info = redis.cli(&["info", "commandstats"]);
-    let calls: Vec<(String, u64)> = info
-        .lines()
-        .filter_map(|line| {
-            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
-            Some((name.to_owned(), rest.split(',').next()?.parse().ok()?))
-        })
+    let calls: Vec<(String, u64)> = redis
+        .command_calls()
+        .into_iter()
         .filter(|(name, _)| name != "info" && name != "config|resetstat")
         .collect();
     let evalsha = calls

@@ -5,17 +5,24 @@
 //! work (trimming the window, counters, expiries) instead of queueing behind each other at
 //! Redis one by one. A request that arrives while nothing is in flight for its key goes at
 //! once, so a quiet tenant waits for nothing.
+//!
+//! Every request carries a deadline and a call is bounded by the earliest deadline of its
+//! batch. A request queued behind a call in flight is therefore answered by its own deadline
+//! too (that call's batch arrived earlier, so its deadline is earlier), with one timer per
+//! call rather than one per request.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-/// Decides one batch: the items in arrival order, one result per item, in the same order.
+/// Decides one batch by the deadline given: the items in arrival order, one result per item,
+/// in the same order.
 pub type BatchCall<K, T, R> =
-    Box<dyn Fn(K, Vec<T>) -> Pin<Box<dyn Future<Output = Vec<R>> + Send>> + Send + Sync>;
+    Box<dyn Fn(K, Vec<T>, Instant) -> Pin<Box<dyn Future<Output = Vec<R>> + Send>> + Send + Sync>;
 
 pub struct Batches<K, T, R> {
     /// A key is present while a call for it is in flight; requests for it wait here.
@@ -27,6 +34,7 @@ pub struct Batches<K, T, R> {
 
 struct Waiter<T, R> {
     item: T,
+    deadline: Instant,
     reply: oneshot::Sender<R>,
 }
 
@@ -44,16 +52,20 @@ where
         }
     }
 
-    /// Submits `item` under `key` and waits for its result. `None` when the batch it was in
-    /// answered no result for it (a malformed reply) or its call was abandoned (a panic, or the
-    /// runtime shutting down).
+    /// Submits `item` under `key` and waits for its result. `None` when its deadline passed
+    /// before its batch could leave, when the batch answered no result for it (a malformed
+    /// reply), or when its call was abandoned (a panic, or the runtime shutting down).
     ///
     /// Calls run in a task of their own, so a caller that gives up (its future dropped) neither
     /// cancels the batch it is in nor stalls the requests queued behind it; a caller that gave
     /// up before its batch left is not sent at all.
-    pub async fn submit(self: &Arc<Self>, key: K, item: T) -> Option<R> {
+    pub async fn submit(self: &Arc<Self>, key: K, item: T, deadline: Instant) -> Option<R> {
         let (reply, answer) = oneshot::channel();
-        let waiter = Waiter { item, reply };
+        let waiter = Waiter {
+            item,
+            deadline,
+            reply,
+        };
         let first = {
             let mut queues = self.lock();
             match queues.get_mut(&key) {
@@ -105,13 +117,15 @@ where
 {
     async fn run(mut self, mut batch: Vec<Waiter<T, R>>) {
         while let Some(key) = self.key.clone() {
-            batch.retain(|waiter| !waiter.reply.is_closed());
-            if !batch.is_empty() {
+            // Dropping a waiter whose deadline passed answers it `None` now.
+            let now = Instant::now();
+            batch.retain(|waiter| !waiter.reply.is_closed() && waiter.deadline > now);
+            if let Some(deadline) = batch.iter().map(|waiter| waiter.deadline).min() {
                 let (items, replies): (Vec<T>, Vec<_>) = batch
                     .drain(..)
                     .map(|waiter| (waiter.item, waiter.reply))
                     .unzip();
-                let results = (self.batches.call)(key, items).await;
+                let results = (self.batches.call)(key, items, deadline).await;
                 for (reply, result) in replies.into_iter().zip(results) {
                     // A caller that gave up after its batch left has no use for its result.
                     let _ = reply.send(result);
@@ -160,7 +174,7 @@ mod tests {
 
     /// A call that records each batch as it starts, pauses, and answers each item doubled.
     fn doubling(seen: Seen) -> BatchCall<&'static str, u32, u32> {
-        Box::new(move |key, items: Vec<u32>| {
+        Box::new(move |key, items: Vec<u32>, _deadline| {
             let seen = Arc::clone(&seen);
             Box::pin(async move {
                 seen.lock().unwrap().push((key, items.clone()));
@@ -168,6 +182,10 @@ mod tests {
                 items.into_iter().map(|item| item * 2).collect()
             })
         })
+    }
+
+    fn in_a_minute() -> Instant {
+        Instant::now() + Duration::from_secs(60)
     }
 
     fn submit_all(
@@ -178,7 +196,7 @@ mod tests {
             .into_iter()
             .map(|(key, item)| {
                 let batches = Arc::clone(batches);
-                tokio::spawn(async move { batches.submit(key, item).await })
+                tokio::spawn(async move { batches.submit(key, item, in_a_minute()).await })
             })
             .collect()
     }
@@ -238,7 +256,7 @@ mod tests {
     async fn a_failed_driver_answers_none_and_the_key_recovers() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&calls);
-        let call: BatchCall<&'static str, u32, u32> = Box::new(move |_key, items: Vec<u32>| {
+        let call: BatchCall<&'static str, u32, u32> = Box::new(move |_key, items: Vec<u32>, _| {
             let call = counted.fetch_add(1, Ordering::SeqCst);
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -253,6 +271,43 @@ mod tests {
         for task in first.into_iter().chain(queued) {
             assert_eq!(task.await.unwrap(), None, "in or behind the failed call");
         }
-        assert_eq!(batches.submit("t", 3).await, Some(3));
+        assert_eq!(batches.submit("t", 3, in_a_minute()).await, Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_call_is_bounded_by_its_earliest_deadline_and_the_late_are_not_sent() {
+        let seen = Seen::default();
+        let deadlines = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&deadlines);
+        let inner = doubling(Arc::clone(&seen));
+        let call: BatchCall<&'static str, u32, u32> = Box::new(move |key, items, deadline| {
+            recorded.lock().unwrap().push(deadline);
+            inner(key, items, deadline)
+        });
+        let batches = Arc::new(Batches::new(100, call));
+        let first = submit_all(&batches, [("t", 1)]);
+        tokio::task::yield_now().await;
+        // Queued behind the first call (20 ms): one whose deadline passes meanwhile, and two
+        // with time to spare.
+        let soon = Instant::now() + Duration::from_millis(5);
+        let later = in_a_minute();
+        let queued: Vec<_> = [(2, later), (3, soon), (4, later - Duration::from_secs(1))]
+            .into_iter()
+            .map(|(item, deadline)| {
+                let batches = Arc::clone(&batches);
+                tokio::spawn(async move { batches.submit("t", item, deadline).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in first.into_iter().chain(queued) {
+            answers.push(task.await.unwrap());
+        }
+        assert_eq!(answers, [Some(2), Some(4), None, Some(8)]);
+        assert_eq!(*seen.lock().unwrap(), [("t", vec![1]), ("t", vec![2, 4])]);
+        assert_eq!(
+            deadlines.lock().unwrap()[1],
+            later - Duration::from_secs(1),
+            "the earliest deadline of those sent"
+        );
     }
 }

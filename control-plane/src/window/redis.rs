@@ -3,7 +3,7 @@
 //! the tenant's other decisions that arrive while one is in flight (see [`super::batches`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::Script;
 
@@ -66,9 +66,9 @@ impl RedisWindows {
         let caller = Arc::clone(&client);
         let batches = Batches::new(
             MAX_BATCH,
-            Box::new(move |key, requests| {
+            Box::new(move |key, requests, deadline| {
                 let client = Arc::clone(&caller);
-                Box::pin(async move { client.decide(&key, &requests).await })
+                Box::pin(async move { client.decide(&key, &requests, deadline).await })
             }),
         );
         Self {
@@ -97,11 +97,13 @@ impl Client {
             .unwrap_or_default()
     }
 
-    /// One EVALSHA for a batch of one tenant's decisions: one result per request, in order.
+    /// One EVALSHA for a batch of one tenant's decisions, given up at `deadline`: one result
+    /// per request, in order.
     async fn decide(
         &self,
         key: &BatchKey,
         requests: &[Request],
+        deadline: Instant,
     ) -> Vec<Result<WindowDecision, StoreError>> {
         let keys = tenant_window(&key.tenant);
         let limit = key.limit;
@@ -115,8 +117,9 @@ impl Client {
         for request in requests {
             invocation.arg(request.cost).arg(request.reported_denials);
         }
+        let left = deadline.saturating_duration_since(Instant::now());
         let reply: Result<Vec<i64>, StoreError> =
-            bounded(&self.connection, self.timeout, |mut c| async move {
+            bounded(&self.connection, left, |mut c| async move {
                 invocation.invoke_async(&mut c).await
             })
             .await;
@@ -168,17 +171,17 @@ impl WindowStore for RedisWindows {
             cost,
             reported_denials,
         };
-        // The timeout bounds each decision, not only each call: one queued behind a call in
-        // flight would otherwise wait for that call and then its own.
+        // The timeout bounds each decision, also one queued behind a call in flight.
         let timeout = self.client.timeout;
-        match tokio::time::timeout(timeout, self.batches.submit(key, request)).await {
-            Ok(Some(decision)) => decision,
-            Ok(None) => Err(StoreError::Unavailable("the decision was abandoned".into())),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "no decision from Redis within {} ms",
-                timeout.as_millis()
-            ))),
-        }
+        self.batches
+            .submit(key, request, Instant::now() + timeout)
+            .await
+            .unwrap_or_else(|| {
+                Err(StoreError::Unavailable(format!(
+                    "no decision from Redis within {} ms",
+                    timeout.as_millis()
+                )))
+            })
     }
 
     async fn usage(

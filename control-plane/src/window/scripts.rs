@@ -213,9 +213,14 @@ end
 count_denials(now, window, denied)
 
 -- The oldest member is the same for every request that leaves the window non-empty: an old
--- one, or (in a window that was empty) one of this batch, a whole window from now.
+-- one, or (in a window that was empty) one of this batch, a whole window from now. A denial
+-- may already have read it (rank 0).
 local reset = 0
-if used > 0 then reset = oldest_reset(now, window) end
+if used_before == 0 then
+  if used > 0 then reset = window end
+else
+  reset = retry_of_rank[0] or oldest_reset(now, window)
+end
 local month_reset = 0
 if monthly then month_reset = until_next_month(now) end
 local reply = {}
