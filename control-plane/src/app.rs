@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::tier_source::TierSource;
 use crate::tiers::Tier;
 use crate::window::Windows;
-use crate::{admin, billing, dashboard, decision, usage};
+use crate::{admin, billing, body_limit, dashboard, decision, usage};
 
 /// Shared by every request; cloning copies a few `Arc`s.
 #[derive(Clone)]
@@ -74,6 +74,7 @@ pub fn public_router(state: AppState, cors_origins: &[HeaderValue]) -> Router {
         .merge(usage::public_routes(cors_origins, &state.api_key_header))
         .merge(dashboard::routes())
         .merge(billing::public_routes())
+        .layer(axum::middleware::from_fn(body_limit::limit_public_bodies))
         .with_state(state)
 }
 

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod app;
 pub mod billing;
+pub mod body_limit;
 pub mod caller;
 pub mod config;
 pub mod dashboard;

@@ -1,12 +1,13 @@
-//! The control-plane's HTTP surface, driven in-process with `oneshot`: admin API errors and
-//! the decision endpoint's answers.
+//! The control-plane's HTTP surface, driven in-process with `oneshot`: admin API errors, the
+//! decision endpoint's answers, and the public listener's body limit.
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tollgate_control_plane::app::internal_router;
+use tollgate_control_plane::app::{internal_router, public_router};
+use tollgate_control_plane::body_limit::PUBLIC_BODY_LIMIT;
 use tollgate_control_plane::config::Config;
 use tollgate_control_plane::server::build_state;
 use tower::ServiceExt;
@@ -14,6 +15,10 @@ use tower::ServiceExt;
 const TOKEN: &str = "test-admin-token-0123456789";
 
 async fn app() -> Router {
+    internal_router(state().await)
+}
+
+async fn state() -> tollgate_control_plane::app::AppState {
     let config = clap::Parser::try_parse_from([
         "cp",
         "--admin-token",
@@ -23,7 +28,7 @@ async fn app() -> Router {
     ])
     .map(|config: Config| config)
     .unwrap();
-    internal_router(build_state(&config).await.unwrap())
+    build_state(&config).await.unwrap()
 }
 
 async fn send(app: &Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
@@ -298,4 +303,33 @@ async fn key_lifecycle_errors_are_clear_and_change_nothing() {
         listed[0].get("expires_at").is_none(),
         "the key was not put on a grace period"
     );
+}
+
+/// Every public POST is held to one limit, whichever handler it reaches: up to the limit the
+/// handler answers (here: billing is not configured), one byte more is 413 before any handler.
+#[tokio::test]
+async fn the_public_listener_refuses_bodies_over_its_limit() {
+    let app = public_router(state().await, &[]);
+    for path in [
+        "/api/v1/billing/checkout",
+        "/api/v1/billing/portal",
+        "/api/v1/billing/webhook",
+    ] {
+        for (size, expected) in [
+            (PUBLIC_BODY_LIMIT, StatusCode::SERVICE_UNAVAILABLE),
+            (PUBLIC_BODY_LIMIT + 1, StatusCode::PAYLOAD_TOO_LARGE),
+        ] {
+            let request = Request::builder()
+                .method("POST")
+                .uri(path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(vec![b' '; size]))
+                .unwrap();
+            let (status, _, body) = send(&app, request).await;
+            assert_eq!(status, expected, "{path}, {size} bytes: {body}");
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                assert_eq!(body["code"], "body_too_large", "{body}");
+            }
+        }
+    }
 }

@@ -14,10 +14,9 @@
 //! from the first failed payment, then the default tier (see `AppState::tier_in_force`);
 //! canceled, unpaid, incomplete_expired, or a deleted subscription → the default tier.
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::signature;
@@ -55,47 +54,16 @@ struct SubscriptionEvent {
     cancel_at_period_end: Option<bool>,
 }
 
-/// Larger than any event Stripe sends a subscription integration.
-const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
-
-/// A longer body is still read, and dropped, up to this much before the 413: a server that
-/// answers and closes with request bytes unread resets the connection, and Envoy, still
-/// sending them, would answer 503 instead of forwarding the 413.
-const WEBHOOK_DRAIN_LIMIT: usize = 16 * 1024 * 1024;
-
-/// The body, kept only up to [`WEBHOOK_BODY_LIMIT`] bytes.
-async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    let mut chunks = body.into_data_stream();
-    let mut kept = Vec::new();
-    let mut seen = 0;
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|_| ApiError::BodyUnreadable)?;
-        seen += chunk.len();
-        if seen <= WEBHOOK_BODY_LIMIT {
-            kept.extend_from_slice(&chunk);
-        } else if seen > WEBHOOK_DRAIN_LIMIT {
-            break;
-        }
-    }
-    if seen > WEBHOOK_BODY_LIMIT {
-        return Err(ApiError::BodyTooLarge {
-            limit: WEBHOOK_BODY_LIMIT,
-        });
-    }
-    Ok(Bytes::from(kept))
-}
-
 pub async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Body,
+    body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let secret = state
         .billing
         .webhook_secret
         .as_ref()
         .ok_or(ApiError::BillingNotConfigured)?;
-    let body = read_body(body).await?;
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
