@@ -2,12 +2,12 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::{Process, binaries_dir, envoy_bin, filter_wasm, free_port, workspace};
+use crate::{Process, binaries_dir, envoy_bin, filter_wasm, free_port, within, workspace};
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 pub const KEY_SECRET: &str = "e2e-key-secret-0123456789-0123456789-0123456789";
@@ -327,19 +327,14 @@ impl Stack {
     }
 
     pub async fn wait_ready(&self, url: &str) {
-        let started = Instant::now();
-        loop {
-            if let Ok(response) = self.client.get(url).send().await
-                && response.status().is_success()
-            {
-                return;
-            }
-            assert!(
-                started.elapsed() < READY_WITHIN,
-                "{url} not ready within {READY_WITHIN:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        within(READY_WITHIN, &format!("{url} ready"), || async {
+            self.client
+                .get(url)
+                .send()
+                .await
+                .is_ok_and(|response| response.status().is_success())
+        })
+        .await;
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -409,23 +404,12 @@ impl Stack {
     pub async fn wait_until_known(&self, replica: usize, tenant_id: &str) {
         let url =
             self.control_planes[replica].internal_url(&format!("/admin/v1/tenants/{tenant_id}"));
-        let started = Instant::now();
-        while self
-            .client
-            .get(&url)
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .expect("admin")
-            .status()
-            != 200
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(1),
-                "replica {replica} never learnt of {tenant_id}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let what = format!("replica {replica} knows {tenant_id}");
+        within(Duration::from_secs(1), &what, || async {
+            let response = self.client.get(&url).bearer_auth(ADMIN_TOKEN).send().await;
+            response.expect("admin").status() == 200
+        })
+        .await;
     }
 
     pub async fn create_tenant(&self, tier: &str) -> Tenant {

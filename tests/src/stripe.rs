@@ -3,16 +3,19 @@
 //! sends signed webhooks (API 2017-08-15 payloads) to the URLs registered with it.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::{Process, free_port, workspace};
+use crate::{Process, free_port, within, workspace};
 
 const API_KEY: &str = "sk_test_tollgate";
 
-/// The tier table the billing tests sell from: Standard free, Pro at `price_pro_monthly`.
+/// The Stripe price [`PAID_TIERS`] sells Pro at.
+pub const PRO_PRICE: &str = "price_pro_monthly";
+
+/// The tier table the billing tests sell from: Standard free, Pro at [`PRO_PRICE`].
 pub const PAID_TIERS: &str = r#"
     default_tier = "standard"
     [tiers.standard]
@@ -57,21 +60,15 @@ impl LocalStripe {
             _process: process,
             _dir: dir,
         };
-        let started = Instant::now();
-        while stripe
-            .client
-            .get(stripe.url("/v1/customers"))
-            .basic_auth(API_KEY, None::<&str>)
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "localstripe did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        within(Duration::from_secs(20), "localstripe started", || async {
+            let customers = stripe.client.get(stripe.url("/v1/customers"));
+            customers
+                .basic_auth(API_KEY, None::<&str>)
+                .send()
+                .await
+                .is_ok()
+        })
+        .await;
         stripe
     }
 
