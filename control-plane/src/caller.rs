@@ -3,7 +3,7 @@
 //! like the filter's `api_key.header`) or `Authorization: Bearer`.
 
 use axum::http::{HeaderMap, HeaderValue};
-use tollgate_protocol::api_key;
+use tollgate_protocol::api_key_extraction;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -12,8 +12,9 @@ use crate::tenants::Tenant;
 /// The tenant whose working key the request carries; 401 `invalid_api_key` otherwise.
 pub fn tenant(state: &AppState, headers: &HeaderMap) -> Result<Tenant, ApiError> {
     let bytes = |name| headers.get(name).map(HeaderValue::as_bytes);
-    let key = api_key::extract(bytes(state.api_key_header.as_str()), bytes("authorization"))
-        .map_err(|_| ApiError::InvalidApiKey)?;
+    let key =
+        api_key_extraction::extract(bytes(state.api_key_header.as_str()), bytes("authorization"))
+            .map_err(|_| ApiError::InvalidApiKey)?;
     state
         .directory
         .tenant_by_key(&state.keys.hash(key))

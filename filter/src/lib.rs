@@ -2,7 +2,7 @@
 //!
 //! Everything that decides lives in plain modules with no proxy-wasm import, tested natively and
 //! under Node (wasm32-unknown-unknown): configuration ([`config`]), key extraction
-//! (`tollgate_protocol::api_key`), route matching ([`routes`]), the edge deny cache ([`deny_cache`]), and the mapping of a decision to an action
+//! (`tollgate_protocol::api_key_extraction`), route matching ([`routes`]), the edge deny cache ([`deny_cache`]), and the mapping of a decision to an action
 //! ([`outcome`], [`ratelimit_headers`]). The `host` module is the only one that talks to Envoy;
 //! it moves bytes between the host and those modules and is built only for Envoy's wasm32-wasip1.
 

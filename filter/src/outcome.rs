@@ -11,7 +11,7 @@ use tollgate_protocol::{Answer, ProtocolError, Quota};
 
 use crate::config::FailureMode;
 use crate::ratelimit_headers::{RETRY_AFTER, ceil_seconds, quota_headers};
-use tollgate_protocol::api_key::KeyError;
+use tollgate_protocol::api_key_extraction::KeyError;
 
 /// The tenant's id, set by the filter on requests it admits.
 pub const TENANT_ID: &str = "x-tenant-id";

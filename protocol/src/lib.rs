@@ -10,7 +10,7 @@
 //! This crate has no dependency on proxy-wasm, tokio or serde: it must build for wasm32 and
 //! stay cheap to link into the filter.
 
-pub mod api_key;
+pub mod api_key_extraction;
 
 use std::borrow::Cow;
 

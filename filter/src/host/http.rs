@@ -14,7 +14,7 @@ use crate::config::Settings;
 use crate::deny_cache::{Fingerprint, Lookup};
 use crate::outcome::{self, Action, CalloutFailure, Headers, LocalReply, RESERVED_HEADERS, Stat};
 use crate::routes;
-use tollgate_protocol::api_key;
+use tollgate_protocol::api_key_extraction;
 
 /// A request's place in the deny cache, kept while its callout is in flight.
 #[derive(Clone, Copy)]
@@ -144,7 +144,7 @@ impl RequestContext {
             return;
         };
         let (key_header, authorization) = headers.key_headers(&self.settings);
-        let Ok(api_key) = api_key::extract(key_header, authorization) else {
+        let Ok(api_key) = api_key_extraction::extract(key_header, authorization) else {
             return;
         };
         let unreported: u64 = self
@@ -296,7 +296,7 @@ impl HttpContext for RequestContext {
         };
 
         let (key_header, authorization) = headers.key_headers(&self.settings);
-        let api_key = match api_key::extract(key_header, authorization) {
+        let api_key = match api_key_extraction::extract(key_header, authorization) {
             Ok(key) => key,
             Err(error) => {
                 self.stats.count(&[Stat::Unauthorized]);
