@@ -13,8 +13,8 @@ use tollgate_protocol::MAX_API_KEY_LEN;
 use crate::deny_cache::DenyCache;
 use crate::routes::{LimitedRoute, RouteTable};
 
-/// The longest callout timeout accepted. A decision that takes longer than this is not a
-/// rate limiter any more but an outage; the default is far lower.
+/// The longest callout timeout (and deny-cache `max_ttl`) accepted. A decision that takes
+/// longer than this is not a rate limiter any more but an outage; the default is far lower.
 const MAX_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 /// Short, so a tenant who upgrades mid-flood is let through within a second.
@@ -263,7 +263,7 @@ impl Settings {
     }
 }
 
-/// Parses `"250ms"` or `"2s"`.
+/// Parses `"250ms"` or `"2s"`, between 1 ms and [`MAX_TIMEOUT`].
 fn parse_timeout(text: &str) -> Option<Duration> {
     let duration = if let Some(ms) = text.strip_suffix("ms") {
         Duration::from_millis(ms.parse().ok()?)

@@ -2,16 +2,18 @@
 //! next requests with 429 itself, without a callout, until the earlier of the key's retry time
 //! and a short maximum (1 s by default, so a tier upgrade takes effect quickly). An
 //! over-quota flood then costs the control-plane about one callout per second per Envoy
-//! worker instead of one per request.
+//! instead of one per request.
 //!
 //! The cache lives in proxy-wasm shared data, which every worker's VM with the same `vm_id`
-//! sees, and which never expires or shrinks by itself. So it is direct-mapped: a fixed number
-//! of slots (`tollgate.deny.<n>`), a key's slot chosen by its hash, a newer entry simply
-//! overwriting whatever was there. Memory is bounded by the slot count however many keys
-//! flood, and expired entries need no sweeping: they are ignored, then overwritten. A slot
-//! stores a 64-bit fingerprint of the key, never the key. Writes use compare-and-swap, so two
-//! workers never interleave a half-written entry.
+//! sees (so all of one Envoy's workers share it), and which never expires or shrinks by
+//! itself. So it is direct-mapped: a fixed number of slots (`tollgate.deny.<n>`), a key's slot
+//! chosen by its hash, a newer entry simply overwriting whatever was there. Memory is bounded
+//! by the slot count however many keys flood, and expired entries need no sweeping: they are
+//! ignored, then overwritten. A slot stores a 64-bit fingerprint of the key, never the key.
+//! Writes use compare-and-swap, so two workers never interleave a half-written entry.
 //!
+//! It also owns what a callout's answer does to the cache ([`DenyCache::settle`]): a denial
+//! is remembered, and an admission forgets the denial whose refresh lease the request held.
 //! This module is pure: the host hands it a [`SharedData`] to read and write.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -27,6 +29,8 @@ pub trait SharedData {
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
 }
 
+/// The cache's settings: how many slots, and the longest a denial is served without asking
+/// the control-plane again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DenyCache {
     pub slots: u32,
@@ -38,19 +42,42 @@ pub struct DenyCache {
 pub enum Lookup {
     /// Denied: answer 429 without a callout.
     Denied(CachedDeny),
-    /// This request holds the refresh lease of an expired denial: make the callout, report
-    /// `edge_denied` (the cached denials not reported yet) in it, and
-    /// [`DenyCache::forget`] the denial if it is admitted.
+    /// This request holds the refresh lease of an expired denial: make the callout and report
+    /// `edge_denied` (the cached denials not reported yet) in it; [`DenyCache::settle`] then
+    /// forgets the denial if the request is admitted.
     Refresh { edge_denied: u64 },
     /// Nothing cached: make the callout.
     Miss,
 }
 
-/// A cached denial, with times relative to now.
+/// A denial with times relative to now: served from the cache, or just answered by the
+/// control-plane and about to be cached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedDeny {
     pub quota: Quota,
     pub retry_after_ms: u64,
+}
+
+/// A request's place in the deny cache, kept while its callout is in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheTicket {
+    /// Identifies the key and cost (the key itself is not kept).
+    pub fingerprint: Fingerprint,
+    /// Whether this request holds the refresh lease of an expired denial
+    /// ([`Lookup::Refresh`]).
+    pub refreshing: bool,
+}
+
+/// What a callout's answer teaches the deny cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Learned {
+    /// The key is denied at this cost: remember the denial.
+    Denied(CachedDeny),
+    /// The key is admitted at this cost.
+    Admitted,
+    /// Nothing the cache keeps: a shadow denial (let through), an unknown key, a suspended
+    /// tenant, or no decision at all.
+    Nothing,
 }
 
 struct Entry {
@@ -187,13 +214,16 @@ impl DenyCache {
         )
     }
 
-    /// The cached denial of this key at this cost, if one is still in force at `now_ms`.
+    /// What the cache says about a request of this key at this cost at `now_ms`:
+    /// [`Lookup::Denied`] while a denial is in force (counted as not yet reported), else
+    /// [`Lookup::Miss`].
     ///
     /// When an entry has expired but the denial may still hold (before its retry time), the
     /// first request to notice claims the refresh: it extends the entry by `lease_ms` with a
-    /// compare-and-swap and gets `None`, so it alone makes the callout, while every other
-    /// request, in any worker, is still answered from the cache. Without this, every request
-    /// arriving while the refresh callout is in flight would make a callout of its own.
+    /// compare-and-swap and gets [`Lookup::Refresh`], so it alone makes the callout, while
+    /// every other request, in any worker, is still answered from the cache. Without this,
+    /// every request arriving while the refresh callout is in flight would make a callout of
+    /// its own.
     pub fn lookup(
         &self,
         shared: &impl SharedData,
@@ -242,8 +272,37 @@ impl DenyCache {
         0
     }
 
+    /// Carries out what a request's answer taught the cache. The clock (a host call in Envoy)
+    /// is read only when a denial is stored.
+    ///
+    /// An admission forgets the key's denial only when this request held its refresh lease:
+    /// the lease would otherwise keep answering 429 to everyone else although the denial no
+    /// longer holds. A request that missed found no denial of its key; one cached since came
+    /// from another callout, and stays.
+    pub fn settle(
+        &self,
+        shared: &impl SharedData,
+        ticket: CacheTicket,
+        learned: &Learned,
+        now_ms: impl FnOnce() -> u64,
+    ) {
+        match learned {
+            Learned::Denied(denial) => {
+                self.remember(
+                    shared,
+                    ticket.fingerprint,
+                    now_ms(),
+                    &denial.quota,
+                    denial.retry_after_ms,
+                );
+            }
+            Learned::Admitted if ticket.refreshing => self.forget(shared, ticket.fingerprint),
+            Learned::Admitted | Learned::Nothing => {}
+        }
+    }
+
     /// Drops the cached denial of this key at this cost (the control-plane admitted it).
-    pub fn forget(&self, shared: &impl SharedData, fingerprint: Fingerprint) {
+    fn forget(&self, shared: &impl SharedData, fingerprint: Fingerprint) {
         let Fingerprint(fingerprint) = fingerprint;
         let slot = self.slot_key(fingerprint);
         let (value, cas) = shared.get(&slot);
@@ -258,7 +317,7 @@ impl DenyCache {
     /// Remembers a denial decided at `now_ms`, keeping the count of cached denials of the
     /// same key not yet reported (another callout's denial may land after the cache already
     /// answered some requests). Returns whether it was stored.
-    pub fn remember(
+    fn remember(
         &self,
         shared: &impl SharedData,
         fingerprint: Fingerprint,
@@ -305,6 +364,11 @@ mod tests {
     use std::cell::RefCell;
     use std::collections::HashMap;
 
+    use tollgate_protocol::Answer;
+
+    use crate::config::FailureMode;
+    use crate::outcome::{CalloutFailure, on_answer};
+
     /// Shared data as Envoy keeps it: values with a CAS counter bumped on every write.
     #[derive(Default)]
     struct FakeShared(RefCell<HashMap<String, (Vec<u8>, u32)>>);
@@ -343,6 +407,171 @@ mod tests {
         slots: 64,
         max_ttl_ms: 1_000,
     };
+
+    fn fingerprint(key: &str) -> Fingerprint {
+        Fingerprint::of(key, 1)
+    }
+
+    /// The ticket of a request of `key` at cost 1; `refreshing` when it holds the lease.
+    fn ticket(key: &str, refreshing: bool) -> CacheTicket {
+        CacheTicket {
+            fingerprint: fingerprint(key),
+            refreshing,
+        }
+    }
+
+    /// What the cache learns from `answer`, as the filter decides it.
+    fn learned(answer: Result<Answer, CalloutFailure>) -> Learned {
+        on_answer(FailureMode::Closed, answer).learned
+    }
+
+    fn deny(retry_after_ms: u64) -> Result<Answer, CalloutFailure> {
+        Ok(Answer::Deny {
+            tenant: "tn_1".into(),
+            quota: quota(),
+            retry_after_ms,
+        })
+    }
+
+    fn allow() -> Result<Answer, CalloutFailure> {
+        Ok(Answer::Allow {
+            tenant: "tn_1".into(),
+            quota: Quota {
+                remaining: 59,
+                ..quota()
+            },
+        })
+    }
+
+    #[test]
+    fn a_denial_answered_is_remembered_served_and_renewed_by_its_refresh() {
+        let shared = FakeShared::default();
+        CACHE.settle(
+            &shared,
+            ticket("tg_a", false),
+            &learned(deny(5_000)),
+            || 10_000,
+        );
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_a"), 10_400, 100),
+            Lookup::Denied(CachedDeny {
+                quota: Quota {
+                    reset_ms: 4_600,
+                    ..quota()
+                },
+                retry_after_ms: 4_600,
+            }),
+            "served without a callout, times counting down"
+        );
+
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_a"), 11_000, 100),
+            Lookup::Refresh { edge_denied: 1 }
+        );
+        CACHE.settle(&shared, ticket("tg_a", true), &learned(deny(3_900)), || {
+            11_100
+        });
+        let Lookup::Denied(renewed) = CACHE.lookup(&shared, fingerprint("tg_a"), 11_200, 100)
+        else {
+            panic!("the refresh's denial is served once the lease is over");
+        };
+        assert_eq!(renewed.retry_after_ms, 3_800);
+    }
+
+    #[test]
+    fn an_admission_on_the_refresh_lease_forgets_the_denial() {
+        let shared = FakeShared::default();
+        CACHE.settle(&shared, ticket("tg_a", false), &learned(deny(5_000)), || 0);
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_a"), 1_000, 100),
+            Lookup::Refresh { edge_denied: 0 }
+        );
+        CACHE.settle(&shared, ticket("tg_a", true), &learned(allow()), || 1_050);
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_a"), 1_060, 100),
+            Lookup::Miss,
+            "within the lease, yet no longer answered with 429"
+        );
+    }
+
+    #[test]
+    fn an_admission_without_the_lease_leaves_a_denial_alone() {
+        let shared = FakeShared::default();
+        // Another callout for the same key, sent at the same time, came back denied first.
+        CACHE.settle(&shared, ticket("tg_a", false), &learned(deny(5_000)), || 0);
+        let before = shared.0.borrow().clone();
+        CACHE.settle(&shared, ticket("tg_a", false), &learned(allow()), || 10);
+        assert_eq!(*shared.0.borrow(), before, "nothing written");
+        assert!(matches!(
+            CACHE.lookup(&shared, fingerprint("tg_a"), 20, 100),
+            Lookup::Denied(_)
+        ));
+    }
+
+    #[test]
+    fn an_admission_never_forgets_another_keys_denial_in_its_slot() {
+        let one_slot = DenyCache {
+            slots: 1,
+            max_ttl_ms: 1_000,
+        };
+        let shared = FakeShared::default();
+        one_slot.settle(&shared, ticket("tg_a", false), &learned(deny(5_000)), || 0);
+        assert_eq!(
+            one_slot.lookup(&shared, fingerprint("tg_a"), 1_000, 100),
+            Lookup::Refresh { edge_denied: 0 }
+        );
+        // While tg_a's refresh is in flight, tg_b's denial takes the slot.
+        one_slot.settle(
+            &shared,
+            ticket("tg_b", false),
+            &learned(deny(5_000)),
+            || 1_010,
+        );
+        one_slot.settle(&shared, ticket("tg_a", true), &learned(allow()), || 1_050);
+        assert!(matches!(
+            one_slot.lookup(&shared, fingerprint("tg_b"), 1_060, 100),
+            Lookup::Denied(_)
+        ));
+    }
+
+    #[test]
+    fn failures_and_other_answers_cache_nothing() {
+        let shared = FakeShared::default();
+        CACHE.settle(&shared, ticket("tg_a", false), &learned(deny(5_000)), || 0);
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_a"), 1_000, 100),
+            Lookup::Refresh { edge_denied: 0 }
+        );
+        let before = shared.0.borrow().clone();
+        let answers = [
+            Err(CalloutFailure::Timeout),
+            Err(CalloutFailure::Host("BadArgument".into())),
+            Ok(Answer::ShadowDeny {
+                tenant: "tn_1".into(),
+                quota: quota(),
+                retry_after_ms: 5_000,
+            }),
+            Ok(Answer::UnknownKey),
+            Ok(Answer::Suspended {
+                tenant: "tn_1".into(),
+            }),
+        ];
+        for answer in answers {
+            for mode in [FailureMode::Closed, FailureMode::Open] {
+                let learned = on_answer(mode, answer.clone()).learned;
+                for ticket in [ticket("tg_a", true), ticket("tg_new", false)] {
+                    CACHE.settle(&shared, ticket, &learned, || {
+                        panic!("the clock is read only to store a denial")
+                    });
+                }
+            }
+        }
+        assert_eq!(
+            *shared.0.borrow(),
+            before,
+            "neither forgotten, renewed nor added"
+        );
+    }
 
     #[test]
     fn a_denial_is_served_until_the_maximum_ttl_with_times_counting_down() {
@@ -450,26 +679,6 @@ mod tests {
             CACHE.take_unreported(&shared, Fingerprint::of("tg_a", 1)),
             3
         );
-    }
-
-    #[test]
-    fn an_admission_clears_the_denial_of_that_key_only() {
-        let shared = FakeShared::default();
-        CACHE.remember(&shared, Fingerprint::of("tg_b", 1), 0, &quota(), 5_000);
-        CACHE.forget(&shared, Fingerprint::of("tg_a", 1));
-        assert!(
-            matches!(
-                CACHE.lookup(&shared, Fingerprint::of("tg_b", 1), 1, 100),
-                Lookup::Denied(_)
-            ),
-            "another key's entry stays"
-        );
-        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 0, &quota(), 5_000);
-        CACHE.forget(&shared, Fingerprint::of("tg_a", 1));
-        assert!(!matches!(
-            CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 1, 100),
-            Lookup::Denied(_)
-        ));
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //!
 //! Everything that decides lives in plain modules with no proxy-wasm import, tested natively and
 //! under Node (wasm32-unknown-unknown): configuration ([`config`]), key extraction
-//! (`tollgate_protocol::api_key_extraction`), route matching ([`routes`]), the edge deny cache ([`deny_cache`]), and the mapping of a decision to an action
-//! ([`outcome`], [`ratelimit_headers`]). The `host` module is the only one that talks to Envoy;
-//! it moves bytes between the host and those modules and is built only for Envoy's wasm32-wasip1.
+//! (`tollgate_protocol::api_key_extraction`), route matching ([`routes`]), the edge deny cache
+//! and what each answer does to it ([`deny_cache`]), and the mapping of a decision to an action
+//! and its stats ([`outcome`], [`ratelimit_headers`]). The `host` module is the only one that
+//! talks to Envoy; it moves bytes between the host and those modules, and is built only for
+//! Envoy's wasm32-wasip1.
 
 pub mod config;
 pub mod deny_cache;

@@ -3,13 +3,15 @@
 //! Every limited request ends in exactly one of three ways: it resumes upstream (with the
 //! tenant's identity and, later, rate-limit headers on the response), it is answered here with
 //! a local reply (401, 403, 429), or the decision failed and the configured [`FailureMode`]
-//! applies. [`on_answer`] is the only place that maps a callout's result to one of them; the
-//! host glue only carries the result out.
+//! applies. [`on_answer`] is the only place that maps a callout's result to one of them, and
+//! with the same match to the stats it counts under and what the deny cache learns from it;
+//! the host glue only carries the [`Decision`] out.
 
 use serde::Serialize;
 use tollgate_protocol::{Answer, ProtocolError, Quota};
 
 use crate::config::FailureMode;
+use crate::deny_cache::{CachedDeny, Learned};
 use crate::ratelimit_headers::{RETRY_AFTER, ceil_seconds, quota_headers};
 use tollgate_protocol::api_key_extraction::KeyError;
 
@@ -23,8 +25,8 @@ pub const WOULD_LIMIT: &str = "x-tollgate-would-limit";
 /// Set instead of the identity when the failure mode let a request through unchecked; the
 /// value says why.
 pub const UNCHECKED: &str = "x-tollgate-unchecked";
-/// Headers only the filter may set. Removed from every client request that goes upstream, so a tenant can
-/// never claim another identity towards the backend, nor report denials of its own.
+/// Headers only the filter may set. Removed from every client request that goes upstream, so a
+/// tenant can never claim another identity towards the backend, nor report denials of its own.
 pub const RESERVED_HEADERS: [&str; 4] = [
     TENANT_ID,
     TIER,
@@ -92,50 +94,93 @@ impl CalloutFailure {
     }
 }
 
-/// The one function that turns a decision (or its failure) into an action.
-pub fn on_answer(failure_mode: FailureMode, answer: Result<Answer, CalloutFailure>) -> Action {
+/// Everything a callout's answer (or its failure) leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The stats it counts under.
+    pub stats: &'static [Stat],
+    /// What the edge deny cache learns from it.
+    pub learned: Learned,
+    /// What happens to the request.
+    pub action: Action,
+}
+
+/// The one function that turns a decision (or its failure) into what the filter does. One
+/// match, so the stats, the cache and the action cannot disagree about an answer.
+pub fn on_answer(failure_mode: FailureMode, answer: Result<Answer, CalloutFailure>) -> Decision {
     match answer {
-        Ok(Answer::Allow { tenant, quota }) => Action::Resume {
-            upstream: vec![(TENANT_ID, tenant), (TIER, quota.policy.clone())],
-            response: quota_headers(&quota),
+        Ok(Answer::Allow { tenant, quota }) => Decision {
+            stats: &[Stat::Allowed],
+            learned: Learned::Admitted,
+            action: Action::Resume {
+                upstream: vec![(TENANT_ID, tenant), (TIER, quota.policy.clone())],
+                response: quota_headers(&quota),
+            },
         },
         Ok(Answer::ShadowDeny { tenant, quota, .. }) => {
             let mut response = quota_headers(&quota);
             response.push((WOULD_LIMIT, quota.policy.clone()));
-            Action::Resume {
-                upstream: vec![(TENANT_ID, tenant), (TIER, quota.policy)],
-                response,
+            Decision {
+                stats: &[Stat::ShadowDenied],
+                learned: Learned::Nothing,
+                action: Action::Resume {
+                    upstream: vec![(TENANT_ID, tenant), (TIER, quota.policy)],
+                    response,
+                },
             }
         }
         Ok(Answer::Deny {
             quota,
             retry_after_ms,
             ..
-        }) => Action::Reply(rate_limited(&quota, retry_after_ms)),
-        Ok(Answer::UnknownKey) => Action::Reply(unauthorized(
-            "invalid_api_key",
-            "The API key is not valid.",
-            Some("invalid_token"),
-        )),
-        Ok(Answer::Suspended { .. }) => Action::Reply(problem(
-            403,
-            "tenant_suspended",
-            "The tenant of this API key is suspended.",
-            Vec::new(),
-            None,
-        )),
-        Err(failure) => match failure_mode {
-            FailureMode::Open => Action::Resume {
-                upstream: vec![(UNCHECKED, failure.reason().to_owned())],
-                response: Vec::new(),
-            },
-            FailureMode::Closed => Action::Reply(problem(
-                503,
-                "rate_limiter_unavailable",
-                "The rate limiter could not decide on this request; retry shortly.",
-                vec![(RETRY_AFTER, "1".to_owned())],
+        }) => Decision {
+            stats: &[Stat::Denied],
+            action: Action::Reply(rate_limited(&quota, retry_after_ms)),
+            learned: Learned::Denied(CachedDeny {
+                quota,
+                retry_after_ms,
+            }),
+        },
+        Ok(Answer::UnknownKey) => Decision {
+            stats: &[Stat::Unauthorized],
+            learned: Learned::Nothing,
+            action: Action::Reply(unauthorized(
+                "invalid_api_key",
+                "The API key is not valid.",
+                Some("invalid_token"),
+            )),
+        },
+        Ok(Answer::Suspended { .. }) => Decision {
+            stats: &[Stat::Forbidden],
+            learned: Learned::Nothing,
+            action: Action::Reply(problem(
+                403,
+                "tenant_suspended",
+                "The tenant of this API key is suspended.",
+                Vec::new(),
                 None,
             )),
+        },
+        Err(failure) => match failure_mode {
+            FailureMode::Open => Decision {
+                stats: &[Stat::CalloutFailed, Stat::PassedFailOpen],
+                learned: Learned::Nothing,
+                action: Action::Resume {
+                    upstream: vec![(UNCHECKED, failure.reason().to_owned())],
+                    response: Vec::new(),
+                },
+            },
+            FailureMode::Closed => Decision {
+                stats: &[Stat::CalloutFailed],
+                learned: Learned::Nothing,
+                action: Action::Reply(problem(
+                    503,
+                    "rate_limiter_unavailable",
+                    "The rate limiter could not decide on this request; retry shortly.",
+                    vec![(RETRY_AFTER, "1".to_owned())],
+                    None,
+                )),
+            },
         },
     }
 }
@@ -202,22 +247,6 @@ impl Stat {
             Stat::CalloutFailed => "tollgate.callout_failures",
             Stat::PassedFailOpen => "tollgate.requests_passed_fail_open",
             Stat::ShadowDenied => "tollgate.requests_shadow_denied",
-        }
-    }
-
-    /// The stats a decision (or its failure) counts under.
-    pub fn of(
-        answer: &Result<Answer, CalloutFailure>,
-        failure_mode: FailureMode,
-    ) -> &'static [Stat] {
-        match (answer, failure_mode) {
-            (Ok(Answer::Allow { .. }), _) => &[Stat::Allowed],
-            (Ok(Answer::Deny { .. }), _) => &[Stat::Denied],
-            (Ok(Answer::ShadowDeny { .. }), _) => &[Stat::ShadowDenied],
-            (Ok(Answer::UnknownKey), _) => &[Stat::Unauthorized],
-            (Ok(Answer::Suspended { .. }), _) => &[Stat::Forbidden],
-            (Err(_), FailureMode::Closed) => &[Stat::CalloutFailed],
-            (Err(_), FailureMode::Open) => &[Stat::CalloutFailed, Stat::PassedFailOpen],
         }
     }
 }
@@ -333,8 +362,8 @@ mod tests {
             .map(|(_, v)| v.as_str())
     }
 
-    fn reply(action: Action) -> LocalReply {
-        match action {
+    fn reply(decision: Decision) -> LocalReply {
+        match decision.action {
             Action::Reply(reply) => reply,
             resume => panic!("expected a local reply, got {resume:?}"),
         }
@@ -346,15 +375,17 @@ mod tests {
 
     #[test]
     fn an_allow_resumes_with_identity_upstream_and_quota_on_the_response() {
-        let action = on_answer(
+        let decision = on_answer(
             FailureMode::Closed,
             Ok(Answer::Allow {
                 tenant: "tn_1".into(),
                 quota: quota(59),
             }),
         );
-        let Action::Resume { upstream, response } = action else {
-            panic!("expected resume, got {action:?}");
+        assert_eq!(decision.stats, [Stat::Allowed]);
+        assert_eq!(decision.learned, Learned::Admitted);
+        let Action::Resume { upstream, response } = decision.action else {
+            panic!("expected resume, got {:?}", decision.action);
         };
         assert_eq!(header(&upstream, TENANT_ID), Some("tn_1"));
         assert_eq!(header(&upstream, TIER), Some("standard"));
@@ -366,15 +397,24 @@ mod tests {
     }
 
     #[test]
-    fn a_deny_is_a_429_problem_with_a_retry_after_rounded_up() {
-        let reply = reply(on_answer(
+    fn a_deny_is_a_429_problem_with_a_retry_after_rounded_up_and_is_cached() {
+        let decision = on_answer(
             FailureMode::Open,
             Ok(Answer::Deny {
                 tenant: "tn_1".into(),
                 quota: quota(0),
                 retry_after_ms: 16_400,
             }),
-        ));
+        );
+        assert_eq!(decision.stats, [Stat::Denied]);
+        assert_eq!(
+            decision.learned,
+            Learned::Denied(CachedDeny {
+                quota: quota(0),
+                retry_after_ms: 16_400
+            })
+        );
+        let reply = reply(decision);
         assert_eq!(reply.status, 429);
         assert_eq!(header(&reply.headers, "retry-after"), Some("17"));
         assert_eq!(header(&reply.headers, "x-ratelimit-limit"), Some("60"));
@@ -394,7 +434,7 @@ mod tests {
 
     #[test]
     fn a_shadow_deny_resumes_and_says_it_would_have_limited() {
-        let action = on_answer(
+        let decision = on_answer(
             FailureMode::Closed,
             Ok(Answer::ShadowDeny {
                 tenant: "tn_1".into(),
@@ -402,8 +442,10 @@ mod tests {
                 retry_after_ms: 900,
             }),
         );
-        let Action::Resume { upstream, response } = action else {
-            panic!("a shadow deny must resume, got {action:?}");
+        assert_eq!(decision.stats, [Stat::ShadowDenied]);
+        assert_eq!(decision.learned, Learned::Nothing, "nothing was denied");
+        let Action::Resume { upstream, response } = decision.action else {
+            panic!("a shadow deny must resume, got {:?}", decision.action);
         };
         assert_eq!(header(&upstream, TENANT_ID), Some("tn_1"));
         assert_eq!(header(&response, WOULD_LIMIT), Some("standard"));
@@ -412,17 +454,26 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_suspended_tenants_are_refused() {
-        let unknown = reply(on_answer(FailureMode::Open, Ok(Answer::UnknownKey)));
+        let unknown = on_answer(FailureMode::Open, Ok(Answer::UnknownKey));
+        assert_eq!(unknown.stats, [Stat::Unauthorized]);
+        assert_eq!(unknown.learned, Learned::Nothing);
+        let unknown = reply(unknown);
         assert_eq!(unknown.status, 401);
         assert_eq!(body(&unknown)["code"], "invalid_api_key");
-        assert!(header(&unknown.headers, "www-authenticate").is_some());
+        assert_eq!(
+            header(&unknown.headers, "www-authenticate"),
+            Some("Bearer realm=\"tollgate\", error=\"invalid_token\"")
+        );
 
-        let suspended = reply(on_answer(
+        let suspended = on_answer(
             FailureMode::Open,
             Ok(Answer::Suspended {
                 tenant: "tn_1".into(),
             }),
-        ));
+        );
+        assert_eq!(suspended.stats, [Stat::Forbidden]);
+        assert_eq!(suspended.learned, Learned::Nothing);
+        let suspended = reply(suspended);
         assert_eq!(suspended.status, 403);
         assert_eq!(body(&suspended)["code"], "tenant_suspended");
     }
@@ -436,12 +487,21 @@ mod tests {
             CalloutFailure::from_protocol(ProtocolError::MissingStatus),
         ];
         for failure in failures {
-            let closed = reply(on_answer(FailureMode::Closed, Err(failure.clone())));
+            let closed = on_answer(FailureMode::Closed, Err(failure.clone()));
+            assert_eq!(closed.stats, [Stat::CalloutFailed], "{failure:?}");
+            assert_eq!(closed.learned, Learned::Nothing, "{failure:?}");
+            let closed = reply(closed);
             assert_eq!(closed.status, 503, "{failure:?}");
             assert_eq!(body(&closed)["code"], "rate_limiter_unavailable");
 
             let open = on_answer(FailureMode::Open, Err(failure.clone()));
-            let Action::Resume { upstream, .. } = open else {
+            assert_eq!(
+                open.stats,
+                [Stat::CalloutFailed, Stat::PassedFailOpen],
+                "{failure:?}"
+            );
+            assert_eq!(open.learned, Learned::Nothing, "{failure:?}");
+            let Action::Resume { upstream, .. } = open.action else {
                 panic!("fail-open must resume on {failure:?}");
             };
             assert_eq!(header(&upstream, UNCHECKED), Some(failure.reason()));

@@ -72,31 +72,30 @@ mod tests {
         ])
     }
 
+    /// The name and cost of the route that limits `path`.
+    fn found<'a>(table: &'a RouteTable, path: &str) -> Option<(&'a str, u32)> {
+        table.find(path).map(|r| (r.name.as_str(), r.cost))
+    }
+
     #[test]
     fn prefixes_match_whole_segments_only() {
         let table = table();
-        let name = |path| table.find(path).map(|r| r.name.as_str());
-        assert_eq!(name("/api/v1/ingest"), Some("ingest"));
-        assert_eq!(name("/api/v1/ingest/"), Some("ingest"));
-        assert_eq!(name("/api/v1/ingest/events"), Some("ingest"));
-        assert_eq!(name("/api/v1/ingest?async=1"), Some("ingest"));
-        assert_eq!(name("/api/v1/ingestion"), None);
-        assert_eq!(name("/api/v1/other"), None);
-        assert_eq!(name("/healthz"), None);
+        assert_eq!(found(&table, "/api/v1/ingest"), Some(("ingest", 1)));
+        assert_eq!(found(&table, "/api/v1/ingest/"), Some(("ingest", 1)));
+        assert_eq!(found(&table, "/api/v1/ingest/events"), Some(("ingest", 1)));
+        assert_eq!(found(&table, "/api/v1/ingest?async=1"), Some(("ingest", 1)));
+        assert_eq!(found(&table, "/api/v1/ingestion"), None);
+        assert_eq!(found(&table, "/api/v1/other"), None);
+        assert_eq!(found(&table, "/healthz"), None);
     }
 
     #[test]
     fn the_longest_prefix_wins() {
         let table = table();
-        assert_eq!(
-            table.find("/api/v1/predict/batch").map(|r| r.cost),
-            Some(20)
-        );
-        assert_eq!(
-            table.find("/api/v1/predict/batch/7").map(|r| r.cost),
-            Some(20)
-        );
-        assert_eq!(table.find("/api/v1/predict/one").map(|r| r.cost), Some(5));
+        let batch = Some(("predict-batch", 20));
+        assert_eq!(found(&table, "/api/v1/predict/batch"), batch);
+        assert_eq!(found(&table, "/api/v1/predict/batch/7"), batch);
+        assert_eq!(found(&table, "/api/v1/predict/one"), Some(("predict", 5)));
     }
 
     #[test]
@@ -111,6 +110,7 @@ mod tests {
             name: "all".into(),
             cost: 1,
         }]);
-        assert!(table.find("/anything/at/all").is_some());
+        assert_eq!(found(&table, "/anything/at/all"), Some(("all", 1)));
+        assert_eq!(found(&table, "/"), Some(("all", 1)));
     }
 }

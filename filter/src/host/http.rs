@@ -1,5 +1,5 @@
 //! One HTTP stream: strip spoofable identity headers, find the key, make the one callout,
-//! and carry out the [`Action`] that [`outcome::on_answer`] chose.
+//! and carry out the [`Decision`](outcome::Decision) that [`outcome::on_answer`] made.
 
 use std::rc::Rc;
 
@@ -11,19 +11,10 @@ use tollgate_protocol::{Answer, DECISION_PATH, DecisionRequest};
 
 use super::{HostSharedData, Stats, now_ms};
 use crate::config::Settings;
-use crate::deny_cache::{Fingerprint, Lookup};
+use crate::deny_cache::{CacheTicket, Fingerprint, Lookup};
 use crate::outcome::{self, Action, CalloutFailure, Headers, LocalReply, RESERVED_HEADERS, Stat};
 use crate::routes;
 use tollgate_protocol::api_key_extraction;
-
-/// A request's place in the deny cache, kept while its callout is in flight.
-#[derive(Clone, Copy)]
-struct CacheTicket {
-    /// Identifies the key and cost (the key itself is not kept).
-    fingerprint: Fingerprint,
-    /// Whether this request holds the refresh lease of an expired denial.
-    refreshing: bool,
-}
 
 /// The client's request headers, fetched with one host call: reading the path, the key
 /// headers and the reserved headers one by one would cost one call each. Values stay bytes
@@ -168,37 +159,15 @@ impl RequestContext {
     /// may continue.
     fn decided(&mut self, answer: Result<Answer, CalloutFailure>) -> bool {
         let mode = self.settings.failure_mode;
-        self.stats.count(Stat::of(&answer, mode));
-        match &answer {
-            Ok(Answer::Deny {
-                quota,
-                retry_after_ms,
-                ..
-            }) => {
-                if let (Some(cache), Some(ticket)) = (&self.settings.deny_cache, self.pending) {
-                    let now = now_ms();
-                    cache.remember(
-                        &HostSharedData,
-                        ticket.fingerprint,
-                        now,
-                        quota,
-                        *retry_after_ms,
-                    );
-                }
-            }
-            Ok(Answer::Allow { .. }) => {
-                // A refresh lease still answers 429 to everyone else; the denial no longer
-                // holds.
-                if let (Some(cache), Some(ticket)) = (&self.settings.deny_cache, self.pending)
-                    && ticket.refreshing
-                {
-                    cache.forget(&HostSharedData, ticket.fingerprint);
-                }
-            }
-            Err(failure) => log::warn!("tollgate: no decision ({failure}); failure mode {mode:?}"),
-            Ok(_) => {}
+        if let Err(failure) = &answer {
+            log::warn!("tollgate: no decision ({failure}); failure mode {mode:?}");
         }
-        self.apply(outcome::on_answer(mode, answer))
+        let decision = outcome::on_answer(mode, answer);
+        self.stats.count(decision.stats);
+        if let (Some(cache), Some(ticket)) = (&self.settings.deny_cache, self.pending) {
+            cache.settle(&HostSharedData, ticket, &decision.learned, now_ms);
+        }
+        self.apply(decision.action)
     }
 }
 

@@ -1,5 +1,5 @@
-//! The root context: reads and validates the plugin configuration, then creates one
-//! [`RequestContext`] per HTTP stream.
+//! The VM's entry point and root context: installs the panic hook, reads and validates the
+//! plugin configuration, then creates one [`RequestContext`] per HTTP stream.
 
 use std::rc::Rc;
 
@@ -13,6 +13,13 @@ use crate::config::Settings;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
+    // A panic takes the VM down; this logs why, with where, before it goes. Set right after
+    // `set_log_level`, which installs the SDK's own hook (one that unwraps the log call) and
+    // would replace ours if it came first. The log's `Result` is ignored: a panic inside a
+    // panic hook aborts without a word.
+    std::panic::set_hook(Box::new(|info| {
+        let _ = hostcalls::log(LogLevel::Critical, &format!("tollgate: {info}"));
+    }));
     proxy_wasm::set_root_context(|_context_id| -> Box<dyn RootContext> {
         Box::new(FilterRoot { settings: None, stats: None })
     });
