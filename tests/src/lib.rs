@@ -1,7 +1,10 @@
 //! Test harness: starts real processes (Envoy, the control-plane, the demo upstream) on free
 //! loopback ports, and stops them by PID when the [`Stack`] is dropped, also when a test
-//! fails. Envoy runs from `envoy/envoy.yaml` with only ports, the wasm path and the filter's
-//! configuration changed, so the tests exercise the configuration users run.
+//! fails. Envoy runs from `envoy/envoy.yaml` with only ports, the wasm path and what the
+//! test's [`StackOptions`] ask for changed, so the tests exercise the configuration users run.
+//! What several test files do through a stack lives here too: [`Stack::burst`] and [`count`]
+//! for traffic, [`header`] for reading answers, [`Stack::usage`] for the usage endpoint and
+//! [`Stack::patch_tenant`] for an operator's change to a tenant.
 //!
 //! The binaries must be built first (`make test` does): the workspace's debug binaries, the
 //! release wasm filter, and Envoy in `.venv` (or `ENVOY_BIN`).
@@ -18,6 +21,8 @@ pub use stack::{Stack, StackOptions, Tenant};
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
 
 /// Polls `condition` until it holds and returns how long that took; fails the test, naming
 /// `what`, once `limit` has passed. For effects that are asynchronous by design (webhook
@@ -37,6 +42,21 @@ where
         pause = (pause * 2).min(Duration::from_millis(100));
     }
     started.elapsed()
+}
+
+/// How many of `statuses` (say, a [`Stack::burst`]'s) are `status`.
+pub fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+/// The value of the response's header `name`, as text; fails the test if the response has no
+/// such header (or one that is not visible ASCII).
+pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("response has no {name} header"))
 }
 
 /// The workspace root.

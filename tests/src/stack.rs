@@ -1,11 +1,14 @@
-//! A whole Tollgate stack for one test: control-plane, demo upstream and Envoy (2 workers).
+//! A whole Tollgate stack for one test: control-plane (one or more replicas), demo upstream
+//! and Envoy (2 workers).
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use tokio::task::JoinSet;
 
 use crate::{Process, binaries_dir, envoy_bin, filter_wasm, free_port, within, workspace};
 
@@ -381,6 +384,64 @@ impl Stack {
             .send()
             .await
             .expect("request through Envoy")
+    }
+
+    /// Sends `GET path` through Envoy with no key at all.
+    pub async fn call_without_key(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request through Envoy")
+    }
+
+    /// Sends `count` requests `GET path` through Envoy with the key in `x-api-key`, `parallel`
+    /// at a time; returns the status of each, in the order the answers came. Count them with
+    /// [`crate::count`].
+    pub async fn burst(
+        &self,
+        path: &str,
+        key: &str,
+        count: usize,
+        parallel: usize,
+    ) -> Vec<StatusCode> {
+        let mut statuses = Vec::with_capacity(count);
+        let mut in_flight = JoinSet::new();
+        for _ in 0..count {
+            if in_flight.len() == parallel {
+                statuses.push(in_flight.join_next().await.unwrap().unwrap());
+            }
+            let request = self.client.get(self.url(path)).header("x-api-key", key);
+            in_flight.spawn(async move { request.send().await.expect("request").status() });
+        }
+        while let Some(status) = in_flight.join_next().await {
+            statuses.push(status.unwrap());
+        }
+        statuses
+    }
+
+    /// The tenant's usage: `GET /api/v1/usage` through Envoy with its key, parsed. Reading it
+    /// costs no quota. Fails the test unless the answer is 200.
+    pub async fn usage(&self, key: &str) -> Value {
+        let response = self.call("/api/v1/usage", key).await;
+        let status = response.status();
+        let body = response.text().await.expect("usage body");
+        assert_eq!(status, StatusCode::OK, "usage: {body}");
+        serde_json::from_str(&body).expect("usage JSON")
+    }
+
+    /// Changes a tenant through the admin API (`PATCH /admin/v1/tenants/{id}` with `changes`,
+    /// e.g. `{"suspended": true}` or `{"tier": "pro"}`); fails the test unless the change is
+    /// accepted. Returns the changed record.
+    pub async fn patch_tenant(&self, id: &str, changes: Value) -> Value {
+        let path = format!("/admin/v1/tenants/{id}");
+        let response = self
+            .admin(reqwest::Method::PATCH, &path, Some(changes))
+            .await;
+        let status = response.status();
+        let body = response.text().await.expect("tenant body");
+        assert_eq!(status, StatusCode::OK, "PATCH {path}: {body}");
+        serde_json::from_str(&body).expect("tenant JSON")
     }
 
     pub async fn admin(

@@ -1,6 +1,6 @@
 //! The dashboard in a real browser: Debian's headless Chromium, driven by the scripts in
-//! `tests/browser` (playwright-core), against the dashboard served through Envoy. The usage
-//! test leaves a screenshot in `tests/artifacts/dashboard.png`.
+//! `tests/browser` (playwright-core), against the dashboard served through Envoy. Each test
+//! leaves a screenshot in `tests/artifacts`: `dashboard.png` (usage) and `billing.png`.
 
 use std::process::Command;
 use std::time::Duration;

@@ -4,17 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
-use tollgate_e2e::{Stack, StackOptions};
-
-use crate::request_path::{burst, count};
+use tollgate_e2e::{Stack, StackOptions, count, header};
 
 /// Envoy runs with `--concurrency 2`.
 const WORKERS: u64 = 2;
 
 async fn exhaust(stack: &Stack, key: &str) {
-    let statuses = burst(stack, "/api/v1/ingest", key, 60, 8).await;
+    let statuses = stack.burst("/api/v1/ingest", key, 60, 8).await;
     assert_eq!(count(&statuses, StatusCode::OK), 60);
     assert_eq!(stack.call("/api/v1/ingest", key).await.status(), 429);
 }
@@ -27,7 +25,7 @@ async fn a_flood_after_a_denial_is_answered_at_the_edge() {
 
     let callouts = stack.decision_requests().await;
     let started = Instant::now();
-    let statuses = burst(&stack, "/api/v1/ingest", &tenant.key, 1000, 32).await;
+    let statuses = stack.burst("/api/v1/ingest", &tenant.key, 1000, 32).await;
     let elapsed = started.elapsed();
     assert_eq!(count(&statuses, StatusCode::TOO_MANY_REQUESTS), 1000);
     let made = stack.decision_requests().await - callouts;
@@ -39,19 +37,15 @@ async fn a_flood_after_a_denial_is_answered_at_the_edge() {
 
     let cached = stack.call("/api/v1/ingest", &tenant.key).await;
     assert_eq!(cached.status(), 429);
-    let retry_after: u64 = cached.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_after: u64 = header(&cached, "retry-after").parse().unwrap();
     assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
-    assert_eq!(cached.headers()["x-ratelimit-remaining"], "0");
+    assert_eq!(header(&cached, "x-ratelimit-remaining"), "0");
     assert_eq!(
-        cached.headers()["ratelimit-policy"],
+        header(&cached, "ratelimit-policy"),
         "\"standard\";q=60;w=60"
     );
     assert_eq!(
-        cached.headers()["ratelimit"].to_str().unwrap(),
+        header(&cached, "ratelimit"),
         format!("\"standard\";r=0;t={retry_after}")
     );
 }
@@ -88,9 +82,9 @@ async fn after_the_cache_ttl_the_filter_asks_again() {
 async fn a_cheaper_route_is_not_refused_by_a_dearer_routes_denial() {
     let stack = Stack::start(StackOptions::default()).await;
     let tenant = stack.create_tenant("standard").await;
-    let predictions = burst(&stack, "/api/v1/predict", &tenant.key, 11, 1).await;
+    let predictions = stack.burst("/api/v1/predict", &tenant.key, 11, 1).await;
     assert_eq!(count(&predictions, StatusCode::OK), 11, "55 of 60 units");
-    let ingests = burst(&stack, "/api/v1/ingest", &tenant.key, 2, 1).await;
+    let ingests = stack.burst("/api/v1/ingest", &tenant.key, 2, 1).await;
     assert_eq!(count(&ingests, StatusCode::OK), 2, "57 of 60 units");
 
     // A prediction (5 units) no longer fits, and is cached as denied...
@@ -115,11 +109,7 @@ async fn a_tier_upgrade_during_a_flood_is_honoured_within_the_cache_ttl() {
     let tenant = stack.create_tenant("standard").await;
     exhaust(&stack, &tenant.key).await;
 
-    let path = format!("/admin/v1/tenants/{}", tenant.id);
-    let upgraded = stack
-        .admin(Method::PATCH, &path, Some(json!({"tier": "pro"})))
-        .await;
-    assert_eq!(upgraded.status(), 200);
+    stack.patch_tenant(&tenant.id, json!({"tier": "pro"})).await;
     let started = Instant::now();
     loop {
         let response = stack.call("/api/v1/ingest", &tenant.key).await;
@@ -145,21 +135,15 @@ async fn the_filters_envoy_stats_count_what_happened() {
     let stack = Stack::start(StackOptions::default()).await;
     let active = stack.create_tenant("standard").await;
     let suspended = stack.create_tenant("standard").await;
-    let path = format!("/admin/v1/tenants/{}", suspended.id);
     stack
-        .admin(Method::PATCH, &path, Some(json!({"suspended": true})))
+        .patch_tenant(&suspended.id, json!({"suspended": true}))
         .await;
 
     exhaust(&stack, &active.key).await; // 60 allowed, 1 denied by the control-plane
-    let cached = burst(&stack, "/api/v1/ingest", &active.key, 25, 5).await;
+    let cached = stack.burst("/api/v1/ingest", &active.key, 25, 5).await;
     assert_eq!(count(&cached, StatusCode::TOO_MANY_REQUESTS), 25);
     for _ in 0..3 {
-        stack
-            .client()
-            .get(stack.url("/api/v1/ingest"))
-            .send()
-            .await
-            .unwrap(); // no key
+        stack.call_without_key("/api/v1/ingest").await;
     }
     stack.call("/api/v1/ingest", "tg_unknown").await;
     stack.call("/api/v1/ingest", &suspended.key).await;

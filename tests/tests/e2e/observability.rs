@@ -6,8 +6,6 @@ use serde_json::json;
 use tollgate_e2e::stack::{ADMIN_TOKEN, KEY_SECRET, parse_sample};
 use tollgate_e2e::{Stack, StackOptions};
 
-use crate::request_path::burst;
-
 #[tokio::test]
 async fn metrics_match_the_traffic_and_logs_are_json_without_secrets() {
     let options = StackOptions::default().control_plane_env("TOLLGATE_LOG_FORMAT", "json");
@@ -23,15 +21,14 @@ async fn metrics_match_the_traffic_and_logs_are_json_without_secrets() {
         .unwrap();
     let extra_key = issued["api_key"].as_str().unwrap().to_owned();
 
-    burst(&stack, "/api/v1/ingest", &tenant.key, 62, 4).await; // 60 allowed, 2 denied (callout or cache)
+    stack.burst("/api/v1/ingest", &tenant.key, 62, 4).await; // 60 allowed, 2 denied (callout or cache)
     stack
         .call("/api/v1/ingest", "tg_unknown_key_for_the_log_check")
         .await;
     stack.call("/api/v1/ingest", &other.key).await;
-    stack.call("/api/v1/usage", &extra_key).await;
-    let suspend = format!("/admin/v1/tenants/{}", other.id);
+    stack.usage(&extra_key).await;
     stack
-        .admin(Method::PATCH, &suspend, Some(json!({"suspended": true})))
+        .patch_tenant(&other.id, json!({"suspended": true}))
         .await;
     stack.call("/api/v1/ingest", &other.key).await;
 

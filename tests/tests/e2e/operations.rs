@@ -2,7 +2,7 @@
 //! rotation with a grace period, revocation, and clear failures.
 
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tollgate_e2e::stack::ADMIN_TOKEN;
@@ -65,10 +65,9 @@ async fn keys_are_issued_rotated_and_revoked_through_the_cli() {
 
     let rotated = json(&tollgate(
         &stack,
-        &["key", "rotate", &tenant, &first_id, "--grace", "2"],
+        &["key", "rotate", &tenant, &first_id, "--grace", "600"],
     ));
     let (third_key, third_id) = (text(&rotated, "api_key"), text(&rotated, "id"));
-    let rotated_at = Instant::now();
     assert_eq!(
         stack.call("/api/v1/ingest", &third_key).await.status(),
         200,
@@ -88,17 +87,13 @@ async fn keys_are_issued_rotated_and_revoked_through_the_cli() {
             .all(|k| k.get("api_key").is_none()
                 && k["prefix"].as_str().is_some_and(|p| p.len() == 8))
     );
-    assert!(
-        listed
-            .iter()
-            .any(|k| k["id"] == first_id.as_str() && k["expires_at"].is_u64())
-    );
-
-    // Grace periods are whole seconds: the old key stops between 1 and 3 s after rotation.
-    status_within(&stack, &first_key, 401, Duration::from_secs(4)).await;
-    assert!(
-        rotated_at.elapsed() >= Duration::from_secs(1),
-        "refused too early"
+    // The old key stops working 600 s after the rotation; that it then does is tested
+    // in-process with a clock the test moves (control-plane/tests/api.rs).
+    let retiring = listed.iter().find(|k| k["id"] == first_id.as_str());
+    assert_eq!(
+        retiring.and_then(|k| k["expires_at"].as_u64()),
+        rotated["created_at"].as_u64().map(|at| at + 600),
+        "{listed:?}"
     );
 
     let revoked = tollgate(&stack, &["key", "revoke", &tenant, &third_id]);
@@ -143,14 +138,20 @@ async fn the_cli_fails_clearly_and_non_zero() {
     let stack = Stack::start(StackOptions::default()).await;
     let unknown = tollgate(&stack, &["tenant", "show", "tn_nobody"]);
     assert_eq!(unknown.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&unknown.stderr).starts_with("error: tenant_not_found:"));
+    assert_eq!(
+        String::from_utf8_lossy(&unknown.stderr),
+        "error: tenant_not_found: no tenant has this id\n"
+    );
 
     let bad_tier = tollgate(
         &stack,
         &["tenant", "create", "--name", "Acme", "--tier", "gold"],
     );
     assert_eq!(bad_tier.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad_tier.stderr).contains("unknown_tier"));
+    assert_eq!(
+        String::from_utf8_lossy(&bad_tier.stderr),
+        "error: unknown_tier: unknown tier \"gold\"\n"
+    );
 
     let wrong_token = Command::new(binaries_dir().join("tollgate"))
         .args([
@@ -164,7 +165,10 @@ async fn the_cli_fails_clearly_and_non_zero() {
         .output()
         .unwrap();
     assert_eq!(wrong_token.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&wrong_token.stderr).contains("error: unauthorized:"));
+    assert_eq!(
+        String::from_utf8_lossy(&wrong_token.stderr),
+        "error: unauthorized: a valid admin bearer token is required\n"
+    );
 
     let unreachable = Command::new(binaries_dir().join("tollgate"))
         .args([
@@ -178,7 +182,11 @@ async fn the_cli_fails_clearly_and_non_zero() {
         .output()
         .unwrap();
     assert_eq!(unreachable.status.code(), Some(2));
+    // The rest of the line is the HTTP client's account of the refused connection.
     assert!(
-        String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach the control-plane")
+        String::from_utf8_lossy(&unreachable.stderr)
+            .starts_with("error: cannot reach the control-plane at http://127.0.0.1:9: "),
+        "{}",
+        String::from_utf8_lossy(&unreachable.stderr)
     );
 }

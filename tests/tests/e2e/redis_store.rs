@@ -3,12 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 use tollgate_e2e::redis::RedisServer;
-use tollgate_e2e::{Stack, StackOptions, within};
-
-use crate::request_path::{burst, count};
+use tollgate_e2e::{Stack, StackOptions, count, within};
 
 const BULK_TIER: &str = r#"
     default_tier = "bulk"
@@ -36,7 +34,7 @@ async fn two_replicas_on_one_redis_admit_exactly_the_limit() {
     // Both replicas must know the tenant before the flood, or one would answer 401.
     stack.wait_until_known(1, &tenant.id).await;
 
-    let statuses = burst(&stack, "/api/v1/ingest", &tenant.key, 5000, 64).await;
+    let statuses = stack.burst("/api/v1/ingest", &tenant.key, 5000, 64).await;
     assert_eq!(
         count(&statuses, StatusCode::OK),
         1000,
@@ -71,11 +69,9 @@ async fn a_change_through_one_replica_reaches_the_other_within_a_second() {
     };
     until(StatusCode::OK).await;
 
-    let path = format!("/admin/v1/tenants/{}", tenant.id);
-    let patched = stack
-        .admin(Method::PATCH, &path, Some(json!({"suspended": true})))
+    stack
+        .patch_tenant(&tenant.id, json!({"suspended": true}))
         .await;
-    assert_eq!(patched.status(), 200);
     let took = until(StatusCode::FORBIDDEN).await;
     eprintln!("suspension reached the other replica after {took:?}");
 }
@@ -101,17 +97,13 @@ async fn a_redis_outage_fails_fast_and_decisions_resume_when_it_returns() {
             started.elapsed()
         );
     }
-    assert!(
-        stack
-            .client()
-            .get(stack.control_planes[0].url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 503,
-        "not ready while Redis is down"
-    );
+    let ready = stack
+        .client()
+        .get(stack.control_planes[0].url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "not ready while Redis is down");
 
     redis.restart();
     let took = within(Duration::from_secs(2), "decisions resume", || async {

@@ -3,48 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::task::JoinSet;
 use tollgate_e2e::stack::{
     filter_config, set_filter_config, shipped_envoy_config, validate_envoy_config,
 };
-use tollgate_e2e::{Stack, StackOptions};
-
-fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_else(|| panic!("response has no {name} header"))
-}
-
-/// Sends `count` requests, `parallel` at a time; returns the status of each.
-pub async fn burst(
-    stack: &Stack,
-    path: &str,
-    key: &str,
-    count: usize,
-    parallel: usize,
-) -> Vec<StatusCode> {
-    let mut statuses = Vec::with_capacity(count);
-    let mut in_flight = JoinSet::new();
-    for _ in 0..count {
-        if in_flight.len() == parallel {
-            statuses.push(in_flight.join_next().await.unwrap().unwrap());
-        }
-        let request = stack.client().get(stack.url(path)).header("x-api-key", key);
-        in_flight.spawn(async move { request.send().await.expect("request").status() });
-    }
-    while let Some(status) = in_flight.join_next().await {
-        statuses.push(status.unwrap());
-    }
-    statuses
-}
-
-pub fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
-    statuses.iter().filter(|s| **s == status).count()
-}
+use tollgate_e2e::{Stack, StackOptions, count, header};
 
 #[tokio::test]
 async fn a_standard_tenant_gets_60_requests_a_minute_and_the_61st_is_refused_at_the_edge() {
@@ -69,7 +33,7 @@ async fn a_standard_tenant_gets_60_requests_a_minute_and_the_61st_is_refused_at_
     );
     assert_eq!(body["tier"], "standard");
 
-    let statuses = burst(&stack, "/api/v1/ingest", &tenant.key, 59, 8).await;
+    let statuses = stack.burst("/api/v1/ingest", &tenant.key, 59, 8).await;
     assert_eq!(count(&statuses, StatusCode::OK), 59, "{statuses:?}");
 
     let callouts_before = stack.decision_requests().await;
@@ -107,7 +71,7 @@ async fn a_standard_tenant_gets_60_requests_a_minute_and_the_61st_is_refused_at_
 async fn a_pro_tenant_gets_1000_requests_a_minute() {
     let stack = Stack::start(StackOptions::default()).await;
     let tenant = stack.create_tenant("pro").await;
-    let statuses = burst(&stack, "/api/v1/ingest", &tenant.key, 1000, 16).await;
+    let statuses = stack.burst("/api/v1/ingest", &tenant.key, 1000, 16).await;
     assert_eq!(count(&statuses, StatusCode::OK), 1000);
     let refused = stack.call("/api/v1/ingest", &tenant.key).await;
     assert_eq!(refused.status(), 429);
@@ -128,13 +92,13 @@ async fn the_window_slides_as_old_requests_age_out_not_at_a_fixed_boundary() {
 
     let t0 = Instant::now();
     assert_eq!(
-        ok(burst(&stack, "/api/v1/ingest", &tenant.key, 3, 3).await),
+        ok(stack.burst("/api/v1/ingest", &tenant.key, 3, 3).await),
         3
     );
     tokio::time::sleep_until((t0 + Duration::from_millis(1000)).into()).await;
     let t1 = Instant::now();
     assert_eq!(
-        ok(burst(&stack, "/api/v1/ingest", &tenant.key, 2, 2).await),
+        ok(stack.burst("/api/v1/ingest", &tenant.key, 2, 2).await),
         2
     );
     let full = stack.call("/api/v1/ingest", &tenant.key).await;
@@ -151,11 +115,11 @@ async fn the_window_slides_as_old_requests_age_out_not_at_a_fixed_boundary() {
     // Just after t0 + 2 s the first three have aged out, the two from t1 have not: exactly
     // three slots, where a fixed 2 s window would have freed all five.
     tokio::time::sleep_until((t0 + Duration::from_millis(2150)).into()).await;
-    let statuses = burst(&stack, "/api/v1/ingest", &tenant.key, 5, 1).await;
+    let statuses = stack.burst("/api/v1/ingest", &tenant.key, 5, 1).await;
     assert_eq!(ok(statuses.clone()), 3, "{statuses:?}");
 
     tokio::time::sleep_until((t1 + Duration::from_millis(2150)).into()).await;
-    let statuses = burst(&stack, "/api/v1/ingest", &tenant.key, 5, 1).await;
+    let statuses = stack.burst("/api/v1/ingest", &tenant.key, 5, 1).await;
     assert_eq!(
         ok(statuses.clone()),
         2,
@@ -172,7 +136,7 @@ async fn three_hundred_parallel_requests_admit_exactly_the_limit() {
     );
     let stack = Stack::start(options).await;
     let tenant = stack.create_tenant("standard").await;
-    let statuses = burst(&stack, "/api/v1/ingest", &tenant.key, 300, 300).await;
+    let statuses = stack.burst("/api/v1/ingest", &tenant.key, 300, 300).await;
     assert_eq!(count(&statuses, StatusCode::OK), 60);
     assert_eq!(count(&statuses, StatusCode::TOO_MANY_REQUESTS), 240);
 }
@@ -188,7 +152,7 @@ async fn a_route_with_cost_5_uses_5_units_of_quota() {
     assert_eq!(header(&response, "x-ratelimit-remaining"), "54");
 
     // 54 units left: ten more predictions (50), then the 11th does not fit in 4.
-    let statuses = burst(&stack, "/api/v1/predict", &tenant.key, 10, 4).await;
+    let statuses = stack.burst("/api/v1/predict", &tenant.key, 10, 4).await;
     assert_eq!(count(&statuses, StatusCode::OK), 10);
     let refused = stack.call("/api/v1/predict", &tenant.key).await;
     assert_eq!(refused.status(), 429);
@@ -224,17 +188,18 @@ async fn requests_without_a_usable_key_get_401_from_the_filter_without_a_callout
         }
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 401, "{case}");
-        assert!(
-            header(&response, "www-authenticate").starts_with("Bearer"),
-            "{case}"
-        );
-        let problem: Value = response.json().await.unwrap();
-        let expected = if case == "missing" {
-            "missing_api_key"
+        // RFC 6750: a request that carried no credentials gets the bare challenge.
+        let (code, challenge) = if case == "missing" {
+            ("missing_api_key", "Bearer realm=\"tollgate\"")
         } else {
-            "malformed_api_key"
+            (
+                "malformed_api_key",
+                "Bearer realm=\"tollgate\", error=\"invalid_request\"",
+            )
         };
-        assert_eq!(problem["code"], expected, "{case}");
+        assert_eq!(header(&response, "www-authenticate"), challenge, "{case}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], code, "{case}");
     }
     assert_eq!(
         stack.decision_requests().await,
@@ -266,18 +231,16 @@ async fn unknown_keys_get_401_and_suspended_tenants_403() {
         .unwrap();
     assert_eq!(bearer.status(), 200, "a bearer key works too");
 
-    let path = format!("/admin/v1/tenants/{}", tenant.id);
-    let patched = stack
-        .admin(Method::PATCH, &path, Some(json!({"suspended": true})))
+    stack
+        .patch_tenant(&tenant.id, json!({"suspended": true}))
         .await;
-    assert_eq!(patched.status(), 200);
     let suspended = stack.call("/api/v1/ingest", &tenant.key).await;
     assert_eq!(suspended.status(), 403);
     let problem: Value = suspended.json().await.unwrap();
     assert_eq!(problem["code"], "tenant_suspended");
 
     stack
-        .admin(Method::PATCH, &path, Some(json!({"suspended": false})))
+        .patch_tenant(&tenant.id, json!({"suspended": false}))
         .await;
     assert_eq!(
         stack.call("/api/v1/ingest", &tenant.key).await.status(),
@@ -420,22 +383,12 @@ async fn routes_that_are_not_limited_pass_through_without_a_key_or_a_callout() {
     let stack = Stack::start(StackOptions::default()).await;
     let callouts = stack.decision_requests().await;
     for _ in 0..3 {
-        let response = stack
-            .client()
-            .get(stack.url("/healthz"))
-            .send()
-            .await
-            .unwrap();
+        let response = stack.call_without_key("/healthz").await;
         assert_eq!(response.status(), 200);
         assert!(response.headers().get("x-ratelimit-limit").is_none());
     }
     // A path that merely starts with the same letters is another route.
-    let response = stack
-        .client()
-        .get(stack.url("/api/v1/ingestion"))
-        .send()
-        .await
-        .unwrap();
+    let response = stack.call_without_key("/api/v1/ingestion").await;
     assert_eq!(
         response.status(),
         404,
@@ -453,7 +406,7 @@ async fn path_tricks_do_not_dodge_the_limit() {
         "/api/v1/foo/../ingest",
         "/api/v1/%69ngest",
     ] {
-        let response = stack.client().get(stack.url(path)).send().await.unwrap();
+        let response = stack.call_without_key(path).await;
         assert_eq!(
             response.status(),
             401,
