@@ -76,6 +76,8 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target $(WASM_TARGET) -p tollgate-filter --all-targets -- -D warnings
+	# The control-plane's module graph: no import cycles, and no HTTP below the api layer.
+	cargo test --quiet -p tollgate-control-plane --test architecture
 
 unit-test:
 	cargo test --workspace --exclude tollgate-e2e

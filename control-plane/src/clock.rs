@@ -1,4 +1,6 @@
-//! Where the window stores get the time. Injected so tests can move time without sleeping.
+//! The control-plane's one source of time, injected everywhere time matters (windows, key
+//! grace periods, past-due grace, webhook signature tolerance), so tests move time instead of
+//! sleeping.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// (and Redis `TIME`) counts from the same origin.
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> u64;
+
+    /// Whole seconds since the Unix epoch, the unit stored records use.
+    fn now_secs(&self) -> u64 {
+        self.now_ms() / 1000
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::http::{HeaderName, HeaderValue};
 use clap::{Parser, ValueEnum};
 
-use crate::redis_conn::RedisTarget;
+use crate::storage::redis::RedisTarget;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "tollgate-control-plane", version, about)]

@@ -7,7 +7,9 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// One thread: a current-thread runtime, so no task ever wakes another across threads.
+/// The async runtime for `threads` worker threads: with one, a current-thread runtime, so no
+/// task ever wakes another across threads (the cheapest per decision, see bench/README.md);
+/// with more, a multi-thread runtime of that many workers.
 fn runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()

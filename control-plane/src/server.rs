@@ -9,16 +9,18 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api_keys::KeyHasher;
-use crate::app::{AppState, internal_router, public_router};
+use crate::api::{AppState, internal_router, public_router};
 use crate::billing::{Billing, StripeApi, StripeApiError};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, RedisClock, StoreConfig};
-use crate::directory::{Directory, DirectoryError};
+use crate::decision::{Decider, Policy};
 use crate::metrics::Metrics;
-use crate::redis_conn::RedisConnection;
-use crate::tier_source::{TierSource, spawn_reloader};
-use crate::tiers::TierTableError;
-use crate::window::{Clock, MemoryWindows, RedisWindows, StoreError, SystemClock, Windows};
+use crate::storage::StoreError;
+use crate::storage::redis::RedisConnection;
+use crate::storage::state_file::StateFileError;
+use crate::tenants::{Directory, KeyHasher};
+use crate::tiers::{TierSource, TierTableError, spawn_reloader};
+use crate::window::{MemoryWindows, RedisWindows, Windows};
 
 /// How often idle windows are dropped from memory.
 const SWEEP_PERIOD: Duration = Duration::from_secs(10);
@@ -28,7 +30,7 @@ pub enum StartupError {
     #[error(transparent)]
     Tiers(#[from] TierTableError),
     #[error(transparent)]
-    Directory(#[from] DirectoryError),
+    StateFile(#[from] StateFileError),
     #[error("cannot set up Redis: {0}")]
     Redis(#[from] StoreError),
     #[error(transparent)]
@@ -46,71 +48,96 @@ pub enum StartupError {
     },
 }
 
-/// Builds the state; in Redis mode also starts the tenant change listener. Must run inside
-/// a tokio runtime (background tasks are spawned).
-pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
-    let tiers = TierSource::load(config.tiers.clone())?;
-    let (windows, directory) = match config.store() {
+/// Builds the state, with every part reading time from `clock`; in Redis mode also starts
+/// the tenant change listener. Must run inside a tokio runtime (background tasks are
+/// spawned).
+pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppState, StartupError> {
+    let tiers = Arc::new(TierSource::load(config.tiers.clone())?);
+    let (windows, tenants) = match config.store() {
         StoreConfig::Memory { state_file } => {
-            let windows = MemoryWindows::new(Arc::new(SystemClock));
+            let windows = MemoryWindows::new(clock.clone());
             windows.spawn_sweeper(SWEEP_PERIOD);
-            let directory = match state_file {
+            let tenants = match state_file {
                 Some(path) => Directory::file(path)?,
                 None => Directory::in_process(),
             };
-            (Windows::Memory(windows), directory)
+            (Windows::Memory(windows), tenants)
         }
         StoreConfig::Redis {
             target,
             timeout,
-            clock,
+            clock: redis_clock,
         } => {
             tracing::info!(redis = %target.redacted(), "using Redis");
             let connection = RedisConnection::connect(&target, timeout).await?;
-            let clock = match clock {
+            let script_clock = match redis_clock {
                 RedisClock::Redis => None,
-                RedisClock::Local => Some(Arc::new(SystemClock) as Arc<dyn Clock>),
+                RedisClock::Local => Some(clock.clone()),
             };
-            let windows = RedisWindows::new(connection.clone(), timeout, clock);
-            let directory = Directory::redis(connection, timeout);
-            directory.spawn_listener(target);
-            (Windows::Redis(windows), directory)
+            let windows = RedisWindows::new(connection.clone(), timeout, script_clock);
+            let tenants = Directory::redis(connection, timeout);
+            tenants.spawn_listener(target);
+            (Windows::Redis(windows), tenants)
         }
     };
-    Ok(AppState {
-        tiers: Arc::new(tiers),
-        directory: Arc::new(directory),
+    let tenants = Arc::new(tenants);
+    let keys = KeyHasher::new(&config.key_secret);
+    let metrics = Arc::new(Metrics::default());
+    let decider = Decider {
+        tenants: tenants.clone(),
+        tiers: tiers.clone(),
         windows: Arc::new(windows),
-        keys: KeyHasher::new(&config.key_secret),
+        keys: keys.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        policy: Policy {
+            past_due_grace: Duration::from_secs(config.past_due_grace_secs),
+            shadow_all: config.shadow,
+        },
+    };
+    let billing = Billing {
+        webhook_secret: config.stripe_webhook_secret.clone(),
+        stripe: stripe_api(config)?,
+        tenants: tenants.clone(),
+        tiers: tiers.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+    };
+    Ok(AppState {
+        decider,
+        billing,
+        tenants,
+        tiers,
+        keys,
+        clock,
+        metrics,
         api_key_header: config.api_key_header.clone(),
         admin_token: config.admin_token.clone(),
-        shadow_all: config.shadow,
-        billing: billing(config)?,
-        past_due_grace: Duration::from_secs(config.past_due_grace_secs),
-        metrics: Arc::new(Metrics::default()),
     })
 }
 
-fn billing(config: &Config) -> Result<Billing, StripeApiError> {
-    let stripe = match (&config.stripe_secret_key, &config.billing_return_url) {
-        (Some(key), Some(return_url)) => Some(StripeApi::new(
+fn stripe_api(config: &Config) -> Result<Option<StripeApi>, StripeApiError> {
+    match (&config.stripe_secret_key, &config.billing_return_url) {
+        (Some(key), Some(return_url)) => Ok(Some(StripeApi::new(
             key,
             &config.stripe_api_base,
             return_url.clone(),
-        )?),
-        _ => None,
-    };
-    Ok(Billing {
-        webhook_secret: config.stripe_webhook_secret.clone(),
-        stripe,
-    })
+        )?)),
+        _ => Ok(None),
+    }
 }
 
 /// Runs until a shutdown signal, then waits at most the configured grace for in-flight
 /// requests.
 pub async fn run(config: Config) -> Result<(), StartupError> {
-    let state = build_state(&config).await?;
-    spawn_reloader(state.clone(), config.tiers_poll());
+    let state = build_state(&config, Arc::new(SystemClock)).await?;
+    let tenants = state.tenants.clone();
+    spawn_reloader(
+        state.tiers.clone(),
+        config.tiers_poll(),
+        move || tenants.list().into_iter().map(|tenant| tenant.tier),
+        state.metrics.clone(),
+    );
     let internal = bind("internal", config.internal_addr).await?;
     let public = bind("public", config.public_addr).await?;
     tracing::info!(internal = %config.internal_addr, public = %config.public_addr, "listening");

@@ -1,13 +1,21 @@
 //! The control-plane's HTTP surface, driven in-process with `oneshot`: admin API errors, the
 //! decision endpoint's answers, and the public listener's body limit.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tollgate_control_plane::app::{internal_router, public_router};
-use tollgate_control_plane::body_limit::PUBLIC_BODY_LIMIT;
+use tollgate_control_plane::api::body_limit::PUBLIC_BODY_LIMIT;
+use tollgate_control_plane::api::{AppState, internal_router, public_router};
+use tollgate_control_plane::billing::signature;
+use tollgate_control_plane::clock::{Clock, ManualClock, SystemClock};
 use tollgate_control_plane::config::Config;
 use tollgate_control_plane::server::build_state;
 use tower::ServiceExt;
@@ -18,17 +26,22 @@ async fn app() -> Router {
     internal_router(state().await)
 }
 
-async fn state() -> tollgate_control_plane::app::AppState {
-    let config = clap::Parser::try_parse_from([
+async fn state() -> AppState {
+    state_with(&[], Arc::new(SystemClock)).await
+}
+
+/// The state of a control-plane started with `args` besides the secrets, reading time from
+/// `clock`.
+async fn state_with(args: &[&str], clock: Arc<dyn Clock>) -> AppState {
+    let base = [
         "cp",
         "--admin-token",
         TOKEN,
         "--key-secret",
         "test-key-secret-0123456789-0123456789",
-    ])
-    .map(|config: Config| config)
-    .unwrap();
-    build_state(&config).await.unwrap()
+    ];
+    let config: Config = clap::Parser::try_parse_from(base.iter().chain(args)).unwrap();
+    build_state(&config, clock).await.unwrap()
 }
 
 async fn send(app: &Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
@@ -332,4 +345,125 @@ async fn the_public_listener_refuses_bodies_over_its_limit() {
             }
         }
     }
+}
+
+/// A clock at a fixed start, moved by the tests.
+fn manual_clock() -> (ManualClock, Arc<dyn Clock>) {
+    let clock = ManualClock::new(1_800_000_000_000);
+    (clock.clone(), Arc::new(clock))
+}
+
+#[tokio::test]
+async fn a_rotated_key_works_until_its_grace_period_ends_and_not_a_second_longer() {
+    let (clock, shared) = manual_clock();
+    let app = internal_router(state_with(&[], shared).await);
+    let created = create(&app, json!({"name": "Acme"})).await;
+    let (id, old_key) = (
+        created["id"].as_str().unwrap(),
+        created["api_key"].as_str().unwrap(),
+    );
+    let key_id = created["key_id"].as_str().unwrap();
+    let rotate = format!("/admin/v1/tenants/{id}/keys/{key_id}/rotate");
+    let (status, _, rotated) =
+        send(&app, admin("POST", &rotate, r#"{"grace_seconds": 600}"#)).await;
+    assert_eq!(status, StatusCode::CREATED, "{rotated}");
+    let new_key = rotated["api_key"].as_str().unwrap();
+    let status_of = |key: &str| decision(Some(key), "ingest", "1");
+
+    clock.advance(Duration::from_secs(599));
+    assert_eq!(
+        send(&app, status_of(old_key)).await.0,
+        StatusCode::OK,
+        "in its grace"
+    );
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        send(&app, status_of(old_key)).await.0,
+        StatusCode::UNAUTHORIZED,
+        "the grace has ended"
+    );
+    assert_eq!(send(&app, status_of(new_key)).await.0, StatusCode::OK);
+    let (_, _, listed) = send(
+        &app,
+        admin("GET", &format!("/admin/v1/tenants/{id}/keys"), ""),
+    )
+    .await;
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(1),
+        "only the working key is listed: {listed}"
+    );
+}
+
+#[tokio::test]
+async fn a_past_due_subscription_keeps_the_paid_tier_for_the_grace_period_only() {
+    const SECRET: &str = "whsec_in_process";
+    let (clock, shared) = manual_clock();
+    let tiers =
+        std::env::temp_dir().join(format!("tollgate-api-tiers-{}.toml", std::process::id()));
+    std::fs::write(
+        &tiers,
+        "default_tier = \"standard\"\n[tiers.standard]\nlimit = 60\nwindow_seconds = 60\n\
+         [tiers.pro]\nlimit = 1000\nwindow_seconds = 60\npaid = true\nstripe_price = \"price_pro\"\n",
+    )
+    .unwrap();
+    let args = [
+        "--tiers",
+        tiers.to_str().unwrap(),
+        "--stripe-webhook-secret",
+        SECRET,
+        "--past-due-grace-secs",
+        "3600",
+    ];
+    let state = state_with(&args, shared.clone()).await;
+    let (internal, public) = (internal_router(state.clone()), public_router(state, &[]));
+    let created = create(&internal, json!({"name": "Acme"})).await;
+    let (id, key) = (
+        created["id"].as_str().unwrap(),
+        created["api_key"].as_str().unwrap(),
+    );
+
+    let deliver = |event: Value| {
+        let body = event.to_string();
+        let now = shared.now_secs();
+        let header = format!(
+            "t={now},v1={}",
+            signature::sign(now, body.as_bytes(), SECRET)
+        );
+        Request::post("/api/v1/billing/webhook")
+            .header("stripe-signature", header)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let subscription = json!({"id": "sub_1", "customer": "cus_1", "status": "active",
+        "metadata": {"tenant_id": id}, "items": {"data": [{"price": {"id": "price_pro"}}]}});
+    let active = json!({"id": "evt_1", "created": shared.now_secs(),
+        "type": "customer.subscription.updated", "data": {"object": subscription}});
+    assert_eq!(send(&public, deliver(active)).await.0, StatusCode::OK);
+    let failed = json!({"id": "evt_2", "created": shared.now_secs(), "type": "invoice.payment_failed",
+        "data": {"object": {"customer": "cus_1", "subscription": "sub_1"}}});
+    assert_eq!(send(&public, deliver(failed)).await.0, StatusCode::OK);
+
+    let tier = |app: Router| async move {
+        let (_, headers, _) = send(&app, decision(Some(key), "ingest", "1")).await;
+        headers["x-tollgate-tier"].to_str().unwrap().to_owned()
+    };
+    assert_eq!(
+        tier(internal.clone()).await,
+        "pro",
+        "past due, in its grace"
+    );
+    clock.advance(Duration::from_secs(3599));
+    assert_eq!(
+        tier(internal.clone()).await,
+        "pro",
+        "a second before the grace ends"
+    );
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        tier(internal.clone()).await,
+        "standard",
+        "the grace has ended"
+    );
+    let _ = std::fs::remove_file(&tiers);
 }

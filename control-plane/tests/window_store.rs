@@ -2,12 +2,16 @@
 //! the store, and stamped out per backend by `conformance!`; time is a `ManualClock`, so
 //! window expiry is tested without sleeping.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use tollgate_control_plane::redis_conn::{RedisConnection, RedisTarget};
+use tollgate_control_plane::clock::{Clock, ManualClock};
+use tollgate_control_plane::storage::redis::{RedisConnection, RedisTarget};
 use tollgate_control_plane::window::{
-    Limit, ManualClock, MemoryWindows, RedisWindows, WindowDecision, WindowStore,
+    Limit, MemoryWindows, RedisWindows, WindowDecision, WindowStore,
 };
 use tollgate_e2e::redis::{RedisCluster, RedisServer};
 
@@ -352,7 +356,7 @@ async fn redis_store(target: RedisTarget, clock: Option<ManualClock>) -> RedisWi
     let connection = RedisConnection::connect(&target, REDIS_TIMEOUT)
         .await
         .unwrap();
-    let clock = clock.map(|c| Arc::new(c) as Arc<dyn tollgate_control_plane::window::Clock>);
+    let clock = clock.map(|c| Arc::new(c) as Arc<dyn Clock>);
     RedisWindows::new(connection, REDIS_TIMEOUT, clock)
 }
 

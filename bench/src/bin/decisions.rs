@@ -7,10 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tollgate_control_plane::redis_conn::{RedisConnection, RedisTarget};
-use tollgate_control_plane::window::{
-    Limit, MemoryWindows, RedisWindows, SystemClock, WindowStore,
-};
+use tollgate_control_plane::clock::SystemClock;
+use tollgate_control_plane::storage::redis::{RedisConnection, RedisTarget};
+use tollgate_control_plane::window::{Limit, MemoryWindows, RedisWindows, WindowStore};
 use tollgate_e2e::redis::RedisServer;
 
 const TENANTS: usize = 1_000;

@@ -14,13 +14,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::api_keys::random_hex;
-use crate::app::AppState;
-use crate::directory::unix_now;
-use crate::error::ApiError;
+use super::error::ApiError;
+use super::{AppState, admin_api_keys as keys, usage};
 use crate::tenants::{Tenant, TenantChange};
 use crate::tiers::TierName;
-use crate::{keys, usage};
 
 /// Admin request bodies are small; anything larger is refused with 413 before parsing.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -99,18 +96,18 @@ async fn create_tenant(
         Some(tier) => known_tier(&state, tier)?,
         None => state.tiers.current().default_tier().name.clone(),
     };
-    let now = unix_now();
+    let now = state.clock.now_secs();
     let (api_key, stored_key) = state.keys.mint(now)?;
     let key_id = stored_key.id.clone();
     let tenant = Tenant {
-        id: format!("tn_{}", random_hex(8)?).into(),
+        id: Tenant::mint_id()?,
         name: name.to_owned(),
         tier,
         suspended: false,
         created_at: now,
         subscription: None,
     };
-    state.directory.create(tenant.clone(), stored_key).await?;
+    state.tenants.create(tenant.clone(), stored_key).await?;
     tracing::info!(tenant = %tenant.id, tier = %tenant.tier, "tenant created");
     let mut body = json!(tenant);
     body["api_key"] = api_key.expose().into();
@@ -123,7 +120,7 @@ async fn get_tenant(
     Path(id): Path<String>,
 ) -> Result<Json<Tenant>, ApiError> {
     state
-        .directory
+        .tenants
         .get(&id)
         .map(Json)
         .ok_or(ApiError::TenantNotFound)
@@ -139,7 +136,7 @@ async fn update_tenant(
         suspended: body.suspended,
     };
     let tenant = state
-        .directory
+        .tenants
         .update(&id, &change)
         .await?
         .ok_or(ApiError::TenantNotFound)?;

@@ -11,9 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::app::AppState;
-use crate::directory::unix_now;
-use crate::error::ApiError;
+use super::AppState;
+use super::error::ApiError;
 use crate::tenants::StoredKey;
 
 /// Longest grace period a rotated key may keep working: 30 days.
@@ -51,11 +50,8 @@ pub async fn list(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<KeyInfo>>, ApiError> {
-    let record = state
-        .directory
-        .record(&id)
-        .ok_or(ApiError::TenantNotFound)?;
-    let now = unix_now();
+    let record = state.tenants.record(&id).ok_or(ApiError::TenantNotFound)?;
+    let now = state.clock.now_secs();
     Ok(Json(
         record
             .keys
@@ -104,7 +100,7 @@ pub async fn revoke(
     Path((id, key_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     state
-        .directory
+        .tenants
         .modify(&id, |record| {
             let before = record.keys.len();
             record.keys.retain(|k| k.id != key_id);
@@ -127,11 +123,11 @@ async fn add_key(
     id: &str,
     retiring: Option<(String, u64)>,
 ) -> Result<Response, ApiError> {
-    let now = unix_now();
+    let now = state.clock.now_secs();
     let (api_key, stored) = state.keys.mint(now)?;
     let info = KeyInfo::from(&stored);
     state
-        .directory
+        .tenants
         .modify(id, |record| {
             if let Some((old_id, grace)) = &retiring {
                 let old = record

@@ -1,88 +1,68 @@
-//! `POST /api/v1/billing/checkout` and `POST /api/v1/billing/portal`: the tenant, known by
-//! its own API key, is handed a Stripe-hosted page. Neither changes the tenant's tier: only
-//! the webhook does, once Stripe says the subscription is paid for.
+//! The billing routes on the public listener, adapting requests to [`crate::billing`]:
+//! `POST /api/v1/billing/checkout` and `/portal` (the tenant, known by its own API key, is
+//! handed a Stripe-hosted page) and `/webhook` (Stripe's signed deliveries, read raw).
 
 use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
 use serde::Deserialize;
 
-use super::stripe_api::{CheckoutOrder, HostedSession, StripeApi};
-use crate::app::AppState;
-use crate::caller;
-use crate::directory::unix_now;
-use crate::error::ApiError;
-use crate::tenants::{Subscription, Tenant};
+use super::error::ApiError;
+use super::{AppState, caller};
+use crate::billing::HostedSession;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/billing/webhook", post(webhook))
+        .route("/api/v1/billing/checkout", post(checkout))
+        .route("/api/v1/billing/portal", post(portal))
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CheckoutRequest {
+struct CheckoutRequest {
     /// The tier to buy, by name.
     tier: String,
 }
 
 /// Answers `{"id", "url"}` of a Checkout Session for the tier's Stripe price.
-pub async fn checkout(
+async fn checkout(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Json<CheckoutRequest>, JsonRejection>,
 ) -> Result<Json<HostedSession>, ApiError> {
-    let stripe = configured(&state)?;
+    state.billing.sessions()?;
     let tenant = caller::tenant(&state, &headers)?;
     if tenant.suspended {
         return Err(ApiError::TenantSuspended);
     }
     let Json(request) = body?;
-    let tiers = state.tiers.current();
-    let tier = tiers
-        .get(&request.tier)
-        .ok_or_else(|| ApiError::UnknownTier(request.tier.clone()))?;
-    let price = tier
-        .stripe_price
-        .as_deref()
-        .ok_or_else(|| ApiError::TierNotForSale(request.tier.clone()))?;
-    // A second subscription would bill the tenant twice; plan changes and cancellations
-    // belong to the portal.
-    if tenant
-        .subscription
-        .as_ref()
-        .is_some_and(Subscription::is_live)
-    {
-        return Err(ApiError::AlreadySubscribed);
-    }
-    let order = CheckoutOrder {
-        tenant: &tenant.id,
-        price,
-        customer: stripe_customer(&tenant),
-        now: unix_now(),
-    };
-    let session = stripe.checkout(&order).await?;
-    tracing::info!(tenant = %tenant.id, tier = %tier.name, session = %session.id, "checkout session created");
-    Ok(Json(session))
+    Ok(Json(state.billing.checkout(&tenant, &request.tier).await?))
 }
 
 /// Answers `{"id", "url"}` of a Billing Portal session for the tenant's Stripe customer.
-pub async fn portal(
+async fn portal(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<HostedSession>, ApiError> {
-    let stripe = configured(&state)?;
+    state.billing.sessions()?;
     let tenant = caller::tenant(&state, &headers)?;
-    let customer = stripe_customer(&tenant).ok_or(ApiError::NoBillingAccount)?;
-    let session = stripe.portal(customer).await?;
-    tracing::info!(tenant = %tenant.id, session = %session.id, "billing portal session created");
-    Ok(Json(session))
+    Ok(Json(state.billing.portal(&tenant).await?))
 }
 
-fn configured(state: &AppState) -> Result<&StripeApi, ApiError> {
-    state
-        .billing
-        .stripe
-        .as_ref()
-        .ok_or(ApiError::BillingNotConfigured)
-}
-
-fn stripe_customer(tenant: &Tenant) -> Option<&str> {
-    tenant.subscription.as_ref()?.customer.as_deref()
+/// 200 once the delivery is verified and applied (or changes nothing).
+async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok());
+    state.billing.receive_webhook(signature, &body).await?;
+    Ok(StatusCode::OK)
 }

@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use futures_util::StreamExt;
 
-use crate::error::ApiError;
+use super::error::ApiError;
 
 /// Larger than any event Stripe sends a subscription integration, and than any request the
 /// public API takes.

@@ -5,8 +5,8 @@
 use axum::http::{HeaderMap, HeaderValue};
 use tollgate_protocol::api_key_extraction;
 
-use crate::app::AppState;
-use crate::error::ApiError;
+use super::AppState;
+use super::error::ApiError;
 use crate::tenants::Tenant;
 
 /// The tenant whose working key the request carries; 401 `invalid_api_key` otherwise.
@@ -16,7 +16,7 @@ pub fn tenant(state: &AppState, headers: &HeaderMap) -> Result<Tenant, ApiError>
         api_key_extraction::extract(bytes(state.api_key_header.as_str()), bytes("authorization"))
             .map_err(|_| ApiError::InvalidApiKey)?;
     state
-        .directory
-        .tenant_by_key(&state.keys.hash(key))
+        .tenants
+        .tenant_by_key(&state.keys.hash(key), state.clock.now_secs())
         .ok_or(ApiError::InvalidApiKey)
 }

@@ -7,10 +7,10 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 
-use crate::app::AppState;
+use super::AppState;
 
-const COMPONENT: &str = include_str!("../ui/tollgate-usage.js");
-const DASHBOARD: &str = include_str!("../ui/dashboard.html");
+const COMPONENT: &str = include_str!("../../ui/tollgate-usage.js");
+const DASHBOARD: &str = include_str!("../../ui/dashboard.html");
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -9,9 +9,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::api_keys::RandomError;
-use crate::billing::StripeApiError;
-use crate::window::StoreError;
+use crate::billing::{BillingError, StripeApiError};
+use crate::decision::DecisionError;
+use crate::storage::StoreError;
+use crate::tenants::RandomError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -69,7 +70,13 @@ pub enum ApiError {
     BodyUnreadable,
     /// 503: the durable store of tenants did not answer; nothing was changed.
     #[error("the tenant store is unavailable; retry shortly")]
-    Store(#[from] StoreError),
+    TenantStore(#[from] StoreError),
+    /// 503: the window store did not answer.
+    #[error("the usage store is unavailable; retry shortly")]
+    WindowStore(StoreError),
+    /// 500: the tenant's tier is not in the tier table.
+    #[error("internal error")]
+    MissingTier(DecisionError),
     /// 500: the OS could not supply randomness for a key.
     #[error("internal error")]
     Random(#[from] RandomError),
@@ -114,8 +121,36 @@ impl ApiError {
             }
             ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::BodyUnreadable => (StatusCode::BAD_REQUEST, "invalid_body"),
-            ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            ApiError::TenantStore(_) | ApiError::WindowStore(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+            }
+            ApiError::MissingTier(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             ApiError::Random(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+impl From<DecisionError> for ApiError {
+    fn from(error: DecisionError) -> Self {
+        match error {
+            DecisionError::Store(store) => ApiError::WindowStore(store),
+            missing @ DecisionError::MissingTier { .. } => ApiError::MissingTier(missing),
+        }
+    }
+}
+
+impl From<BillingError> for ApiError {
+    fn from(error: BillingError) -> Self {
+        match error {
+            BillingError::NotConfigured => ApiError::BillingNotConfigured,
+            BillingError::InvalidSignature(_) => ApiError::InvalidSignature,
+            BillingError::MalformedEvent => ApiError::MalformedEvent,
+            BillingError::UnknownTier(tier) => ApiError::UnknownTier(tier),
+            BillingError::TierNotForSale(tier) => ApiError::TierNotForSale(tier),
+            BillingError::AlreadySubscribed => ApiError::AlreadySubscribed,
+            BillingError::NoBillingAccount => ApiError::NoBillingAccount,
+            BillingError::Stripe(stripe) => ApiError::Stripe(stripe),
+            BillingError::Store(store) => ApiError::TenantStore(store),
         }
     }
 }

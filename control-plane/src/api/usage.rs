@@ -1,7 +1,7 @@
-//! Usage: what a tenant has spent, read from the same window the decisions use, so it is
-//! exact. `GET /api/v1/usage` on the public listener (authenticated by the tenant's own API
-//! key, not counted against its quota, CORS for configured dashboard origins), and the same
-//! shape for operators on the admin API.
+//! Usage and tiers as tenants and operators read them: `GET /api/v1/usage` on the public
+//! listener (authenticated by the tenant's own API key, not counted against its quota, CORS
+//! for configured dashboard origins), `GET /api/v1/tiers`, and the same usage for operators
+//! on the admin API. The figures come from [`crate::decision::usage`].
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
@@ -11,42 +11,9 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::app::AppState;
-use crate::caller;
-use crate::error::ApiError;
+use super::error::ApiError;
+use super::{AppState, caller};
 use crate::tenants::Tenant;
-use crate::window::{StoreError, WindowStore};
-
-#[derive(Debug, Serialize)]
-pub struct Usage {
-    pub tenant_id: String,
-    pub tier: String,
-    pub suspended: bool,
-    /// The tier is in shadow mode: `denied` counts requests that would have been refused
-    /// and were let through.
-    pub shadow: bool,
-    pub limit: u32,
-    pub window_seconds: u32,
-    /// Units admitted in the current rolling window.
-    pub used: u32,
-    pub remaining: u32,
-    /// Seconds until the oldest admitted unit leaves the window (rounded up).
-    pub reset_seconds: u64,
-    /// Requests the control-plane denied in the current window.
-    pub denied: u64,
-    pub month_to_date: u64,
-    /// The tier's monthly quota, if it has one.
-    pub monthly_limit: Option<u64>,
-    pub history: Vec<Minute>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Minute {
-    /// Start of the minute, Unix seconds.
-    pub start: u64,
-    pub admitted: u64,
-    pub denied: u64,
-}
 
 #[derive(Debug, Serialize)]
 struct TierInfo {
@@ -104,7 +71,7 @@ async fn tenant_usage(
     // its own denied count.
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let reported = tollgate_protocol::edge_denied(&header).unwrap_or(0);
-    let usage = usage_of(&state, &tenant, reported).await?;
+    let usage = state.decider.usage(&tenant, reported).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(usage)).into_response())
 }
 
@@ -113,8 +80,8 @@ pub async fn admin_usage(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let tenant = state.directory.get(&id).ok_or(ApiError::TenantNotFound)?;
-    let usage = usage_of(&state, &tenant, 0).await?;
+    let tenant = state.tenants.get(&id).ok_or(ApiError::TenantNotFound)?;
+    let usage = state.decider.usage(&tenant, 0).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(usage)).into_response())
 }
 
@@ -132,8 +99,8 @@ pub async fn list_tenants(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<TenantSummary>>, ApiError> {
     let mut summaries = Vec::new();
-    for tenant in state.directory.list() {
-        let usage = usage_of(&state, &tenant, 0).await?;
+    for tenant in state.tenants.list() {
+        let usage = state.decider.usage(&tenant, 0).await?;
         summaries.push(TenantSummary {
             tenant,
             used: usage.used,
@@ -141,48 +108,4 @@ pub async fn list_tenants(
         });
     }
     Ok(Json(summaries))
-}
-
-/// The tenant's usage, after counting `reported_denials` the filter reported.
-pub async fn usage_of(
-    state: &AppState,
-    tenant: &Tenant,
-    reported_denials: u64,
-) -> Result<Usage, ApiError> {
-    let tier = state
-        .tier_in_force(&tenant.tier, tenant.past_due_since())
-        .ok_or_else(|| {
-            ApiError::Store(StoreError::Unavailable(format!(
-                "tenant {} is on tier {}, which the tier table does not define",
-                tenant.id, tenant.tier
-            )))
-        })?;
-    let limit = tier.quota();
-    let window = state
-        .windows
-        .usage(&tenant.id, limit, reported_denials)
-        .await?;
-    Ok(Usage {
-        tenant_id: tenant.id.to_string(),
-        tier: tier.name.to_string(),
-        suspended: tenant.suspended,
-        shadow: tier.shadow || state.shadow_all,
-        limit: tier.limit,
-        window_seconds: tier.window_seconds(),
-        used: window.used,
-        remaining: tier.limit.saturating_sub(window.used),
-        reset_seconds: window.reset_ms.div_ceil(1000),
-        denied: window.denied,
-        month_to_date: window.month_to_date,
-        monthly_limit: tier.monthly_limit,
-        history: window
-            .history
-            .iter()
-            .map(|m| Minute {
-                start: m.minute_start_ms / 1000,
-                admitted: m.admitted,
-                denied: m.denied,
-            })
-            .collect(),
-    })
 }

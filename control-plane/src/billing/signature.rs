@@ -66,7 +66,7 @@ pub fn sign(timestamp: u64, body: &[u8], secret: &str) -> String {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    crate::api_keys::hex(&mac.finalize().into_bytes())
+    hex::encode(mac.finalize().into_bytes())
 }
 
 #[cfg(test)]

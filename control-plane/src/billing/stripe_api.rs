@@ -13,7 +13,6 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
 };
 
-use crate::api_keys::hex;
 use crate::config::Secret;
 
 /// Longest wait for Stripe on one call; the tenant is waiting on the other side.
@@ -86,7 +85,7 @@ impl CheckoutOrder<'_> {
             digest.update([0]);
         }
         digest.update(period.to_be_bytes());
-        format!("tollgate-checkout-{}", hex(&digest.finalize()))
+        format!("tollgate-checkout-{}", hex::encode(digest.finalize()))
     }
 }
 

@@ -1,8 +1,8 @@
 //! Stripe webhooks: the tenant's tier follows its subscription.
 //!
-//! `POST /api/v1/billing/webhook` (public listener) verifies `Stripe-Signature` over the raw
-//! body, then reads the event as plain JSON rather than typed structs, so deliveries from
-//! accounts on any API version work (localstripe sends 2017-08-15 shapes, Stripe today sends
+//! A delivery (`POST /api/v1/billing/webhook` on the public listener) is verified by its
+//! `Stripe-Signature` over the raw body, then read as plain JSON rather than typed structs,
+//! so deliveries from accounts on any API version work (localstripe sends 2017-08-15 shapes, Stripe today sends
 //! newer ones); a missing field never drops a subscription change, it only leaves that part
 //! as it was. Events are applied to the tenant's record idempotently (the ids of recent
 //! events are kept with it, so a redelivery is a no-op) and safely out of order (an event
@@ -11,19 +11,13 @@
 //!
 //! Status → tier: active or trialing → the paid tier of the subscription's price (the tier
 //! table's `stripe_price`); past_due → the paid tier for `TOLLGATE_PAST_DUE_GRACE_SECS`
-//! from the first failed payment, then the default tier (see `AppState::tier_in_force`);
+//! from the first failed payment, then the default tier (see `Decider::tier_in_force`);
 //! canceled, unpaid, incomplete_expired, or a deleted subscription → the default tier.
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
-use super::signature;
 use super::stripe_api::TENANT_METADATA_KEY;
-use crate::app::AppState;
-use crate::directory::unix_now;
-use crate::error::ApiError;
+use super::{Billing, BillingError, signature};
 use crate::tenants::{StoredTenant, Subscription};
 use crate::tiers::TierTable;
 
@@ -54,64 +48,67 @@ struct SubscriptionEvent {
     cancel_at_period_end: Option<bool>,
 }
 
-pub async fn webhook(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<StatusCode, ApiError> {
-    let secret = state
-        .billing
-        .webhook_secret
-        .as_ref()
-        .ok_or(ApiError::BillingNotConfigured)?;
-    let signature = headers
-        .get("stripe-signature")
-        .and_then(|v| v.to_str().ok());
-    signature::verify(signature, &body, secret.expose(), unix_now()).map_err(|error| {
-        tracing::warn!(%error, "webhook refused");
-        state.metrics.count_webhook("", "refused");
-        ApiError::InvalidSignature
-    })?;
-    let event: Value = serde_json::from_slice(&body).map_err(|_| ApiError::MalformedEvent)?;
-    let kind = event["type"].as_str().unwrap_or_default();
-    let Some(change) = read_event(&event) else {
-        tracing::info!(kind, "webhook event ignored");
-        state.metrics.count_webhook(kind, "ignored");
-        return Ok(StatusCode::OK);
-    };
-    let tenant = change.tenant.clone().or_else(|| {
-        [&change.subscription, &change.customer]
-            .into_iter()
-            .flatten()
-            .find_map(|stripe_id| state.directory.by_stripe_id(stripe_id))
-    });
-    let Some(tenant) = tenant else {
-        tracing::warn!(kind, event = %change.id, "webhook event names no known tenant");
-        state.metrics.count_webhook(kind, "no_tenant");
-        return Ok(StatusCode::OK);
-    };
-    let tiers = state.tiers.current();
-    let applied = state
-        .directory
-        .modify(&tenant, |record| apply(record, &change, &tiers))
-        .await?;
-    let outcome = match applied {
-        None => {
-            tracing::warn!(kind, %tenant, "webhook event for an unknown tenant");
-            "no_tenant"
-        }
-        Some(Ok(tier)) => {
-            tracing::info!(kind, %tenant, %tier, "subscription applied");
-            "applied"
-        }
-        Some(Err(unchanged)) => {
-            let reason = unchanged.label();
-            tracing::info!(kind, %tenant, event = %change.id, reason, "webhook event changes nothing");
-            reason
-        }
-    };
-    state.metrics.count_webhook(kind, outcome);
-    Ok(StatusCode::OK)
+impl Billing {
+    /// Verifies a delivery's signature over its raw body, reads the event and applies it to
+    /// the tenant it names. `Ok` also when the event changes nothing (Stripe must not retry
+    /// it); `Err` when it was refused, or when storing failed (Stripe retries).
+    pub async fn receive_webhook(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), BillingError> {
+        let secret = self
+            .webhook_secret
+            .as_ref()
+            .ok_or(BillingError::NotConfigured)?;
+        signature::verify(signature, body, secret.expose(), self.clock.now_secs()).inspect_err(
+            |error| {
+                tracing::warn!(%error, "webhook refused");
+                self.metrics.count_webhook("", "refused");
+            },
+        )?;
+        let event: Value =
+            serde_json::from_slice(body).map_err(|_| BillingError::MalformedEvent)?;
+        let kind = event["type"].as_str().unwrap_or_default();
+        let Some(change) = read_event(&event) else {
+            tracing::info!(kind, "webhook event ignored");
+            self.metrics.count_webhook(kind, "ignored");
+            return Ok(());
+        };
+        let tenant = change.tenant.clone().or_else(|| {
+            [&change.subscription, &change.customer]
+                .into_iter()
+                .flatten()
+                .find_map(|stripe_id| self.tenants.by_stripe_id(stripe_id))
+        });
+        let Some(tenant) = tenant else {
+            tracing::warn!(kind, event = %change.id, "webhook event names no known tenant");
+            self.metrics.count_webhook(kind, "no_tenant");
+            return Ok(());
+        };
+        let tiers = self.tiers.current();
+        let applied = self
+            .tenants
+            .modify(&tenant, |record| apply(record, &change, &tiers))
+            .await?;
+        let outcome = match applied {
+            None => {
+                tracing::warn!(kind, %tenant, "webhook event for an unknown tenant");
+                "no_tenant"
+            }
+            Some(Ok(tier)) => {
+                tracing::info!(kind, %tenant, %tier, "subscription applied");
+                "applied"
+            }
+            Some(Err(unchanged)) => {
+                let reason = unchanged.label();
+                tracing::info!(kind, %tenant, event = %change.id, reason, "webhook event changes nothing");
+                reason
+            }
+        };
+        self.metrics.count_webhook(kind, outcome);
+        Ok(())
+    }
 }
 
 /// The subscription facts of the event types that change a tenant; `None` for the rest.

@@ -3,7 +3,7 @@
 //! - Embedded default: a JSON state file, rewritten atomically (temporary file, fsync, rename)
 //!   on every change, so `make run` can restart without losing tenants. Without a file,
 //!   tenants last as long as the process.
-//! - Redis: the registry hashes (see [`crate::redis_keys`]); each change is published on a
+//! - Redis: the registry hash (see [`crate::storage::redis::key_layout`]); each change is published on a
 //!   channel, and every replica's listener replaces that tenant in its cache, so a change made
 //!   through any replica applies everywhere within milliseconds. The listener also reloads
 //!   everything when it (re)subscribes and every 30 s, in case a message was missed.
@@ -14,7 +14,7 @@
 //! a replica they are serialised; across replicas, the Redis write is a compare-and-set on
 //! the record that was read, retried on a conflict.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -23,11 +23,12 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 use tokio::sync::Mutex;
 
-use crate::api_keys::KeyHash;
-use crate::redis_conn::{RedisConnection, RedisTarget, bounded};
-use crate::redis_keys::{TENANT_CHANGES, TENANTS};
-use crate::tenants::{KeyOwner, StoredKey, StoredTenant, Tenant, TenantChange, Tenants};
-use crate::window::StoreError;
+use super::registry::Tenants;
+use super::{KeyHash, KeyOwner, StoredKey, StoredTenant, Tenant, TenantChange};
+use crate::storage::StoreError;
+use crate::storage::redis::key_layout::{TENANT_CHANGES, TENANTS};
+use crate::storage::redis::{RedisConnection, RedisTarget, bounded, ping, scripts};
+use crate::storage::state_file::{self, StateFileError};
 
 /// How often the Redis listener reloads every tenant, whatever it heard.
 const FULL_RELOAD_PERIOD: Duration = Duration::from_secs(30);
@@ -35,15 +36,6 @@ const FULL_RELOAD_PERIOD: Duration = Duration::from_secs(30);
 /// How many times a change is retried when another replica changed the tenant between the
 /// read and the write; past it the caller gets 503 (and Stripe, for instance, retries).
 const WRITE_ATTEMPTS: usize = 5;
-
-/// Writes the record only if the stored one is still the one read (absent: empty), and
-/// announces the change. ARGV: id, record read, new record, change channel.
-const COMPARE_AND_SET: &str = r"
-if (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('PUBLISH', ARGV[4], ARGV[1])
-return 1
-";
 
 pub struct Directory {
     cache: Arc<Tenants>,
@@ -68,12 +60,6 @@ enum Durable {
     },
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DirectoryError {
-    #[error("cannot read the state file {path}: {reason}")]
-    StateFile { path: String, reason: String },
-}
-
 impl Directory {
     /// Tenants that last as long as the process.
     pub fn in_process() -> Self {
@@ -86,25 +72,11 @@ impl Directory {
     }
 
     /// Tenants in a state file; loads it now if it exists.
-    pub fn file(path: PathBuf) -> Result<Self, DirectoryError> {
+    pub fn file(path: PathBuf) -> Result<Self, StateFileError> {
         let cache = Arc::new(Tenants::default());
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let records: Vec<StoredTenant> =
-                    serde_json::from_slice(&bytes).map_err(|e| DirectoryError::StateFile {
-                        path: path.display().to_string(),
-                        reason: e.to_string(),
-                    })?;
-                tracing::info!(tenants = records.len(), path = %path.display(), "state file loaded");
-                cache.replace_all(records);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(DirectoryError::StateFile {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                });
-            }
+        if let Some(records) = state_file::read::<Vec<StoredTenant>>(&path)? {
+            tracing::info!(tenants = records.len(), path = %path.display(), "state file loaded");
+            cache.replace_all(records);
         }
         Ok(Self {
             cache,
@@ -122,7 +94,7 @@ impl Directory {
             durable: Durable::Redis {
                 connection,
                 timeout,
-                compare_and_set: redis::Script::new(COMPARE_AND_SET),
+                compare_and_set: redis::Script::new(scripts::COMPARE_AND_SET),
             },
             writes: Mutex::new(()),
             loaded: Arc::new(AtomicBool::new(false)),
@@ -140,14 +112,14 @@ impl Directory {
         tenants
     }
 
-    /// The tenant a working key belongs to.
-    pub fn by_key(&self, key: &KeyHash) -> Option<KeyOwner> {
-        self.cache.by_key(key, unix_now())
+    /// The tenant a key belongs to, if the key works at `now` (seconds since the epoch).
+    pub fn by_key(&self, key: &KeyHash, now: u64) -> Option<KeyOwner> {
+        self.cache.by_key(key, now)
     }
 
-    /// The whole tenant a working key belongs to.
-    pub fn tenant_by_key(&self, key: &KeyHash) -> Option<Tenant> {
-        self.cache.tenant_by_key(key, unix_now())
+    /// The whole tenant a key belongs to, if the key works at `now`.
+    pub fn tenant_by_key(&self, key: &KeyHash, now: u64) -> Option<Tenant> {
+        self.cache.tenant_by_key(key, now)
     }
 
     /// The tenant a Stripe customer or subscription id belongs to.
@@ -165,7 +137,7 @@ impl Directory {
         let _writer = self.writes.lock().await;
         // A new id: the stored record it replaces is none.
         if !self.store(&record, None).await? {
-            return Err(StoreError::Unavailable("the tenant id is taken".into()));
+            return Err(StoreError::IdTaken(record.tenant.id.to_string()));
         }
         self.cache.replace(&record.tenant.id.clone(), Some(record));
         Ok(())
@@ -209,9 +181,9 @@ impl Directory {
             }
             tracing::info!(tenant = %id, "tenant changed by another replica meanwhile; retrying");
         }
-        Err(StoreError::Unavailable(format!(
-            "tenant {id} kept changing under {WRITE_ATTEMPTS} attempts to write it"
-        )))
+        Err(StoreError::Contended {
+            attempts: WRITE_ATTEMPTS,
+        })
     }
 
     /// The freshest record, and in Redis mode the stored JSON it was read from (the value a
@@ -240,10 +212,7 @@ impl Directory {
                 records.retain(|r| r.tenant.id != record.tenant.id);
                 records.push(record.clone());
                 records.sort_by(|a, b| a.tenant.id.cmp(&b.tenant.id));
-                write_atomically(path, &records)
-                    .await
-                    .map(|()| true)
-                    .map_err(|e| StoreError::Unavailable(format!("state file: {e}")))
+                state_file::write(path, &records).await.map(|()| true)
             }
             Durable::Redis {
                 connection,
@@ -251,7 +220,7 @@ impl Directory {
                 compare_and_set,
             } => {
                 let json = serde_json::to_string(record)
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                    .map_err(|e| StoreError::malformed("tenant record", e))?;
                 let mut invocation = compare_and_set.prepare_invoke();
                 invocation
                     .key(TENANTS)
@@ -277,14 +246,11 @@ impl Directory {
                 timeout,
                 ..
             } => {
-                bounded(connection, *timeout, |mut c| async move {
-                    redis::cmd("PING").query_async::<String>(&mut c).await
-                })
-                .await?;
+                ping(connection, *timeout).await?;
                 if self.loaded.load(Ordering::Acquire) {
                     Ok(())
                 } else {
-                    Err(StoreError::Unavailable("tenants not loaded yet".into()))
+                    Err(StoreError::NotLoaded)
                 }
             }
         }
@@ -329,16 +295,11 @@ async fn listen(
     cache: &Weak<Tenants>,
     loaded: &AtomicBool,
 ) -> Result<(), StoreError> {
-    let unavailable = |e: redis::RedisError| StoreError::Unavailable(e.to_string());
-    let client = redis::Client::open(target.first_url()).map_err(unavailable)?;
+    let client = redis::Client::open(target.first_url())?;
     let mut pubsub = tokio::time::timeout(timeout * 10, client.get_async_pubsub())
         .await
-        .map_err(|_| StoreError::Unavailable("subscription timed out".into()))?
-        .map_err(unavailable)?;
-    pubsub
-        .subscribe(TENANT_CHANGES)
-        .await
-        .map_err(unavailable)?;
+        .map_err(|_| StoreError::TimedOut(timeout * 10))??;
+    pubsub.subscribe(TENANT_CHANGES).await?;
     // Subscribed first, loaded second: a change made in between is both loaded and heard.
     reload_all(connection, timeout, cache).await?;
     loaded.store(true, Ordering::Release);
@@ -349,7 +310,7 @@ async fn listen(
         tokio::select! {
             message = messages.next() => {
                 let Some(message) = message else {
-                    return Err(StoreError::Unavailable("subscription closed".into()));
+                    return Err(StoreError::SubscriptionClosed);
                 };
                 let Ok(id) = message.get_payload::<String>() else { continue };
                 let record = fetch(connection, timeout, &id).await?.map(|(record, _)| record);
@@ -404,29 +365,7 @@ async fn fetch(
     json.map(|json| {
         serde_json::from_str(&json)
             .map(|record| (record, Some(json)))
-            .map_err(|e| StoreError::Unavailable(format!("tenant record: {e}")))
+            .map_err(|e| StoreError::malformed("tenant record", e))
     })
     .transpose()
-}
-
-async fn write_atomically(path: &Path, records: &[StoredTenant]) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(records)?;
-    let tmp = path.with_extension("json.tmp");
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&json)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })
-    .await
-    .map_err(std::io::Error::other)?
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

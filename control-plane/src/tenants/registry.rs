@@ -1,142 +1,14 @@
-//! Tenants and the hashes of their API keys, as the decision path sees them.
+//! The in-memory index of tenants the decision path reads: by key hash on every callout, by
+//! id, and by Stripe id for webhooks.
 //!
-//! The decision path looks a tenant up by key hash on every callout, so this registry is an
-//! in-memory map behind a `std::sync::RwLock`: reads are concurrent, writes (admin calls and
-//! change notifications) are rare, and the lock is never held across an `.await`. It is a
-//! cache of the [`crate::directory`]'s durable records, replaced record by record.
+//! A map behind a `std::sync::RwLock`: reads are concurrent, writes (admin calls and change
+//! notifications) are rare, and the lock is never held across an `.await`. It is a cache of
+//! the [`super::directory`]'s durable records, replaced record by record.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
-use serde::{Deserialize, Serialize};
-
-use crate::api_keys::{KeyHash, unhex};
-use crate::tiers::TierName;
-
-pub type TenantId = Arc<str>;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tenant {
-    pub id: TenantId,
-    pub name: String,
-    pub tier: TierName,
-    pub suspended: bool,
-    /// Seconds since the Unix epoch.
-    pub created_at: u64,
-    /// The tenant's Stripe subscription, as the last applied webhook event described it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subscription: Option<Subscription>,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Subscription {
-    pub customer: Option<String>,
-    pub id: Option<String>,
-    /// Stripe's status (active, trialing, past_due, canceled, …).
-    pub status: Option<String>,
-    /// The subscription ends with the current period (the tier stays until then).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub cancel_at_period_end: bool,
-    /// `created` of the last event applied (seconds): an older event never overwrites it.
-    pub updated_at: u64,
-    /// Ids of the events applied lately, newest last: a redelivery of any is a no-op, even
-    /// after other events of the same second.
-    #[serde(default)]
-    pub recent_events: Vec<String>,
-    /// When payment started failing (event time, seconds); the paid tier lasts a grace
-    /// period from here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub past_due_since: Option<u64>,
-}
-
-impl Subscription {
-    /// Running and billed: active, trialing, or past due (in its grace period or not).
-    pub fn is_live(&self) -> bool {
-        matches!(
-            self.status.as_deref(),
-            Some("active" | "trialing" | "past_due")
-        )
-    }
-}
-
-impl Tenant {
-    /// Since when the tenant's subscription is past due, if it is.
-    pub fn past_due_since(&self) -> Option<u64> {
-        self.subscription.as_ref()?.past_due_since
-    }
-}
-
-/// A tenant as persisted: the public record plus its keys (hashed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredTenant {
-    #[serde(flatten)]
-    pub tenant: Tenant,
-    pub keys: Vec<StoredKey>,
-}
-
-/// One API key of a tenant, as stored: never the key itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredKey {
-    /// Stable handle for rotation and revocation, e.g. `key_1a2b3c4d`.
-    pub id: String,
-    /// HMAC of the key (hex).
-    pub hash: String,
-    /// The key's first characters, so an operator can tell keys apart.
-    pub prefix: String,
-    /// Seconds since the Unix epoch.
-    pub created_at: u64,
-    /// After a rotation, when the old key stops working (seconds since the epoch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<u64>,
-}
-
-impl StoredTenant {
-    pub fn new(tenant: Tenant, key: StoredKey) -> Self {
-        Self {
-            tenant,
-            keys: vec![key],
-        }
-    }
-
-    fn key_hashes(&self) -> impl Iterator<Item = (KeyHash, Option<u64>)> + '_ {
-        self.keys
-            .iter()
-            .filter_map(|k| Some((unhex(&k.hash)?, k.expires_at)))
-    }
-
-    fn stripe_ids(&self) -> impl Iterator<Item = &str> {
-        let subscription = self.tenant.subscription.as_ref();
-        let ids = subscription.map(|s| [s.customer.as_deref(), s.id.as_deref()]);
-        ids.into_iter().flatten().flatten()
-    }
-}
-
-/// The decision path's view of a tenant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyOwner {
-    pub id: TenantId,
-    pub tier: TierName,
-    pub suspended: bool,
-    pub past_due_since: Option<u64>,
-}
-
-/// A change to a tenant; `None` leaves a field as it is.
-#[derive(Debug, Default, Clone)]
-pub struct TenantChange {
-    pub tier: Option<TierName>,
-    pub suspended: Option<bool>,
-}
-
-impl TenantChange {
-    pub fn apply(&self, tenant: &mut Tenant) {
-        if let Some(tier) = &self.tier {
-            tenant.tier = tier.clone();
-        }
-        if let Some(suspended) = self.suspended {
-            tenant.suspended = suspended;
-        }
-    }
-}
+use super::{KeyHash, KeyOwner, StoredTenant, Tenant, TenantId};
 
 #[derive(Default)]
 pub struct Tenants {
@@ -234,12 +106,7 @@ impl Tenants {
     pub fn by_key(&self, key: &KeyHash, now: u64) -> Option<KeyOwner> {
         let registry = self.read();
         let record = registry.owner_of(key, now)?;
-        Some(KeyOwner {
-            id: record.tenant.id.clone(),
-            tier: record.tenant.tier.clone(),
-            suspended: record.tenant.suspended,
-            past_due_since: record.tenant.past_due_since(),
-        })
+        Some(KeyOwner::from(&record.tenant))
     }
 
     // A panic while holding the lock cannot leave the maps half-updated in a way that matters
@@ -261,11 +128,12 @@ impl Tenants {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tenants::{StoredKey, Subscription};
 
     fn stored_key(key: u8, expires_at: Option<u64>) -> StoredKey {
         StoredKey {
             id: format!("key_{key}"),
-            hash: crate::api_keys::hex(&[key; 32]),
+            hash: hex::encode([key; 32]),
             prefix: "tg_0000".into(),
             created_at: 0,
             expires_at,
@@ -340,17 +208,5 @@ mod tests {
         tenants.replace("tn_1", Some(linked));
         assert_eq!(tenants.by_stripe_id("sub_1"), None);
         assert_eq!(tenants.by_stripe_id("sub_2"), Some("tn_1".into()));
-    }
-
-    #[test]
-    fn changes_touch_only_what_they_name() {
-        let mut tenant = record("tn_1", 1).tenant;
-        TenantChange {
-            suspended: Some(true),
-            tier: None,
-        }
-        .apply(&mut tenant);
-        assert!(tenant.suspended);
-        assert_eq!(tenant.tier.as_ref(), "standard");
     }
 }

@@ -3,7 +3,10 @@
 //! Tiers are data, not code. The built-in table is Standard (60 per rolling 60 s, free) and
 //! Pro (1,000 per 60 s, paid); operators replace it with a TOML file (see `tiers.example.toml`).
 //! Names are restricted to `a-z 0-9 - _` because they travel as header values and as the policy
-//! name inside the `RateLimit` structured fields.
+//! name inside the `RateLimit` structured fields. [`source`] keeps the table in force and
+//! reloads it without a restart.
+
+pub mod source;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,6 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::window::Limit;
+pub use source::{ReloadError, TierSource, spawn_reloader};
 
 /// A tier's name, e.g. `standard`. Cheap to clone onto every decision.
 pub type TierName = Arc<str>;
@@ -126,7 +130,6 @@ impl TierTable {
         self.tiers.get(name)
     }
 
-    /// The tier new tenants start on, and the one a lapsed subscription falls back to.
     /// Every tier, by name.
     pub fn tiers(&self) -> Vec<&Arc<Tier>> {
         let mut tiers: Vec<&Arc<Tier>> = self.tiers.values().collect();
@@ -134,6 +137,7 @@ impl TierTable {
         tiers
     }
 
+    /// The tier new tenants start on, and the one a lapsed subscription falls back to.
     pub fn default_tier(&self) -> &Arc<Tier> {
         // Present by construction: `from_str` and `Default` both check it.
         &self.tiers[&self.default_tier]
@@ -278,43 +282,36 @@ mod tests {
 
     #[test]
     fn invalid_tables_are_refused() {
-        let cases = [
-            (
-                "default_tier = \"x\"\n[tiers.Pro]\nlimit = 1\nwindow_seconds = 1",
-                "name",
-            ),
-            (
-                "default_tier = \"x\"\n[tiers.x]\nlimit = 0\nwindow_seconds = 1",
-                "limit",
-            ),
-            (
-                "default_tier = \"x\"\n[tiers.x]\nlimit = 1\nwindow_seconds = 0",
-                "window",
-            ),
-            (
-                "default_tier = \"x\"\n[tiers.x]\nlimit = 1\nwindow_seconds = 1\ncosts = { a = 0 }",
-                "cost",
-            ),
-            (
-                "default_tier = \"y\"\n[tiers.x]\nlimit = 1\nwindow_seconds = 1",
-                "default",
-            ),
-            (
-                "default_tier = \"x\"\n[tiers.x]\nlimit = 1\nwindow_seconds = 1\nburst = 2",
-                "parse",
-            ),
-        ];
-        for (text, expected) in cases {
-            let error = text.parse::<TierTable>().unwrap_err();
-            let matches = match expected {
-                "name" => matches!(error, TierTableError::Name(_)),
-                "limit" => matches!(error, TierTableError::Limit(_)),
-                "window" => matches!(error, TierTableError::Window(_)),
-                "cost" => matches!(error, TierTableError::Cost { .. }),
-                "default" => matches!(error, TierTableError::DefaultTier(_)),
-                _ => matches!(error, TierTableError::Parse(_)),
-            };
-            assert!(matches, "{text:?} should fail on {expected}, got {error}");
-        }
+        let refused = |text: &str| text.parse::<TierTable>().unwrap_err();
+        assert!(matches!(
+            refused("default_tier = \"x\"\n[tiers.Pro]\nlimit = 1\nwindow_seconds = 1"),
+            TierTableError::Name(name) if name == "Pro"
+        ));
+        assert!(matches!(
+            refused("default_tier = \"x\"\n[tiers.x]\nlimit = 0\nwindow_seconds = 1"),
+            TierTableError::Limit(tier) if tier == "x"
+        ));
+        assert!(matches!(
+            refused("default_tier = \"x\"\n[tiers.x]\nlimit = 1\nwindow_seconds = 0"),
+            TierTableError::Window(tier) if tier == "x"
+        ));
+        assert!(matches!(
+            refused("default_tier = \"x\"\n[tiers.x]\nlimit = 5\nwindow_seconds = 1\nmonthly_limit = 4"),
+            TierTableError::Monthly(tier) if tier == "x"
+        ));
+        assert!(matches!(
+            refused("default_tier = \"x\"\n[tiers.x]\nlimit = 1\nwindow_seconds = 1\ncosts = { a = 0 }"),
+            TierTableError::Cost { tier, route } if tier == "x" && route == "a"
+        ));
+        assert!(matches!(
+            refused("default_tier = \"y\"\n[tiers.x]\nlimit = 1\nwindow_seconds = 1"),
+            TierTableError::DefaultTier(tier) if tier == "y"
+        ));
+        let unknown_field =
+            refused("default_tier = \"x\"\n[tiers.x]\nlimit = 1\nwindow_seconds = 1\nburst = 2");
+        assert!(
+            matches!(&unknown_field, TierTableError::Parse(error) if error.to_string().contains("burst")),
+            "{unknown_field}"
+        );
     }
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, Guard};
 
-use crate::tiers::{TierName, TierTable, TierTableError};
+use super::{TierName, TierTable, TierTableError};
+use crate::metrics::Metrics;
 
 pub struct TierSource {
     path: Option<PathBuf>,
@@ -65,10 +66,18 @@ impl TierSource {
 }
 
 /// Reloads on SIGHUP and whenever the file's modification time changes (checked every
-/// `poll`). Runs for the life of the process.
-pub fn spawn_reloader(state: crate::app::AppState, poll: Duration) {
+/// `poll`), refusing a table that lacks a tier `in_use` names. Runs for the life of the
+/// process.
+pub fn spawn_reloader<I>(
+    tiers: Arc<TierSource>,
+    poll: Duration,
+    in_use: impl Fn() -> I + Send + 'static,
+    metrics: Arc<Metrics>,
+) where
+    I: IntoIterator<Item = TierName>,
+{
     tokio::spawn(async move {
-        let mut last = state.tiers.modified();
+        let mut last = tiers.modified();
         let mut ticks = tokio::time::interval(poll);
         #[cfg(unix)]
         let mut hangups =
@@ -85,7 +94,7 @@ pub fn spawn_reloader(state: crate::app::AppState, poll: Duration) {
             let hangup = std::future::pending::<Option<()>>();
             let reason = tokio::select! {
                 _ = ticks.tick() => {
-                    let now = state.tiers.modified();
+                    let now = tiers.modified();
                     if now == last {
                         continue;
                     }
@@ -94,16 +103,15 @@ pub fn spawn_reloader(state: crate::app::AppState, poll: Duration) {
                 }
                 _ = hangup => "SIGHUP",
             };
-            let in_use = state.directory.list().into_iter().map(|tenant| tenant.tier);
-            match state.tiers.reload(in_use) {
+            match tiers.reload(in_use()) {
                 Ok(true) => {
                     tracing::info!(reason, "tier table reloaded");
-                    state.metrics.count_reload("ok");
+                    metrics.count_reload("ok");
                 }
                 Ok(false) => {}
                 Err(error) => {
                     tracing::error!(reason, %error, "tier table reload refused; the previous table stays");
-                    state.metrics.count_reload("refused");
+                    metrics.count_reload("refused");
                 }
             }
         }

@@ -13,7 +13,9 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::history::{MinuteRing, month_of, ms_until_next_month};
-use super::{Clock, Limit, MonthStanding, StoreError, WindowDecision, WindowStore, WindowUsage};
+use super::{Limit, MonthStanding, WindowDecision, WindowStore, WindowUsage};
+use crate::clock::Clock;
+use crate::storage::StoreError;
 
 pub struct MemoryWindows {
     inner: Arc<Inner>,

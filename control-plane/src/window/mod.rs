@@ -13,15 +13,13 @@
 //! - Windows of idle tenants are dropped, so memory follows active tenants only.
 
 mod batches;
-mod clock;
 mod history;
 mod memory;
 mod redis;
-mod scripts;
 
 use std::time::Duration;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+use crate::storage::StoreError;
 pub use history::{HISTORY_MINUTES, MinuteUsage, month_of, ms_until_next_month};
 pub use memory::MemoryWindows;
 pub use redis::RedisWindows;
@@ -76,15 +74,6 @@ pub struct WindowUsage {
     pub month_to_date: u64,
     /// The last [`HISTORY_MINUTES`] minutes, oldest first, ending with the current one.
     pub history: Vec<MinuteUsage>,
-}
-
-/// Why a store could not answer.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The backend is unreachable or timed out; worth retrying, and the filter applies its
-    /// failure mode meanwhile.
-    #[error("the window store is unavailable: {0}")]
-    Unavailable(String),
 }
 
 /// A backend holding the windows. Implementations must make `decide` atomic per tenant, and

@@ -9,11 +9,12 @@ use redis::Script;
 
 use super::batches::Batches;
 use super::{
-    Clock, HISTORY_MINUTES, Limit, MinuteUsage, MonthStanding, StoreError, WindowDecision,
-    WindowStore, WindowUsage, scripts,
+    HISTORY_MINUTES, Limit, MinuteUsage, MonthStanding, WindowDecision, WindowStore, WindowUsage,
 };
-use crate::redis_conn::{RedisConnection, bounded};
-use crate::redis_keys::tenant_window;
+use crate::clock::Clock;
+use crate::storage::StoreError;
+use crate::storage::redis::key_layout::tenant_window;
+use crate::storage::redis::{RedisConnection, bounded, ping, scripts};
 
 /// Most decisions in one EVALSHA: Redis serves nothing else while a script runs, so a call's
 /// size is capped however long the queue behind it grows.
@@ -79,13 +80,7 @@ impl RedisWindows {
 
     /// Whether Redis answers a PING within the timeout.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        bounded(
-            &self.client.connection,
-            self.client.timeout,
-            |mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await },
-        )
-        .await
-        .map(|_| ())
+        ping(&self.client.connection, self.client.timeout).await
     }
 }
 
@@ -127,9 +122,10 @@ impl Client {
             Ok(reply) if reply.len() == 6 * requests.len() => {
                 reply.chunks_exact(6).map(|r| Ok(decision(r))).collect()
             }
-            Ok(_) => vec![
-                Err(StoreError::Unavailable(
-                    "malformed decision reply from Redis".into()
+            Ok(reply) => vec![
+                Err(StoreError::malformed(
+                    "decision reply",
+                    format!("{} figures for {} requests", reply.len(), requests.len())
                 ));
                 requests.len()
             ],
@@ -176,12 +172,7 @@ impl WindowStore for RedisWindows {
         self.batches
             .submit(key, request, Instant::now() + timeout)
             .await
-            .unwrap_or_else(|| {
-                Err(StoreError::Unavailable(format!(
-                    "no decision from Redis within {} ms",
-                    timeout.as_millis()
-                )))
-            })
+            .unwrap_or(Err(StoreError::TimedOut(timeout)))
     }
 
     async fn usage(
@@ -202,7 +193,7 @@ impl WindowStore for RedisWindows {
             invocation.invoke_async(&mut c).await
         })
         .await?;
-        let malformed = || StoreError::Unavailable("malformed usage reply from Redis".into());
+        let malformed = || StoreError::malformed("usage reply", format!("{} figures", reply.len()));
         let (head, ring) = reply.split_at_checked(5).ok_or_else(malformed)?;
         let &[used, denied, reset_ms, month_to_date, minute] = head else {
             return Err(malformed());

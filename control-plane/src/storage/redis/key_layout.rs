@@ -1,4 +1,4 @@
-//! Every Redis key Tollgate uses, built in one place.
+//! The layout of every Redis key (and channel) Tollgate uses, built in one place.
 //!
 //! Keys of one tenant share the hash tag `{<tenant id>}`: Redis Cluster hashes only the part in
 //! braces, so all of a tenant's keys live in one slot and a single Lua script may touch them

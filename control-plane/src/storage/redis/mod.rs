@@ -1,9 +1,14 @@
-//! One handle for a standalone Redis or a Redis Cluster, with bounded waits.
+//! Redis, as every part of the control-plane that uses it sees it: one handle for a
+//! standalone Redis or a Redis Cluster, with bounded waits; the layout of every key
+//! ([`key_layout`]); every Lua script ([`scripts`]).
 //!
 //! Both sides multiplex every request over shared connections and reconnect by themselves
 //! (the redis crate's `ConnectionManager` and cluster connection): no connection per request.
 //! Every call is cut off after the configured timeout, so a dead or frozen Redis turns into a
-//! prompt `StoreError::Unavailable` (and a 503 to the filter), never a hung decision.
+//! prompt [`StoreError::TimedOut`] (and a 503 to the filter), never a hung decision.
+
+pub mod key_layout;
+pub mod scripts;
 
 use std::time::Duration;
 
@@ -13,7 +18,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::TcpSettings;
 use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
-use crate::window::StoreError;
+use crate::storage::StoreError;
 
 #[derive(Clone)]
 pub enum RedisConnection {
@@ -80,15 +85,13 @@ fn no_delay() -> TcpSettings {
 
 impl RedisConnection {
     pub async fn connect(target: &RedisTarget, timeout: Duration) -> Result<Self, StoreError> {
-        let unavailable = |e: redis::RedisError| StoreError::Unavailable(e.to_string());
         match target {
             RedisTarget::Standalone(url) => {
                 let info = url
                     .as_str()
-                    .into_connection_info()
-                    .map_err(unavailable)?
+                    .into_connection_info()?
                     .set_tcp_settings(no_delay());
-                let client = redis::Client::open(info).map_err(unavailable)?;
+                let client = redis::Client::open(info)?;
                 // Retry quickly and forever: after an outage decisions must resume within
                 // seconds, and the per-call timeout keeps callers from waiting on it. That
                 // timeout (`bounded`) is the only one per call: the crate's own response
@@ -101,8 +104,7 @@ impl RedisConnection {
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_millis(500))
                     .set_number_of_retries(usize::MAX);
-                let manager =
-                    ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+                let manager = ConnectionManager::new_lazy_with_config(client, config)?;
                 Ok(RedisConnection::Standalone(manager))
             }
             RedisTarget::Cluster(urls) => {
@@ -110,12 +112,10 @@ impl RedisConnection {
                     .tcp_settings(no_delay())
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
-                    .build()
-                    .map_err(unavailable)?;
+                    .build()?;
                 let connection = tokio::time::timeout(timeout * 10, client.get_async_connection())
                     .await
-                    .map_err(|_| StoreError::Unavailable("cluster connection timed out".into()))?
-                    .map_err(unavailable)?;
+                    .map_err(|_| StoreError::TimedOut(timeout * 10))??;
                 Ok(RedisConnection::Cluster(connection))
             }
         }
@@ -162,13 +162,18 @@ where
     T: FromRedisValue,
 {
     match tokio::time::timeout(timeout, call(connection.clone())).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(StoreError::Unavailable(error.to_string())),
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "no answer from Redis within {} ms",
-            timeout.as_millis()
-        ))),
+        Ok(result) => Ok(result?),
+        Err(_) => Err(StoreError::TimedOut(timeout)),
     }
+}
+
+/// Whether Redis answers a PING within `timeout`.
+pub async fn ping(connection: &RedisConnection, timeout: Duration) -> Result<(), StoreError> {
+    bounded(connection, timeout, |mut c| async move {
+        redis::cmd("PING").query_async::<String>(&mut c).await
+    })
+    .await
+    .map(|_| ())
 }
 
 #[cfg(test)]

@@ -1,15 +1,15 @@
-//! The Lua scripts of the Redis window store. One script per operation, so each is one round
-//! trip (EVALSHA; the redis crate reloads the script on NOSCRIPT) and atomic: Redis runs a
+//! Every Lua script Tollgate runs on Redis: the window store's decision and usage, and the
+//! tenant directory's compare-and-set. One script per operation, so each is one round trip (EVALSHA; the redis crate reloads the script on NOSCRIPT) and atomic: Redis runs a
 //! script without interleaving other commands, which is what makes the window exact across
 //! any number of control-plane replicas. `MULTI` could not do this: the admit-or-deny choice
 //! depends on the count read inside the same transaction.
 //!
-//! Keys (see `redis_keys`): KEYS[1] window ZSET, KEYS[2] denied ZSET, KEYS[3] usage HASH,
+//! Window scripts' keys (see [`super::key_layout`]): KEYS[1] window ZSET, KEYS[2] denied ZSET, KEYS[3] usage HASH,
 //! KEYS[4] month HASH. Time: ARGV `now_ms` empty means "ask Redis" (`TIME`), so replicas with
 //! skewed clocks agree; a number is the caller's clock (for Redis-compatible servers that
 //! refuse `TIME` in scripts, and for tests).
 //!
-//! Each script is [`PRELUDE`] followed by its body.
+//! Each window script is [`PRELUDE`] followed by its body.
 
 /// Helpers shared by the scripts.
 ///
@@ -263,3 +263,16 @@ for _, count in ipairs(redis.call('HMGET', KEYS[3], unpack(fields))) do
 end
 return result
 "#;
+
+/// The tenant directory's write: stores a tenant record only if the stored one is still the
+/// one read (absent: empty), and announces the change, in one atomic step, so two replicas
+/// changing one tenant never overwrite each other.
+///
+/// KEYS[1] the registry hash. ARGV: tenant id, record read, new record, change channel.
+/// Returns 1 when written, 0 when another writer came first.
+pub const COMPARE_AND_SET: &str = r"
+if (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[1])
+return 1
+";

@@ -1,0 +1,338 @@
+//! The decision: whose key this is, which tier is in force for it, and what its window says.
+//!
+//! One key hash, two in-memory lookups (tenant, tier) and one window-store operation. The
+//! [`Decider`] holds exactly what that takes (tenant directory, tier source, window store, key
+//! hasher, clock) and knows nothing of HTTP: the decision endpoint only parses the callout's
+//! headers into a [`DecisionRequest`] and encodes the [`Answer`]. The usage a tenant sees is
+//! read through the same rules ([`usage`]), so the two never disagree about the tier.
+
+pub mod usage;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tollgate_protocol::{Answer, DecisionRequest, MonthlyQuota, Quota};
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::storage::StoreError;
+use crate::tenants::{Directory, KeyHasher, KeyOwner};
+use crate::tiers::{Tier, TierName, TierSource};
+use crate::window::{WindowStore, Windows};
+
+/// Why no decision (or usage) could be had. The filter sees 503 and applies its failure mode.
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    /// The window store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The tenant's tier is not in the table. Reloads refuse a table that drops a tier in
+    /// use, so this means the tenant's record names a tier that never existed here.
+    #[error("tenant {tenant} is on tier {tier:?}, which the tier table does not define")]
+    MissingTier { tenant: String, tier: TierName },
+}
+
+/// How decisions are made, beyond each tenant's tier.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// How long a past-due subscription keeps its paid tier.
+    pub past_due_grace: Duration,
+    /// Shadow mode for every tier: decide and count, never refuse.
+    pub shadow_all: bool,
+}
+
+/// Decides callouts and reads usage. Cloning copies a few `Arc`s.
+#[derive(Clone)]
+pub struct Decider {
+    pub tenants: Arc<Directory>,
+    pub tiers: Arc<TierSource>,
+    pub windows: Arc<Windows>,
+    pub keys: KeyHasher,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub policy: Policy,
+}
+
+impl Decider {
+    /// The answer to one callout.
+    pub async fn decide(&self, request: &DecisionRequest<'_>) -> Result<Answer, DecisionError> {
+        let key = self.keys.hash(request.api_key);
+        let owner = self.tenants.by_key(&key, self.clock.now_secs());
+        self.metrics.count_lookup(owner.is_some());
+        let Some(owner) = owner else {
+            return Ok(Answer::UnknownKey);
+        };
+        if owner.suspended {
+            return Ok(Answer::Suspended {
+                tenant: owner.id.to_string(),
+            });
+        }
+        let tier = self.tier_in_force(&owner)?;
+        let cost = tier.cost(request.route, request.cost);
+        let started = Instant::now();
+        let decision = self
+            .windows
+            .decide(&owner.id, tier.quota(), cost, request.edge_denied)
+            .await;
+        self.metrics
+            .store_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let decision = decision.inspect_err(|_| {
+            self.metrics.store_errors.inc();
+        })?;
+        let quota = Quota {
+            policy: tier.name.to_string(),
+            limit: tier.limit,
+            window_seconds: tier.window_seconds(),
+            remaining: decision.remaining,
+            reset_ms: decision.reset_ms,
+            monthly: tier
+                .monthly_limit
+                .zip(decision.month)
+                .map(|(limit, month)| MonthlyQuota {
+                    limit,
+                    remaining: month.remaining,
+                    reset_ms: month.reset_ms,
+                }),
+        };
+        let tenant = owner.id.to_string();
+        let retry_after_ms = decision.retry_after_ms;
+        Ok(if decision.admitted {
+            Answer::Allow { tenant, quota }
+        } else if self.is_shadowed(&tier) {
+            // Counted as denied in the window's usage, like an enforced denial, but let through.
+            Answer::ShadowDeny {
+                tenant,
+                quota,
+                retry_after_ms,
+            }
+        } else {
+            Answer::Deny {
+                tenant,
+                quota,
+                retry_after_ms,
+            }
+        })
+    }
+
+    /// The tier a tenant's requests are decided with: its own, or the default one once its
+    /// subscription has been past due for longer than the grace period.
+    pub fn tier_in_force(&self, owner: &KeyOwner) -> Result<Arc<Tier>, DecisionError> {
+        let tiers = self.tiers.current();
+        let grace = self.policy.past_due_grace.as_secs();
+        let lapsed = owner
+            .past_due_since
+            .is_some_and(|since| since.saturating_add(grace) <= self.clock.now_secs());
+        if lapsed {
+            return Ok(tiers.default_tier().clone());
+        }
+        tiers
+            .get(&owner.tier)
+            .cloned()
+            .ok_or_else(|| DecisionError::MissingTier {
+                tenant: owner.id.to_string(),
+                tier: owner.tier.clone(),
+            })
+    }
+
+    /// Whether a refusal on this tier is only counted, not enforced.
+    pub fn is_shadowed(&self, tier: &Tier) -> bool {
+        tier.shadow || self.policy.shadow_all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::Secret;
+    use crate::tenants::{Subscription, Tenant, TenantChange};
+    use crate::window::MemoryWindows;
+
+    const DAY: u64 = 86_400;
+
+    struct Fixture {
+        decider: Decider,
+        clock: ManualClock,
+    }
+
+    fn fixture(shadow_all: bool) -> Fixture {
+        let clock = ManualClock::new(1_800_000_000_000);
+        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+        let decider = Decider {
+            tenants: Arc::new(Directory::in_process()),
+            tiers: Arc::new(TierSource::load(None).unwrap()),
+            windows: Arc::new(Windows::Memory(MemoryWindows::new(shared.clone()))),
+            keys: KeyHasher::new(&Secret::new("a-key-secret-for-these-tests".into())),
+            clock: shared,
+            metrics: Arc::default(),
+            policy: Policy {
+                past_due_grace: Duration::from_secs(3 * DAY),
+                shadow_all,
+            },
+        };
+        Fixture { decider, clock }
+    }
+
+    impl Fixture {
+        /// A tenant on `tier` and its key.
+        async fn tenant(&self, tier: &str) -> (String, String) {
+            let decider = &self.decider;
+            let (key, stored) = decider.keys.mint(self.clock.now_secs()).unwrap();
+            let tenant = Tenant {
+                id: Tenant::mint_id().unwrap(),
+                name: "Acme".into(),
+                tier: tier.into(),
+                suspended: false,
+                created_at: self.clock.now_secs(),
+                subscription: None,
+            };
+            let id = tenant.id.to_string();
+            decider.tenants.create(tenant, stored).await.unwrap();
+            (id, key.expose().to_owned())
+        }
+
+        async fn decide(&self, key: &str) -> Answer {
+            let request = DecisionRequest {
+                api_key: key,
+                route: "ingest",
+                cost: 1,
+                edge_denied: 0,
+            };
+            self.decider.decide(&request).await.unwrap()
+        }
+
+        async fn past_due_since(&self, id: &str, since: u64) {
+            self.decider
+                .tenants
+                .modify(id, |record| {
+                    record.tenant.subscription = Some(Subscription {
+                        status: Some("past_due".into()),
+                        past_due_since: Some(since),
+                        ..Subscription::default()
+                    });
+                    Ok::<_, ()>(())
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    fn policy_of(answer: &Answer) -> &str {
+        match answer {
+            Answer::Allow { quota, .. }
+            | Answer::Deny { quota, .. }
+            | Answer::ShadowDeny { quota, .. } => &quota.policy,
+            other => panic!("expected a decision with a quota, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_standard_tenant_gets_its_limit_and_then_a_deny_with_a_retry_time() {
+        let fixture = fixture(false);
+        let (id, key) = fixture.tenant("standard").await;
+        for n in 1..=60 {
+            let answer = fixture.decide(&key).await;
+            let Answer::Allow { tenant, quota } = answer else {
+                panic!("request {n} should be admitted, got {answer:?}");
+            };
+            assert_eq!((tenant.as_str(), quota.remaining), (id.as_str(), 60 - n));
+        }
+        fixture.clock.advance(Duration::from_secs(20));
+        let answer = fixture.decide(&key).await;
+        let Answer::Deny { retry_after_ms, .. } = answer else {
+            panic!("the 61st is denied, got {answer:?}");
+        };
+        assert_eq!(retry_after_ms, 40_000, "the first admission leaves in 40 s");
+    }
+
+    #[tokio::test]
+    async fn unknown_keys_and_suspended_tenants_are_answered_without_the_window() {
+        let fixture = fixture(false);
+        assert_eq!(fixture.decide("tg_nobody").await, Answer::UnknownKey);
+        let (id, key) = fixture.tenant("standard").await;
+        let change = TenantChange {
+            suspended: Some(true),
+            tier: None,
+        };
+        fixture.decider.tenants.update(&id, &change).await.unwrap();
+        assert_eq!(fixture.decide(&key).await, Answer::Suspended { tenant: id });
+    }
+
+    #[tokio::test]
+    async fn a_past_due_tenant_keeps_its_paid_tier_for_the_grace_period_only() {
+        let fixture = fixture(false);
+        let (id, key) = fixture.tenant("pro").await;
+        let since = fixture.clock.now_secs();
+        fixture.past_due_since(&id, since).await;
+        assert_eq!(policy_of(&fixture.decide(&key).await), "pro");
+        fixture
+            .clock
+            .advance(Duration::from_secs(3 * DAY) - Duration::from_millis(1));
+        assert_eq!(
+            policy_of(&fixture.decide(&key).await),
+            "pro",
+            "a millisecond before the grace ends"
+        );
+        fixture.clock.advance(Duration::from_millis(1));
+        assert_eq!(
+            policy_of(&fixture.decide(&key).await),
+            "standard",
+            "the grace has ended"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_works_until_its_grace_ends() {
+        let fixture = fixture(false);
+        let (id, old_key) = fixture.tenant("standard").await;
+        let expires_at = fixture.clock.now_secs() + 60;
+        fixture
+            .decider
+            .tenants
+            .modify(&id, |record| {
+                record.keys[0].expires_at = Some(expires_at);
+                Ok::<_, ()>(())
+            })
+            .await
+            .unwrap();
+        fixture.clock.advance(Duration::from_secs(59));
+        assert!(matches!(
+            fixture.decide(&old_key).await,
+            Answer::Allow { .. }
+        ));
+        fixture.clock.advance(Duration::from_secs(1));
+        assert_eq!(fixture.decide(&old_key).await, Answer::UnknownKey);
+    }
+
+    #[tokio::test]
+    async fn shadow_mode_lets_a_refusal_through_marked() {
+        let fixture = fixture(true);
+        let (_, key) = fixture.tenant("standard").await;
+        for _ in 0..60 {
+            fixture.decide(&key).await;
+        }
+        let answer = fixture.decide(&key).await;
+        assert!(
+            matches!(answer, Answer::ShadowDeny { .. }),
+            "got {answer:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tier_missing_from_the_table_is_an_error_not_a_default() {
+        let fixture = fixture(false);
+        let (_, key) = fixture.tenant("platinum").await;
+        let request = DecisionRequest {
+            api_key: &key,
+            route: "ingest",
+            cost: 1,
+            edge_denied: 0,
+        };
+        let error = fixture.decider.decide(&request).await.unwrap_err();
+        assert!(
+            matches!(&error, DecisionError::MissingTier { tier, .. } if tier.as_ref() == "platinum"),
+            "{error}"
+        );
+    }
+}
