@@ -11,6 +11,7 @@ use std::time::Duration;
 use tollgate_protocol::MAX_API_KEY_LEN;
 
 use crate::deny_cache::DenyCache;
+use crate::invalid_keys::InvalidKeys;
 use crate::routes::{LimitedRoute, RouteTable};
 
 /// The longest callout timeout (and deny-cache `max_ttl`) accepted. A decision that takes
@@ -20,6 +21,13 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 /// Short, so a tenant who upgrades mid-flood is let through within a second.
 const DEFAULT_DENY_TTL: Duration = Duration::from_secs(1);
 const MAX_DENY_SLOTS: u32 = 1 << 20;
+/// Unknown keys one client address may present per window before the edge refuses it.
+const DEFAULT_INVALID_KEY_BUDGET: u32 = 20;
+const MAX_INVALID_KEY_BUDGET: u32 = 1_000_000;
+const DEFAULT_INVALID_KEY_WINDOW: Duration = Duration::from_secs(10);
+/// The longest invalid-key window accepted: an address refused for longer than an hour is a
+/// job for a firewall, not for a rate limiter's edge cache.
+const MAX_INVALID_KEY_WINDOW: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +39,8 @@ struct ConfigWire {
     api_key: ApiKeyWire,
     #[serde(default)]
     deny_cache: DenyCacheWire,
+    #[serde(default)]
+    invalid_keys: InvalidKeysWire,
     routes: Vec<RouteWire>,
     #[serde(default)]
     usage_routes: Vec<String>,
@@ -63,6 +73,34 @@ fn default_slots() -> u32 {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct InvalidKeysWire {
+    #[serde(default = "default_true")]
+    enabled: bool,
+    #[serde(default = "default_invalid_key_budget")]
+    budget: u32,
+    #[serde(default)]
+    window: Option<String>,
+    #[serde(default = "default_slots")]
+    slots: u32,
+}
+
+impl Default for InvalidKeysWire {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            budget: default_invalid_key_budget(),
+            window: None,
+            slots: default_slots(),
+        }
+    }
+}
+
+fn default_invalid_key_budget() -> u32 {
+    DEFAULT_INVALID_KEY_BUDGET
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ControlPlaneWire {
     cluster: String,
     #[serde(default = "default_authority")]
@@ -82,6 +120,10 @@ struct ApiKeyWire {
     header: String,
     #[serde(default = "default_true")]
     bearer: bool,
+    /// Whether the key goes on to the backend; off by default, so the backend never holds
+    /// every tenant's credential.
+    #[serde(default)]
+    forward: bool,
 }
 
 impl Default for ApiKeyWire {
@@ -89,6 +131,7 @@ impl Default for ApiKeyWire {
         Self {
             header: default_key_header(),
             bearer: true,
+            forward: false,
         }
     }
 }
@@ -139,9 +182,16 @@ pub struct Settings {
     pub key_header: String,
     /// Whether `Authorization: Bearer <key>` is also accepted.
     pub bearer: bool,
+    /// Whether the API key is left on requests that go upstream (see
+    /// [`Settings::key_headers_to_remove`]).
+    pub forward_api_key: bool,
     pub routes: RouteTable,
-    /// `None` when disabled: every request of a denied key then makes a callout.
+    /// `None` when disabled: every request of a denied or unknown key, or of a suspended
+    /// tenant, then makes a callout.
     pub deny_cache: Option<DenyCache>,
+    /// `None` when disabled: a client address may then try any number of unknown keys, each
+    /// one a callout.
+    pub invalid_keys: Option<InvalidKeys>,
     /// Prefixes of the control-plane's usage endpoint: requests there carry the key's
     /// cached denials not yet reported, so usage counts them.
     pub usage_routes: Vec<String>,
@@ -168,21 +218,45 @@ pub enum ConfigError {
     DenyTtl(String),
     #[error("deny_cache.slots must be between 1 and 1048576")]
     DenySlots,
+    #[error("invalid_keys.budget must be between 1 and 1000000")]
+    InvalidKeyBudget,
+    #[error(
+        "invalid_keys.window {0:?} is not a duration like \"10s\" or \"500ms\" between 1ms and 3600s"
+    )]
+    InvalidKeyWindow(String),
+    #[error("invalid_keys.slots must be between 1 and 1048576")]
+    InvalidKeySlots,
     #[error("routes must list at least one limited route")]
     NoRoutes,
-    #[error("route prefix {0:?} must start with '/'")]
+    #[error("route prefix {0:?} must start with '/' and hold no '?' or '#'")]
     RoutePrefix(String),
     #[error("route name {0:?} must be 1-64 characters of a-z, 0-9, '-', '_'")]
     RouteName(String),
     #[error("route {0:?} has cost 0; a limited route costs at least 1")]
     ZeroCost(String),
-    #[error("route prefix {0:?} is listed twice")]
+    #[error("route prefix {0:?} is listed twice (trailing slashes make no difference)")]
     DuplicatePrefix(String),
 }
 
 impl Settings {
     pub fn timeout_ms(&self) -> u64 {
-        u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)
+        millis(self.timeout)
+    }
+
+    /// The request headers that carry the API key and are removed before a request of a
+    /// limited route goes upstream: none when `api_key.forward` is set; otherwise the
+    /// configured key header and, when the key was read from it, `Authorization`. An
+    /// `Authorization` header the key did not come from (the key header won, or bearer keys
+    /// are off) is the backend's business and stays.
+    pub fn key_headers_to_remove(&self, key_from_authorization: bool) -> Vec<&str> {
+        if self.forward_api_key {
+            return Vec::new();
+        }
+        let mut headers = vec![self.key_header.as_str()];
+        if key_from_authorization {
+            headers.push("authorization");
+        }
+        headers
     }
 
     pub fn from_json(bytes: Option<&[u8]>) -> Result<Self, ConfigError> {
@@ -207,7 +281,7 @@ impl Settings {
         }
         let mut routes = Vec::with_capacity(wire.routes.len());
         for route in wire.routes {
-            if !route.prefix.starts_with('/') {
+            if !is_path_prefix(&route.prefix) {
                 return Err(ConfigError::RoutePrefix(route.prefix));
             }
             if !tollgate_protocol::is_policy_name(&route.name) {
@@ -218,7 +292,7 @@ impl Settings {
             }
             if routes
                 .iter()
-                .any(|r: &LimitedRoute| r.prefix == route.prefix)
+                .any(|r: &LimitedRoute| same_prefix(&r.prefix, &route.prefix))
             {
                 return Err(ConfigError::DuplicatePrefix(route.prefix));
             }
@@ -239,18 +313,42 @@ impl Settings {
             }
             Some(DenyCache {
                 slots: wire.deny_cache.slots,
-                max_ttl_ms: u64::try_from(max_ttl.as_millis()).unwrap_or(u64::MAX),
+                max_ttl_ms: millis(max_ttl),
             })
         } else {
             None
         };
 
-        if let Some(prefix) = wire.usage_routes.iter().find(|p| !p.starts_with('/')) {
+        let invalid_keys = if wire.invalid_keys.enabled {
+            let wire = wire.invalid_keys;
+            if !(1..=MAX_INVALID_KEY_BUDGET).contains(&wire.budget) {
+                return Err(ConfigError::InvalidKeyBudget);
+            }
+            let window = match wire.window {
+                None => DEFAULT_INVALID_KEY_WINDOW,
+                Some(text) => parse_duration(&text, MAX_INVALID_KEY_WINDOW)
+                    .ok_or(ConfigError::InvalidKeyWindow(text))?,
+            };
+            if !(1..=MAX_DENY_SLOTS).contains(&wire.slots) {
+                return Err(ConfigError::InvalidKeySlots);
+            }
+            Some(InvalidKeys {
+                budget: wire.budget,
+                window_ms: millis(window),
+                slots: wire.slots,
+            })
+        } else {
+            None
+        };
+
+        if let Some(prefix) = wire.usage_routes.iter().find(|p| !is_path_prefix(p)) {
             return Err(ConfigError::RoutePrefix(prefix.clone()));
         }
 
         Ok(Settings {
             deny_cache,
+            invalid_keys,
+            forward_api_key: wire.api_key.forward,
             usage_routes: wire.usage_routes,
             cluster: wire.control_plane.cluster,
             authority: wire.control_plane.authority,
@@ -265,12 +363,32 @@ impl Settings {
 
 /// Parses `"250ms"` or `"2s"`, between 1 ms and [`MAX_TIMEOUT`].
 fn parse_timeout(text: &str) -> Option<Duration> {
+    parse_duration(text, MAX_TIMEOUT)
+}
+
+/// Parses `"250ms"` or `"2s"`, between 1 ms and `max`.
+fn parse_duration(text: &str, max: Duration) -> Option<Duration> {
     let duration = if let Some(ms) = text.strip_suffix("ms") {
         Duration::from_millis(ms.parse().ok()?)
     } else {
         Duration::from_secs(text.strip_suffix('s')?.parse().ok()?)
     };
-    (!duration.is_zero() && duration <= MAX_TIMEOUT).then_some(duration)
+    (!duration.is_zero() && duration <= max).then_some(duration)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whether `prefix` can match a path: it starts with '/' and holds no '?' or '#', which end
+/// the path a prefix is matched against (`routes::matches`): such a prefix would limit nothing.
+fn is_path_prefix(prefix: &str) -> bool {
+    prefix.starts_with('/') && !prefix.contains(['?', '#'])
+}
+
+/// Whether two prefixes limit the same paths: trailing slashes do not count in matching.
+fn same_prefix(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 fn is_header_name(name: &str) -> bool {
@@ -312,6 +430,96 @@ mod tests {
                 max_ttl_ms: 1000
             })
         );
+        assert_eq!(
+            settings.invalid_keys,
+            Some(InvalidKeys {
+                budget: 20,
+                window_ms: 10_000,
+                slots: 4096
+            }),
+            "on by default"
+        );
+        assert!(!settings.forward_api_key, "the key stays at the edge");
+    }
+
+    #[test]
+    fn the_invalid_key_budget_can_be_tuned_or_disabled_and_bad_values_are_refused() {
+        let with = |invalid_keys: &str| {
+            parse(&format!(
+                r#"{{"control_plane":{{"cluster":"cp"}},"invalid_keys":{invalid_keys},
+                    "routes":[{{"prefix":"/a","name":"a"}}]}}"#
+            ))
+        };
+        assert_eq!(
+            with(r#"{"budget":5,"window":"1500ms","slots":64}"#).map(|s| s.invalid_keys),
+            Ok(Some(InvalidKeys {
+                budget: 5,
+                window_ms: 1_500,
+                slots: 64
+            }))
+        );
+        assert_eq!(
+            with(r#"{"window":"3600s"}"#).map(|s| s.invalid_keys.map(|i| i.window_ms)),
+            Ok(Some(3_600_000))
+        );
+        assert_eq!(
+            with(r#"{"enabled":false,"budget":5}"#).map(|s| s.invalid_keys),
+            Ok(None)
+        );
+        assert_eq!(
+            with(r#"{"budget":0}"#).map(|s| s.invalid_keys),
+            Err(ConfigError::InvalidKeyBudget)
+        );
+        assert_eq!(
+            with(r#"{"budget":1000001}"#).map(|s| s.invalid_keys),
+            Err(ConfigError::InvalidKeyBudget)
+        );
+        for window in ["0s", "3601s", "10", "ten seconds", "-1s", ""] {
+            assert_eq!(
+                with(&format!(r#"{{"window":"{window}"}}"#)).map(|s| s.invalid_keys),
+                Err(ConfigError::InvalidKeyWindow(window.to_owned())),
+                "{window:?}"
+            );
+        }
+        for slots in ["0", "1048577"] {
+            assert_eq!(
+                with(&format!(r#"{{"slots":{slots}}}"#)).map(|s| s.invalid_keys),
+                Err(ConfigError::InvalidKeySlots),
+                "{slots}"
+            );
+        }
+        assert!(
+            matches!(with(r#"{"budget":-1}"#), Err(ConfigError::Json(_))),
+            "a negative budget is not a number of keys"
+        );
+        assert!(
+            matches!(with(r#"{"bugdet":5}"#), Err(ConfigError::Json(m)) if m.contains("bugdet")),
+            "a typo is refused"
+        );
+    }
+
+    #[test]
+    fn the_key_is_removed_upstream_unless_forwarded() {
+        let removed = parse(MINIMAL).unwrap();
+        assert_eq!(removed.key_headers_to_remove(false), vec!["x-api-key"]);
+        assert_eq!(
+            removed.key_headers_to_remove(true),
+            vec!["x-api-key", "authorization"],
+            "Authorization only when the key came from it"
+        );
+        let custom = parse(
+            r#"{"control_plane":{"cluster":"cp"},"api_key":{"header":"x-key"},
+                "routes":[{"prefix":"/a","name":"a"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(custom.key_headers_to_remove(false), vec!["x-key"]);
+        let forwarded = parse(
+            r#"{"control_plane":{"cluster":"cp"},"api_key":{"forward":true},
+                "routes":[{"prefix":"/a","name":"a"}]}"#,
+        )
+        .unwrap();
+        assert!(forwarded.forward_api_key);
+        assert!(forwarded.key_headers_to_remove(true).is_empty());
     }
 
     #[test]
@@ -344,7 +552,7 @@ mod tests {
     fn every_field_is_read() {
         let settings = parse(
             r#"{"control_plane":{"cluster":"cp","authority":"cp.internal","timeout":"2s"},
-                "failure_mode":"open","api_key":{"header":"x-key","bearer":false},
+                "failure_mode":"open","api_key":{"header":"x-key","bearer":false,"forward":true},
                 "routes":[{"prefix":"/p","name":"predict","cost":5}],"usage_routes":["/u"]}"#,
         )
         .unwrap();
@@ -354,6 +562,7 @@ mod tests {
         assert_eq!(settings.authority, "cp.internal");
         assert_eq!(settings.key_header, "x-key");
         assert!(!settings.bearer);
+        assert!(settings.forward_api_key);
         assert_eq!(
             settings
                 .routes
@@ -418,5 +627,29 @@ mod tests {
         assert_eq!(parse_timeout("11s"), None);
         assert_eq!(parse_timeout("-5ms"), None);
         assert_eq!(parse_timeout("5"), None);
+    }
+
+    #[test]
+    fn a_prefix_that_could_never_match_is_refused() {
+        // Found by fuzzing (fuzz/regressions/filter_config/): the query or fragment is cut
+        // off a path before matching, so this route limited nothing.
+        for prefix in ["/api/v1/?redict", "/a#b"] {
+            let route = format!(
+                r#"{{"control_plane":{{"cluster":"cp"}},"routes":[{{"prefix":"{prefix}","name":"a"}}]}}"#
+            );
+            assert_eq!(parse(&route), Err(ConfigError::RoutePrefix(prefix.into())));
+            let usage = format!(
+                r#"{{"control_plane":{{"cluster":"cp"}},"routes":[{{"prefix":"/a","name":"a"}}],"usage_routes":["{prefix}"]}}"#
+            );
+            assert_eq!(parse(&usage), Err(ConfigError::RoutePrefix(prefix.into())));
+        }
+    }
+
+    #[test]
+    fn prefixes_differing_only_in_trailing_slashes_are_duplicates() {
+        // Found by fuzzing (fuzz/regressions/filter_config/): both limit the same paths, so
+        // one of the two routes (its name and cost) silently never applied.
+        let json = r#"{"control_plane":{"cluster":"cp"},"routes":[{"prefix":"/p","name":"a"},{"prefix":"/p/","name":"b","cost":5}]}"#;
+        assert_eq!(parse(json), Err(ConfigError::DuplicatePrefix("/p/".into())));
     }
 }

@@ -1,8 +1,10 @@
-//! The edge deny cache: once the control-plane denies a key, the filter answers that key's
-//! next requests with 429 itself, without a callout, until the earlier of the key's retry time
-//! and a short maximum (1 s by default, so a tier upgrade takes effect quickly). An
-//! over-quota flood then costs the control-plane about one callout per second per Envoy
-//! instead of one per request.
+//! The edge deny cache: once the control-plane refuses a key, the filter answers that key's
+//! next requests itself, without a callout, for a short while. It keeps three refusals:
+//! over quota (429, until the earlier of the key's retry time and `max_ttl`), unknown key
+//! (401) and suspended tenant (403), the last two for `max_ttl` (1 s by default, so a tier
+//! upgrade, a resumed tenant or a revoked key takes effect quickly). A flood of one refused
+//! key then costs the control-plane about one callout per `max_ttl` per Envoy instead of one
+//! per request.
 //!
 //! The cache lives in proxy-wasm shared data, which every worker's VM with the same `vm_id`
 //! sees (so all of one Envoy's workers share it), and which never expires or shrinks by
@@ -12,24 +14,17 @@
 //! ignored, then overwritten. A slot stores a 64-bit fingerprint of the key, never the key.
 //! Writes use compare-and-swap, so two workers never interleave a half-written entry.
 //!
-//! It also owns what a callout's answer does to the cache ([`DenyCache::settle`]): a denial
-//! is remembered, and an admission forgets the denial whose refresh lease the request held.
+//! It also owns what a callout's answer does to the cache ([`DenyCache::settle`]): a refusal
+//! is remembered, and an admission forgets the refusal whose refresh lease the request held.
 //! This module is pure: the host hands it a [`SharedData`] to read and write.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use tollgate_protocol::{MonthlyQuota, Quota};
 
-/// Shared data as the cache needs it; implemented over proxy-wasm host calls in `host`.
-pub trait SharedData {
-    /// The value and its CAS token, if the key was ever set.
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
-    /// Sets the value if the CAS token still matches (`None`: unconditionally). `false` when
-    /// another writer came first.
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
-}
+use crate::shared_data::{CAS_ATTEMPTS, SharedData};
 
-/// The cache's settings: how many slots, and the longest a denial is served without asking
+/// The cache's settings: how many slots, and the longest a refusal is served without asking
 /// the control-plane again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DenyCache {
@@ -37,14 +32,25 @@ pub struct DenyCache {
     pub max_ttl_ms: u64,
 }
 
+/// A refusal the cache keeps, and serves with the same reply as the callout's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over quota: 429.
+    Denied(CachedDeny),
+    /// The key belongs to no tenant (never did, or was revoked): 401.
+    UnknownKey,
+    /// The key's tenant is suspended: 403.
+    Suspended,
+}
+
 /// What the cache says about a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
-    /// Denied: answer 429 without a callout.
-    Denied(CachedDeny),
-    /// This request holds the refresh lease of an expired denial: make the callout and report
+    /// Refused: answer without a callout.
+    Hit(Refusal),
+    /// This request holds the refresh lease of an expired entry: make the callout and report
     /// `edge_denied` (the cached denials not reported yet) in it; [`DenyCache::settle`] then
-    /// forgets the denial if the request is admitted.
+    /// forgets the entry if the request is admitted.
     Refresh { edge_denied: u64 },
     /// Nothing cached: make the callout.
     Miss,
@@ -63,7 +69,7 @@ pub struct CachedDeny {
 pub struct CacheTicket {
     /// Identifies the key and cost (the key itself is not kept).
     pub fingerprint: Fingerprint,
-    /// Whether this request holds the refresh lease of an expired denial
+    /// Whether this request holds the refresh lease of an expired entry
     /// ([`Lookup::Refresh`]).
     pub refreshing: bool,
 }
@@ -71,24 +77,48 @@ pub struct CacheTicket {
 /// What a callout's answer teaches the deny cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Learned {
-    /// The key is denied at this cost: remember the denial.
-    Denied(CachedDeny),
-    /// The key is admitted at this cost.
+    /// The key is refused at this cost: remember it.
+    Refused(Refusal),
+    /// The key's request goes through at this cost (admitted, or let through by a shadow-mode
+    /// tier): nothing cached may refuse it any more.
     Admitted,
-    /// Nothing the cache keeps: a shadow denial (let through), an unknown key, a suspended
-    /// tenant, or no decision at all.
+    /// Nothing the cache keeps: no decision at all.
     Nothing,
+}
+
+/// What kind of refusal an entry holds; stored as a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Denied = 0,
+    UnknownKey = 1,
+    Suspended = 2,
+}
+
+impl Kind {
+    fn from_number(number: u64) -> Option<Kind> {
+        match number {
+            0 => Some(Kind::Denied),
+            1 => Some(Kind::UnknownKey),
+            2 => Some(Kind::Suspended),
+            _ => None,
+        }
+    }
 }
 
 struct Entry {
     fingerprint: u64,
+    kind: Kind,
     expires_at: u64,
+    /// When the refusal may stop holding (a denial's retry time); `u64::MAX` for unknown keys
+    /// and suspended tenants, which have no known end.
     retry_at: u64,
     reset_at: u64,
     limit: u32,
     window_seconds: u32,
     remaining: u32,
-    /// Requests answered from this entry and not yet reported to the control-plane.
+    /// Denials answered from the cache for this key and cost and not yet reported to the
+    /// control-plane. Only denials count: an unknown key or a suspended tenant has no quota to
+    /// charge them to.
     hits: u64,
     /// The monthly quota (0: none), units left in it, and when the month starts over.
     month_limit: u64,
@@ -98,6 +128,14 @@ struct Entry {
 }
 
 impl Entry {
+    fn refusal(&self, now_ms: u64) -> Refusal {
+        match self.kind {
+            Kind::Denied => Refusal::Denied(self.denial(now_ms)),
+            Kind::UnknownKey => Refusal::UnknownKey,
+            Kind::Suspended => Refusal::Suspended,
+        }
+    }
+
     fn denial(&self, now_ms: u64) -> CachedDeny {
         CachedDeny {
             quota: Quota {
@@ -117,10 +155,11 @@ impl Entry {
     }
 
     /// Fixed little-endian numbers, then the policy name: written and read on every cached
-    /// denial, so no text formatting or parsing.
+    /// refusal, so no text formatting or parsing.
     fn encode(&self) -> Vec<u8> {
         let numbers = [
             self.fingerprint,
+            self.kind as u64,
             self.expires_at,
             self.retry_at,
             self.reset_at,
@@ -146,12 +185,13 @@ impl Entry {
             .chunks_exact(8)
             .map(|chunk| chunk.try_into().ok().map(u64::from_le_bytes));
         let mut number = || numbers.next().flatten();
-        let (fingerprint, expires_at, retry_at, reset_at) =
-            (number()?, number()?, number()?, number()?);
+        let (fingerprint, kind) = (number()?, Kind::from_number(number()?)?);
+        let (expires_at, retry_at, reset_at) = (number()?, number()?, number()?);
         let (limit, window_seconds, remaining, hits) = (number()?, number()?, number()?, number()?);
         let (month_limit, month_remaining, month_reset_at) = (number()?, number()?, number()?);
         Some(Entry {
             fingerprint,
+            kind,
             expires_at,
             retry_at,
             reset_at,
@@ -168,13 +208,9 @@ impl Entry {
 }
 
 /// How many numbers an encoded entry starts with.
-const ENCODED_NUMBERS: usize = 11;
+const ENCODED_NUMBERS: usize = 12;
 
-/// How many times a slot's read-modify-write is tried when another worker wrote the slot in
-/// between; giving up only costs a callout.
-const CAS_ATTEMPTS: usize = 4;
-
-/// The slot's entry if it belongs to `fingerprint` and its denial may still hold (`now_ms`
+/// The slot's entry if it belongs to `fingerprint` and its refusal may still hold (`now_ms`
 /// zero: whatever its age).
 fn read(
     shared: &impl SharedData,
@@ -191,7 +227,10 @@ fn read(
 /// Identifies a (key, cost) pair; computed once per request, and all the cache keeps of the
 /// key. The cost is part of it because a denial is only certain for requests of the same
 /// cost: a cheaper request may still fit the room a dearer one did not, and a dearer one may
-/// need to wait longer than the cached retry time.
+/// need to wait longer than the cached retry time. An unknown key or a suspended tenant is
+/// refused whatever the cost, but is cached per (key, cost) too, so that one lookup serves
+/// every kind of refusal: a key flooding routes of two costs makes two callouts per `max_ttl`
+/// instead of one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fingerprint(u64);
 
@@ -215,15 +254,15 @@ impl DenyCache {
     }
 
     /// What the cache says about a request of this key at this cost at `now_ms`:
-    /// [`Lookup::Denied`] while a denial is in force (counted as not yet reported), else
-    /// [`Lookup::Miss`].
+    /// [`Lookup::Hit`] while a refusal is in force (a denial counted as not yet reported),
+    /// else [`Lookup::Miss`].
     ///
-    /// When an entry has expired but the denial may still hold (before its retry time), the
-    /// first request to notice claims the refresh: it extends the entry by `lease_ms` with a
-    /// compare-and-swap and gets [`Lookup::Refresh`], so it alone makes the callout, while
-    /// every other request, in any worker, is still answered from the cache. Without this,
-    /// every request arriving while the refresh callout is in flight would make a callout of
-    /// its own.
+    /// When an entry has expired but its refusal may still hold (a denial before its retry
+    /// time; an unknown key or a suspended tenant always), the first request to notice claims
+    /// the refresh: it extends the entry by `lease_ms` with a compare-and-swap and gets
+    /// [`Lookup::Refresh`], so it alone makes the callout, while every other request, in any
+    /// worker, is still answered from the cache. Without this, every request arriving while
+    /// the refresh callout is in flight would make a callout of its own.
     pub fn lookup(
         &self,
         shared: &impl SharedData,
@@ -240,13 +279,16 @@ impl DenyCache {
                 return Lookup::Miss;
             };
             let lookup = if entry.expires_at <= now_ms {
-                entry.expires_at = now_ms + lease_ms;
+                entry.expires_at = now_ms.saturating_add(lease_ms);
                 Lookup::Refresh {
                     edge_denied: std::mem::take(&mut entry.hits),
                 }
+            } else if entry.kind == Kind::Denied {
+                entry.hits = entry.hits.saturating_add(1);
+                Lookup::Hit(entry.refusal(now_ms))
             } else {
-                entry.hits += 1;
-                Lookup::Denied(entry.denial(now_ms))
+                // Nothing to count: served without a write.
+                return Lookup::Hit(entry.refusal(now_ms));
             };
             if shared.set(&slot, &entry.encode(), cas) {
                 return lookup;
@@ -273,12 +315,12 @@ impl DenyCache {
     }
 
     /// Carries out what a request's answer taught the cache. The clock (a host call in Envoy)
-    /// is read only when a denial is stored.
+    /// is read only when a refusal is stored.
     ///
-    /// An admission forgets the key's denial only when this request held its refresh lease:
-    /// the lease would otherwise keep answering 429 to everyone else although the denial no
-    /// longer holds. A request that missed found no denial of its key; one cached since came
-    /// from another callout, and stays.
+    /// An admission forgets the key's entry only when this request held its refresh lease:
+    /// the lease would otherwise keep refusing everyone else although the refusal no longer
+    /// holds (the tenant upgraded or was resumed). A request that missed found no entry of
+    /// its key; one cached since came from another callout, and stays.
     pub fn settle(
         &self,
         shared: &impl SharedData,
@@ -287,21 +329,15 @@ impl DenyCache {
         now_ms: impl FnOnce() -> u64,
     ) {
         match learned {
-            Learned::Denied(denial) => {
-                self.remember(
-                    shared,
-                    ticket.fingerprint,
-                    now_ms(),
-                    &denial.quota,
-                    denial.retry_after_ms,
-                );
+            Learned::Refused(refusal) => {
+                self.remember(shared, ticket.fingerprint, now_ms(), refusal);
             }
             Learned::Admitted if ticket.refreshing => self.forget(shared, ticket.fingerprint),
             Learned::Admitted | Learned::Nothing => {}
         }
     }
 
-    /// Drops the cached denial of this key at this cost (the control-plane admitted it).
+    /// Drops the cached refusal of this key at this cost (the control-plane admitted it).
     fn forget(&self, shared: &impl SharedData, fingerprint: Fingerprint) {
         let Fingerprint(fingerprint) = fingerprint;
         let slot = self.slot_key(fingerprint);
@@ -314,32 +350,59 @@ impl DenyCache {
         }
     }
 
-    /// Remembers a denial decided at `now_ms`, keeping the count of cached denials of the
-    /// same key not yet reported (another callout's denial may land after the cache already
-    /// answered some requests). Returns whether it was stored.
+    /// Remembers a refusal decided at `now_ms`, keeping the count of cached denials of the
+    /// same key not yet reported (another callout's answer may land after the cache already
+    /// answered some requests, and a suspension may follow a denial). Returns whether it was
+    /// stored.
     fn remember(
         &self,
         shared: &impl SharedData,
         fingerprint: Fingerprint,
         now_ms: u64,
-        quota: &Quota,
-        retry_after_ms: u64,
+        refusal: &Refusal,
     ) -> bool {
         let Fingerprint(fingerprint) = fingerprint;
         let key = self.slot_key(fingerprint);
-        let mut entry = Entry {
-            fingerprint,
-            expires_at: now_ms + retry_after_ms.min(self.max_ttl_ms),
-            retry_at: now_ms + retry_after_ms,
-            reset_at: now_ms + quota.reset_ms,
-            limit: quota.limit,
-            window_seconds: quota.window_seconds,
-            remaining: quota.remaining,
-            hits: 0,
-            month_limit: quota.monthly.map_or(0, |m| m.limit),
-            month_remaining: quota.monthly.map_or(0, |m| m.remaining),
-            month_reset_at: quota.monthly.map_or(0, |m| now_ms + m.reset_ms),
-            policy: quota.policy.clone(),
+        let mut entry = match refusal {
+            Refusal::Denied(denial) => {
+                let quota = &denial.quota;
+                Entry {
+                    fingerprint,
+                    kind: Kind::Denied,
+                    expires_at: now_ms.saturating_add(denial.retry_after_ms.min(self.max_ttl_ms)),
+                    retry_at: now_ms.saturating_add(denial.retry_after_ms),
+                    reset_at: now_ms.saturating_add(quota.reset_ms),
+                    limit: quota.limit,
+                    window_seconds: quota.window_seconds,
+                    remaining: quota.remaining,
+                    hits: 0,
+                    month_limit: quota.monthly.map_or(0, |m| m.limit),
+                    month_remaining: quota.monthly.map_or(0, |m| m.remaining),
+                    month_reset_at: quota
+                        .monthly
+                        .map_or(0, |m| now_ms.saturating_add(m.reset_ms)),
+                    policy: quota.policy.clone(),
+                }
+            }
+            Refusal::UnknownKey | Refusal::Suspended => Entry {
+                fingerprint,
+                kind: if *refusal == Refusal::UnknownKey {
+                    Kind::UnknownKey
+                } else {
+                    Kind::Suspended
+                },
+                expires_at: now_ms.saturating_add(self.max_ttl_ms),
+                retry_at: u64::MAX,
+                reset_at: 0,
+                limit: 0,
+                window_seconds: 0,
+                remaining: 0,
+                hits: 0,
+                month_limit: 0,
+                month_remaining: 0,
+                month_reset_at: 0,
+                policy: String::new(),
+            },
         };
         for _ in 0..CAS_ATTEMPTS {
             let (value, cas) = shared.get(&key);
@@ -361,36 +424,11 @@ mod tests {
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-
-    use tollgate_protocol::Answer;
+    use tollgate_protocol::{Answer, ProtocolError};
 
     use crate::config::FailureMode;
     use crate::outcome::{CalloutFailure, on_answer};
-
-    /// Shared data as Envoy keeps it: values with a CAS counter bumped on every write.
-    #[derive(Default)]
-    struct FakeShared(RefCell<HashMap<String, (Vec<u8>, u32)>>);
-
-    impl SharedData for FakeShared {
-        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-            match self.0.borrow().get(key) {
-                Some((value, cas)) => (Some(value.clone()), Some(*cas)),
-                None => (None, None),
-            }
-        }
-
-        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-            let mut map = self.0.borrow_mut();
-            let current = map.get(key).map(|(_, c)| *c);
-            if cas.is_some() && cas != current {
-                return false;
-            }
-            map.insert(key.to_owned(), (value.to_vec(), current.unwrap_or(0) + 1));
-            true
-        }
-    }
+    use crate::shared_data::FakeShared;
 
     fn quota() -> Quota {
         Quota {
@@ -425,6 +463,20 @@ mod tests {
         on_answer(FailureMode::Closed, answer).learned
     }
 
+    /// A denial of a request at cost 1, as the control-plane answers it.
+    fn denial(retry_after_ms: u64) -> Refusal {
+        Refusal::Denied(CachedDeny {
+            quota: quota(),
+            retry_after_ms,
+        })
+    }
+
+    fn suspended() -> Result<Answer, CalloutFailure> {
+        Ok(Answer::Suspended {
+            tenant: "tn_1".into(),
+        })
+    }
+
     fn deny(retry_after_ms: u64) -> Result<Answer, CalloutFailure> {
         Ok(Answer::Deny {
             tenant: "tn_1".into(),
@@ -454,13 +506,13 @@ mod tests {
         );
         assert_eq!(
             CACHE.lookup(&shared, fingerprint("tg_a"), 10_400, 100),
-            Lookup::Denied(CachedDeny {
+            Lookup::Hit(Refusal::Denied(CachedDeny {
                 quota: Quota {
                     reset_ms: 4_600,
                     ..quota()
                 },
                 retry_after_ms: 4_600,
-            }),
+            })),
             "served without a callout, times counting down"
         );
 
@@ -471,7 +523,8 @@ mod tests {
         CACHE.settle(&shared, ticket("tg_a", true), &learned(deny(3_900)), || {
             11_100
         });
-        let Lookup::Denied(renewed) = CACHE.lookup(&shared, fingerprint("tg_a"), 11_200, 100)
+        let Lookup::Hit(Refusal::Denied(renewed)) =
+            CACHE.lookup(&shared, fingerprint("tg_a"), 11_200, 100)
         else {
             panic!("the refresh's denial is served once the lease is over");
         };
@@ -504,7 +557,7 @@ mod tests {
         assert_eq!(*shared.0.borrow(), before, "nothing written");
         assert!(matches!(
             CACHE.lookup(&shared, fingerprint("tg_a"), 20, 100),
-            Lookup::Denied(_)
+            Lookup::Hit(Refusal::Denied(_))
         ));
     }
 
@@ -530,12 +583,12 @@ mod tests {
         one_slot.settle(&shared, ticket("tg_a", true), &learned(allow()), || 1_050);
         assert!(matches!(
             one_slot.lookup(&shared, fingerprint("tg_b"), 1_060, 100),
-            Lookup::Denied(_)
+            Lookup::Hit(Refusal::Denied(_))
         ));
     }
 
     #[test]
-    fn failures_and_other_answers_cache_nothing() {
+    fn failures_cache_nothing() {
         let shared = FakeShared::default();
         CACHE.settle(&shared, ticket("tg_a", false), &learned(deny(5_000)), || 0);
         assert_eq!(
@@ -543,25 +596,18 @@ mod tests {
             Lookup::Refresh { edge_denied: 0 }
         );
         let before = shared.0.borrow().clone();
-        let answers = [
-            Err(CalloutFailure::Timeout),
-            Err(CalloutFailure::Host("BadArgument".into())),
-            Ok(Answer::ShadowDeny {
-                tenant: "tn_1".into(),
-                quota: quota(),
-                retry_after_ms: 5_000,
-            }),
-            Ok(Answer::UnknownKey),
-            Ok(Answer::Suspended {
-                tenant: "tn_1".into(),
-            }),
+        let failures = [
+            CalloutFailure::Timeout,
+            CalloutFailure::Host("BadArgument".into()),
+            CalloutFailure::Unavailable(503),
+            CalloutFailure::Garbled(ProtocolError::MissingStatus),
         ];
-        for answer in answers {
+        for failure in failures {
             for mode in [FailureMode::Closed, FailureMode::Open] {
-                let learned = on_answer(mode, answer.clone()).learned;
+                let learned = on_answer(mode, Err(failure.clone())).learned;
                 for ticket in [ticket("tg_a", true), ticket("tg_new", false)] {
                     CACHE.settle(&shared, ticket, &learned, || {
-                        panic!("the clock is read only to store a denial")
+                        panic!("the clock is read only to store a refusal")
                     });
                 }
             }
@@ -574,10 +620,168 @@ mod tests {
     }
 
     #[test]
+    fn a_shadow_deny_on_the_refresh_lease_forgets_the_denial() {
+        // The tenant's tier went into shadow mode while its denial was cached: its requests
+        // go through now, so the cache must stop refusing them.
+        let shared = FakeShared::default();
+        CACHE.settle(&shared, ticket("tg_a", false), &learned(deny(5_000)), || 0);
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_a"), 1_000, 100),
+            Lookup::Refresh { edge_denied: 0 }
+        );
+        let shadow = Ok(Answer::ShadowDeny {
+            tenant: "tn_1".into(),
+            quota: quota(),
+            retry_after_ms: 4_000,
+        });
+        CACHE.settle(
+            &shared,
+            ticket("tg_a", true),
+            &learned(shadow.clone()),
+            || panic!("nothing is stored"),
+        );
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_a"), 1_010, 100),
+            Lookup::Miss
+        );
+        CACHE.settle(&shared, ticket("tg_b", false), &learned(shadow), || {
+            panic!("nothing is stored")
+        });
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_b"), 1_010, 100),
+            Lookup::Miss,
+            "a shadow deny is never cached"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_served_from_the_cache_for_max_ttl_then_refreshed_by_one_request() {
+        let shared = FakeShared::default();
+        CACHE.settle(
+            &shared,
+            ticket("tg_nobody", false),
+            &learned(Ok(Answer::UnknownKey)),
+            || 10_000,
+        );
+        let written = shared.0.borrow().clone();
+        for now in [10_000, 10_500, 10_999] {
+            assert_eq!(
+                CACHE.lookup(&shared, fingerprint("tg_nobody"), now, 100),
+                Lookup::Hit(Refusal::UnknownKey),
+                "at {now}"
+            );
+        }
+        assert_eq!(
+            *shared.0.borrow(),
+            written,
+            "served without a write: there is nothing to count"
+        );
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_nobody"), 11_000, 100),
+            Lookup::Refresh { edge_denied: 0 },
+            "after max_ttl one request asks again"
+        );
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_nobody"), 11_050, 100),
+            Lookup::Hit(Refusal::UnknownKey),
+            "the others are still answered while it does"
+        );
+        CACHE.settle(
+            &shared,
+            ticket("tg_nobody", true),
+            &learned(Ok(Answer::UnknownKey)),
+            || 11_080,
+        );
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_nobody"), 12_079, 100),
+            Lookup::Hit(Refusal::UnknownKey),
+            "renewed for another max_ttl"
+        );
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_other"), 11_100, 100),
+            Lookup::Miss
+        );
+    }
+
+    #[test]
+    fn a_suspended_tenant_is_refused_from_the_cache_until_a_refresh_admits_it() {
+        let shared = FakeShared::default();
+        CACHE.settle(&shared, ticket("tg_a", false), &learned(suspended()), || 0);
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_a"), 999, 100),
+            Lookup::Hit(Refusal::Suspended)
+        );
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_a"), 1_000, 100),
+            Lookup::Refresh { edge_denied: 0 }
+        );
+        // The tenant was resumed meanwhile.
+        CACHE.settle(&shared, ticket("tg_a", true), &learned(allow()), || {
+            panic!("nothing is stored")
+        });
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_a"), 1_001, 100),
+            Lookup::Miss,
+            "forgotten at once, lease or not"
+        );
+    }
+
+    #[test]
+    fn a_revoked_key_goes_from_denied_to_unknown_and_reports_its_denials_once() {
+        let shared = FakeShared::default();
+        CACHE.settle(&shared, ticket("tg_a", false), &learned(deny(30_000)), || 0);
+        for now in 1..=3 {
+            assert!(matches!(
+                CACHE.lookup(&shared, fingerprint("tg_a"), now, 100),
+                Lookup::Hit(Refusal::Denied(_))
+            ));
+        }
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_a"), 1_000, 100),
+            Lookup::Refresh { edge_denied: 3 }
+        );
+        CACHE.settle(
+            &shared,
+            ticket("tg_a", true),
+            &learned(Ok(Answer::UnknownKey)),
+            || 1_020,
+        );
+        for now in [1_030, 2_019] {
+            assert_eq!(
+                CACHE.lookup(&shared, fingerprint("tg_a"), now, 100),
+                Lookup::Hit(Refusal::UnknownKey),
+                "at {now}"
+            );
+        }
+        assert_eq!(
+            CACHE.take_unreported(&shared, fingerprint("tg_a")),
+            0,
+            "401s are not denials: nothing to report"
+        );
+    }
+
+    #[test]
+    fn a_suspension_keeps_the_denials_not_yet_reported() {
+        let shared = FakeShared::default();
+        CACHE.settle(&shared, ticket("tg_a", false), &learned(deny(30_000)), || 0);
+        for now in 1..=2 {
+            CACHE.lookup(&shared, fingerprint("tg_a"), now, 100);
+        }
+        // Another worker's callout, sent before the suspension landed, learns of it.
+        CACHE.settle(&shared, ticket("tg_a", false), &learned(suspended()), || 5);
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_a"), 6, 100),
+            Lookup::Hit(Refusal::Suspended)
+        );
+        assert_eq!(CACHE.take_unreported(&shared, fingerprint("tg_a")), 2);
+    }
+
+    #[test]
     fn a_denial_is_served_until_the_maximum_ttl_with_times_counting_down() {
         let shared = FakeShared::default();
-        assert!(CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 10_000, &quota(), 5_000));
-        let Lookup::Denied(hit) = CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 10_400, 100)
+        assert!(CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 10_000, &denial(5_000)));
+        let Lookup::Hit(Refusal::Denied(hit)) =
+            CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 10_400, 100)
         else {
             panic!("cached");
         };
@@ -586,12 +790,12 @@ mod tests {
         assert_eq!(hit.quota.policy, "standard");
         assert!(matches!(
             CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 10_999, 100),
-            Lookup::Denied(_)
+            Lookup::Hit(Refusal::Denied(_))
         ));
         assert!(
             !matches!(
                 CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 11_000, 100),
-                Lookup::Denied(_)
+                Lookup::Hit(Refusal::Denied(_))
             ),
             "expired after 1 s: this request refreshes"
         );
@@ -600,7 +804,7 @@ mod tests {
     #[test]
     fn only_one_request_refreshes_an_expired_entry() {
         let shared = FakeShared::default();
-        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 0, &quota(), 5_000);
+        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 0, &denial(5_000));
         assert_eq!(
             CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 1_000, 100),
             Lookup::Refresh { edge_denied: 0 },
@@ -610,7 +814,7 @@ mod tests {
             assert!(
                 matches!(
                     CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), now, 100),
-                    Lookup::Denied(_)
+                    Lookup::Hit(Refusal::Denied(_))
                 ),
                 "covered by the lease at {now}"
             );
@@ -625,11 +829,11 @@ mod tests {
     #[test]
     fn cached_denials_are_counted_until_reported() {
         let shared = FakeShared::default();
-        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 0, &quota(), 5_000);
+        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 0, &denial(5_000));
         for now in 1..=7 {
             assert!(matches!(
                 CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), now, 100),
-                Lookup::Denied(_)
+                Lookup::Hit(Refusal::Denied(_))
             ));
         }
         assert_eq!(
@@ -645,7 +849,7 @@ mod tests {
         for now in 10..13 {
             assert!(matches!(
                 CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), now, 100),
-                Lookup::Denied(_)
+                Lookup::Hit(Refusal::Denied(_))
             ));
         }
         assert_eq!(
@@ -666,15 +870,15 @@ mod tests {
     #[test]
     fn a_later_denial_keeps_the_unreported_count() {
         let shared = FakeShared::default();
-        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 0, &quota(), 5_000);
+        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 0, &denial(5_000));
         for now in 1..=3 {
             assert!(matches!(
                 CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), now, 100),
-                Lookup::Denied(_)
+                Lookup::Hit(Refusal::Denied(_))
             ));
         }
         // A callout that left before the first denial was cached comes back denied too.
-        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 4, &quota(), 5_000);
+        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 4, &denial(5_000));
         assert_eq!(
             CACHE.take_unreported(&shared, Fingerprint::of("tg_a", 1)),
             3
@@ -684,14 +888,14 @@ mod tests {
     #[test]
     fn a_denial_expires_at_its_retry_time_when_that_is_sooner() {
         let shared = FakeShared::default();
-        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 10_000, &quota(), 300);
+        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 10_000, &denial(300));
         assert!(matches!(
             CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 10_299, 100),
-            Lookup::Denied(_)
+            Lookup::Hit(Refusal::Denied(_))
         ));
         assert!(!matches!(
             CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 10_300, 100),
-            Lookup::Denied(_)
+            Lookup::Hit(Refusal::Denied(_))
         ));
     }
 
@@ -702,23 +906,22 @@ mod tests {
             &shared,
             Fingerprint::of("tg_secret_key", 5),
             0,
-            &quota(),
-            5_000,
+            &denial(5_000),
         );
         assert!(!matches!(
             CACHE.lookup(&shared, Fingerprint::of("tg_other", 5), 1, 100),
-            Lookup::Denied(_)
+            Lookup::Hit(Refusal::Denied(_))
         ));
         assert!(
             !matches!(
                 CACHE.lookup(&shared, Fingerprint::of("tg_secret_key", 1), 1, 100),
-                Lookup::Denied(_)
+                Lookup::Hit(Refusal::Denied(_))
             ),
             "a cheaper request may fit"
         );
         assert!(matches!(
             CACHE.lookup(&shared, Fingerprint::of("tg_secret_key", 5), 1, 100),
-            Lookup::Denied(_)
+            Lookup::Hit(Refusal::Denied(_))
         ));
         let stored: Vec<u8> = shared
             .0
@@ -730,16 +933,15 @@ mod tests {
     }
 
     #[test]
-    fn ten_thousand_denied_keys_stay_within_the_slots() {
+    fn ten_thousand_refused_keys_stay_within_the_slots() {
         let shared = FakeShared::default();
         for i in 0..10_000 {
-            CACHE.remember(
-                &shared,
-                Fingerprint::of(&format!("tg_{i}"), 1),
-                0,
-                &quota(),
-                5_000,
-            );
+            let refusal = match i % 3 {
+                0 => denial(5_000),
+                1 => Refusal::UnknownKey,
+                _ => Refusal::Suspended,
+            };
+            CACHE.remember(&shared, Fingerprint::of(&format!("tg_{i}"), 1), 0, &refusal);
         }
         assert!(
             shared.0.borrow().len() <= 64,
@@ -749,14 +951,14 @@ mod tests {
         // The newest entry of each slot is served.
         assert!(matches!(
             CACHE.lookup(&shared, Fingerprint::of("tg_9999", 1), 1, 100),
-            Lookup::Denied(_)
+            Lookup::Hit(Refusal::Denied(_))
         ));
     }
 
     #[test]
     fn a_lost_compare_and_swap_is_reported() {
         let shared = FakeShared::default();
-        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 0, &quota(), 5_000);
+        CACHE.remember(&shared, Fingerprint::of("tg_a", 1), 0, &denial(5_000));
         let key = CACHE.slot_key(Fingerprint::of("tg_a", 1).0);
         let (_, cas) = shared.get(&key);
         assert!(shared.set(&key, b"other writer", cas));
@@ -767,7 +969,7 @@ mod tests {
         assert!(
             !matches!(
                 CACHE.lookup(&shared, Fingerprint::of("tg_a", 1), 1, 100),
-                Lookup::Denied(_)
+                Lookup::Hit(Refusal::Denied(_))
             ),
             "garbage decodes to a miss"
         );
@@ -777,6 +979,7 @@ mod tests {
     fn entries_survive_encoding_and_garbage_is_no_entry() {
         let entry = Entry {
             fingerprint: u64::MAX,
+            kind: Kind::Suspended,
             expires_at: 1,
             retry_at: 2,
             reset_at: 3,
@@ -793,6 +996,13 @@ mod tests {
         let decoded = Entry::decode(&bytes).expect("round trip");
         assert_eq!(decoded.encode(), bytes);
         assert_eq!((decoded.policy.as_str(), decoded.hits), ("prö", 7));
+        assert_eq!(decoded.kind, Kind::Suspended);
+        let mut unknown_kind = bytes.clone();
+        unknown_kind[8..16].copy_from_slice(&3u64.to_le_bytes());
+        assert!(
+            Entry::decode(&unknown_kind).is_none(),
+            "a kind from nowhere"
+        );
         assert!(
             Entry::decode(&bytes[..ENCODED_NUMBERS * 8 - 1]).is_none(),
             "too short"

@@ -4,14 +4,16 @@
 //! tenant's identity and, later, rate-limit headers on the response), it is answered here with
 //! a local reply (401, 403, 429), or the decision failed and the configured [`FailureMode`]
 //! applies. [`on_answer`] is the only place that maps a callout's result to one of them, and
-//! with the same match to the stats it counts under and what the deny cache learns from it;
-//! the host glue only carries the [`Decision`] out.
+//! with the same match to the stats it counts under, what the deny cache learns from it and
+//! whether it spends the client address's invalid-key budget; the host glue only carries the
+//! [`Decision`] out. A refusal served from the deny cache gets its reply from the same
+//! function as the callout's ([`on_cached`]), so the two cannot differ.
 
 use serde::Serialize;
 use tollgate_protocol::{Answer, ProtocolError, Quota};
 
 use crate::config::FailureMode;
-use crate::deny_cache::{CachedDeny, Learned};
+use crate::deny_cache::{CachedDeny, Learned, Refusal};
 use crate::ratelimit_headers::{RETRY_AFTER, ceil_seconds, quota_headers};
 use tollgate_protocol::api_key_extraction::KeyError;
 
@@ -71,6 +73,18 @@ pub enum CalloutFailure {
 }
 
 impl CalloutFailure {
+    /// The cause its log line is rate-limited under (see [`crate::log_limit`]).
+    pub fn log_cause(&self) -> &'static str {
+        match self {
+            CalloutFailure::Host(_) => "no decision (host_error)",
+            CalloutFailure::Timeout => "no decision (timeout)",
+            CalloutFailure::Unavailable(_) => "no decision (unavailable)",
+            CalloutFailure::Garbled(_) => "no decision (invalid_answer)",
+        }
+    }
+}
+
+impl CalloutFailure {
     /// Classifies a response that is not a valid answer. Envoy synthesises 504 for a callout
     /// timeout and 503 when the cluster is unreachable.
     pub fn from_protocol(error: ProtocolError) -> Self {
@@ -101,6 +115,8 @@ pub struct Decision {
     pub stats: &'static [Stat],
     /// What the edge deny cache learns from it.
     pub learned: Learned,
+    /// Whether it counts against the client address's invalid-key budget (an unknown key).
+    pub unknown_key: bool,
     /// What happens to the request.
     pub action: Action,
 }
@@ -112,6 +128,7 @@ pub fn on_answer(failure_mode: FailureMode, answer: Result<Answer, CalloutFailur
         Ok(Answer::Allow { tenant, quota }) => Decision {
             stats: &[Stat::Allowed],
             learned: Learned::Admitted,
+            unknown_key: false,
             action: Action::Resume {
                 upstream: vec![(TENANT_ID, tenant), (TIER, quota.policy.clone())],
                 response: quota_headers(&quota),
@@ -122,7 +139,10 @@ pub fn on_answer(failure_mode: FailureMode, answer: Result<Answer, CalloutFailur
             response.push((WOULD_LIMIT, quota.policy.clone()));
             Decision {
                 stats: &[Stat::ShadowDenied],
-                learned: Learned::Nothing,
+                // Let through: a refusal cached before the tier went into shadow mode must
+                // not go on refusing it.
+                learned: Learned::Admitted,
+                unknown_key: false,
                 action: Action::Resume {
                     upstream: vec![(TENANT_ID, tenant), (TIER, quota.policy)],
                     response,
@@ -133,38 +153,17 @@ pub fn on_answer(failure_mode: FailureMode, answer: Result<Answer, CalloutFailur
             quota,
             retry_after_ms,
             ..
-        }) => Decision {
-            stats: &[Stat::Denied],
-            action: Action::Reply(rate_limited(&quota, retry_after_ms)),
-            learned: Learned::Denied(CachedDeny {
-                quota,
-                retry_after_ms,
-            }),
-        },
-        Ok(Answer::UnknownKey) => Decision {
-            stats: &[Stat::Unauthorized],
-            learned: Learned::Nothing,
-            action: Action::Reply(unauthorized(
-                "invalid_api_key",
-                "The API key is not valid.",
-                Some("invalid_token"),
-            )),
-        },
-        Ok(Answer::Suspended { .. }) => Decision {
-            stats: &[Stat::Forbidden],
-            learned: Learned::Nothing,
-            action: Action::Reply(problem(
-                403,
-                "tenant_suspended",
-                "The tenant of this API key is suspended.",
-                Vec::new(),
-                None,
-            )),
-        },
+        }) => refused(Refusal::Denied(CachedDeny {
+            quota,
+            retry_after_ms,
+        })),
+        Ok(Answer::UnknownKey) => refused(Refusal::UnknownKey),
+        Ok(Answer::Suspended { .. }) => refused(Refusal::Suspended),
         Err(failure) => match failure_mode {
             FailureMode::Open => Decision {
                 stats: &[Stat::CalloutFailed, Stat::PassedFailOpen],
                 learned: Learned::Nothing,
+                unknown_key: false,
                 action: Action::Resume {
                     upstream: vec![(UNCHECKED, failure.reason().to_owned())],
                     response: Vec::new(),
@@ -173,6 +172,7 @@ pub fn on_answer(failure_mode: FailureMode, answer: Result<Answer, CalloutFailur
             FailureMode::Closed => Decision {
                 stats: &[Stat::CalloutFailed],
                 learned: Learned::Nothing,
+                unknown_key: false,
                 action: Action::Reply(problem(
                     503,
                     "rate_limiter_unavailable",
@@ -183,6 +183,66 @@ pub fn on_answer(failure_mode: FailureMode, answer: Result<Answer, CalloutFailur
             },
         },
     }
+}
+
+/// The control-plane refused the request: reply, and teach the deny cache.
+fn refused(refusal: Refusal) -> Decision {
+    let (stats, unknown_key): (&'static [Stat], bool) = match refusal {
+        Refusal::Denied(_) => (&[Stat::Denied], false),
+        Refusal::UnknownKey => (&[Stat::Unauthorized], true),
+        Refusal::Suspended => (&[Stat::Forbidden], false),
+    };
+    Decision {
+        stats,
+        action: Action::Reply(refusal_reply(&refusal)),
+        learned: Learned::Refused(refusal),
+        unknown_key,
+    }
+}
+
+/// A refusal the deny cache answered, without a callout: the stats it counts under and the
+/// reply, the same as the control-plane's own refusal got.
+pub fn on_cached(refusal: &Refusal) -> (&'static [Stat], LocalReply) {
+    let stats: &'static [Stat] = match refusal {
+        Refusal::Denied(_) => &[Stat::DeniedCached],
+        Refusal::UnknownKey => &[Stat::Unauthorized, Stat::UnauthorizedCached],
+        Refusal::Suspended => &[Stat::Forbidden, Stat::ForbiddenCached],
+    };
+    (stats, refusal_reply(refusal))
+}
+
+fn refusal_reply(refusal: &Refusal) -> LocalReply {
+    match refusal {
+        Refusal::Denied(denial) => rate_limited(&denial.quota, denial.retry_after_ms),
+        Refusal::UnknownKey => unauthorized(
+            "invalid_api_key",
+            "The API key is not valid.",
+            Some("invalid_token"),
+        ),
+        Refusal::Suspended => problem(
+            403,
+            "tenant_suspended",
+            "The tenant of this API key is suspended.",
+            Vec::new(),
+            None,
+        ),
+    }
+}
+
+/// The 429 for a request from a client address over its invalid-key budget
+/// ([`crate::invalid_keys`]), refused without a callout until its window ends.
+pub fn too_many_invalid_keys(retry_after_ms: u64) -> LocalReply {
+    let retry_after = ceil_seconds(retry_after_ms);
+    let detail = format!(
+        "Too many requests with unknown API keys came from this address; retry in {retry_after} s."
+    );
+    problem(
+        429,
+        "too_many_invalid_keys",
+        &detail,
+        vec![(RETRY_AFTER, retry_after.to_string())],
+        Some(Members::RetryAfter { retry_after }),
+    )
 }
 
 /// The reply for a request without a usable API key; no callout is made for it.
@@ -212,10 +272,20 @@ pub enum Stat {
     Denied,
     /// Denied by the edge deny cache, without a callout.
     DeniedCached,
-    /// No usable key, or an unknown one.
+    /// No usable key, or an unknown one (every 401, from the cache too).
     Unauthorized,
-    /// The tenant is suspended.
+    /// An unknown key answered by the deny cache, without a callout (also counted as
+    /// [`Stat::Unauthorized`]).
+    UnauthorizedCached,
+    /// The tenant is suspended (every 403, from the cache too).
     Forbidden,
+    /// A suspended tenant answered by the deny cache, without a callout (also counted as
+    /// [`Stat::Forbidden`]).
+    ForbiddenCached,
+    /// Refused without a callout: the client address is over its invalid-key budget.
+    InvalidKeysThrottled,
+    /// A client address went over its invalid-key budget (once per window).
+    InvalidKeyBudgetExceeded,
     /// No decision: the control-plane was down, slow or garbled.
     CalloutFailed,
     /// No decision, and the request was let through unchecked.
@@ -225,12 +295,16 @@ pub enum Stat {
 }
 
 impl Stat {
-    pub const ALL: [Stat; 8] = [
+    pub const ALL: [Stat; 12] = [
         Stat::Allowed,
         Stat::Denied,
         Stat::DeniedCached,
         Stat::Unauthorized,
+        Stat::UnauthorizedCached,
         Stat::Forbidden,
+        Stat::ForbiddenCached,
+        Stat::InvalidKeysThrottled,
+        Stat::InvalidKeyBudgetExceeded,
         Stat::CalloutFailed,
         Stat::PassedFailOpen,
         Stat::ShadowDenied,
@@ -243,7 +317,11 @@ impl Stat {
             Stat::Denied => "tollgate.requests_denied",
             Stat::DeniedCached => "tollgate.requests_denied_cached",
             Stat::Unauthorized => "tollgate.requests_unauthorized",
+            Stat::UnauthorizedCached => "tollgate.requests_unauthorized_cached",
             Stat::Forbidden => "tollgate.requests_forbidden",
+            Stat::ForbiddenCached => "tollgate.requests_forbidden_cached",
+            Stat::InvalidKeysThrottled => "tollgate.requests_invalid_keys_throttled",
+            Stat::InvalidKeyBudgetExceeded => "tollgate.invalid_key_budgets_exceeded",
             Stat::CalloutFailed => "tollgate.callout_failures",
             Stat::PassedFailOpen => "tollgate.requests_passed_fail_open",
             Stat::ShadowDenied => "tollgate.requests_shadow_denied",
@@ -260,7 +338,7 @@ pub fn rate_limited(quota: &Quota, retry_after_ms: u64) -> LocalReply {
         "The {} quota of {} per {} s is used up; retry in {} s.",
         quota.policy, quota.limit, quota.window_seconds, retry_after
     );
-    let members = QuotaMembers {
+    let members = Members::Quota {
         retry_after,
         limit: quota.limit,
         policy: &quota.policy,
@@ -292,15 +370,21 @@ struct Problem<'a> {
     code: &'a str,
     detail: &'a str,
     #[serde(flatten)]
-    quota: Option<QuotaMembers<'a>>,
+    members: Option<Members<'a>>,
 }
 
 /// What a 429's body adds to the problem document.
 #[derive(Serialize)]
-struct QuotaMembers<'a> {
-    retry_after: u64,
-    limit: u32,
-    policy: &'a str,
+#[serde(untagged)]
+enum Members<'a> {
+    /// Over quota: when to retry, and the quota.
+    Quota {
+        retry_after: u64,
+        limit: u32,
+        policy: &'a str,
+    },
+    /// Refused for another reason: when to retry.
+    RetryAfter { retry_after: u64 },
 }
 
 fn problem(
@@ -308,7 +392,7 @@ fn problem(
     code: &str,
     detail: &str,
     mut headers: Headers,
-    quota: Option<QuotaMembers<'_>>,
+    members: Option<Members<'_>>,
 ) -> LocalReply {
     let body = Problem {
         kind: "about:blank",
@@ -316,7 +400,7 @@ fn problem(
         status,
         code,
         detail,
-        quota,
+        members,
     };
     headers.push(("content-type", "application/problem+json".to_owned()));
     headers.push(("cache-control", "no-store".to_owned()));
@@ -384,6 +468,7 @@ mod tests {
         );
         assert_eq!(decision.stats, [Stat::Allowed]);
         assert_eq!(decision.learned, Learned::Admitted);
+        assert!(!decision.unknown_key);
         let Action::Resume { upstream, response } = decision.action else {
             panic!("expected resume, got {:?}", decision.action);
         };
@@ -409,11 +494,12 @@ mod tests {
         assert_eq!(decision.stats, [Stat::Denied]);
         assert_eq!(
             decision.learned,
-            Learned::Denied(CachedDeny {
+            Learned::Refused(Refusal::Denied(CachedDeny {
                 quota: quota(0),
                 retry_after_ms: 16_400
-            })
+            }))
         );
+        assert!(!decision.unknown_key);
         let reply = reply(decision);
         assert_eq!(reply.status, 429);
         assert_eq!(header(&reply.headers, "retry-after"), Some("17"));
@@ -443,7 +529,11 @@ mod tests {
             }),
         );
         assert_eq!(decision.stats, [Stat::ShadowDenied]);
-        assert_eq!(decision.learned, Learned::Nothing, "nothing was denied");
+        assert_eq!(
+            decision.learned,
+            Learned::Admitted,
+            "let through: nothing cached may refuse it"
+        );
         let Action::Resume { upstream, response } = decision.action else {
             panic!("a shadow deny must resume, got {:?}", decision.action);
         };
@@ -453,10 +543,11 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_and_suspended_tenants_are_refused() {
+    fn unknown_keys_and_suspended_tenants_are_refused_and_cached() {
         let unknown = on_answer(FailureMode::Open, Ok(Answer::UnknownKey));
         assert_eq!(unknown.stats, [Stat::Unauthorized]);
-        assert_eq!(unknown.learned, Learned::Nothing);
+        assert_eq!(unknown.learned, Learned::Refused(Refusal::UnknownKey));
+        assert!(unknown.unknown_key, "spends the address's budget");
         let unknown = reply(unknown);
         assert_eq!(unknown.status, 401);
         assert_eq!(body(&unknown)["code"], "invalid_api_key");
@@ -472,10 +563,66 @@ mod tests {
             }),
         );
         assert_eq!(suspended.stats, [Stat::Forbidden]);
-        assert_eq!(suspended.learned, Learned::Nothing);
+        assert_eq!(suspended.learned, Learned::Refused(Refusal::Suspended));
+        assert!(!suspended.unknown_key);
         let suspended = reply(suspended);
         assert_eq!(suspended.status, 403);
         assert_eq!(body(&suspended)["code"], "tenant_suspended");
+    }
+
+    #[test]
+    fn a_refusal_from_the_cache_is_the_same_reply_as_the_callouts() {
+        let answers = [
+            Answer::UnknownKey,
+            Answer::Suspended {
+                tenant: "tn_1".into(),
+            },
+            Answer::Deny {
+                tenant: "tn_1".into(),
+                quota: quota(0),
+                retry_after_ms: 16_400,
+            },
+        ];
+        let cached_stats: [&[Stat]; 3] = [
+            &[Stat::Unauthorized, Stat::UnauthorizedCached],
+            &[Stat::Forbidden, Stat::ForbiddenCached],
+            &[Stat::DeniedCached],
+        ];
+        for (answer, expected_stats) in answers.into_iter().zip(cached_stats) {
+            let decision = on_answer(FailureMode::Closed, Ok(answer.clone()));
+            let Learned::Refused(refusal) = &decision.learned else {
+                panic!("{answer:?} is cached");
+            };
+            let (stats, cached) = on_cached(refusal);
+            assert_eq!(stats, expected_stats, "{answer:?}");
+            assert_eq!(
+                cached,
+                reply(decision.clone()),
+                "{answer:?}: status, headers, body"
+            );
+        }
+    }
+
+    #[test]
+    fn an_address_over_its_invalid_key_budget_gets_a_429_saying_when() {
+        let reply = too_many_invalid_keys(7_001);
+        assert_eq!(reply.status, 429);
+        assert_eq!(header(&reply.headers, "retry-after"), Some("8"));
+        assert_eq!(
+            header(&reply.headers, "content-type"),
+            Some("application/problem+json")
+        );
+        assert_eq!(
+            header(&reply.headers, "x-ratelimit-limit"),
+            None,
+            "no quota"
+        );
+        let body = body(&reply);
+        assert_eq!(body["code"], "too_many_invalid_keys");
+        assert_eq!(body["status"], 429);
+        assert_eq!(body["retry_after"], 8);
+        assert_eq!(body["title"], "Too Many Requests");
+        assert_eq!(body.get("limit"), None);
     }
 
     #[test]
@@ -490,6 +637,11 @@ mod tests {
             let closed = on_answer(FailureMode::Closed, Err(failure.clone()));
             assert_eq!(closed.stats, [Stat::CalloutFailed], "{failure:?}");
             assert_eq!(closed.learned, Learned::Nothing, "{failure:?}");
+            assert!(!closed.unknown_key, "{failure:?}");
+            assert!(
+                failure.log_cause().starts_with("no decision ("),
+                "{failure:?}"
+            );
             let closed = reply(closed);
             assert_eq!(closed.status, 503, "{failure:?}");
             assert_eq!(body(&closed)["code"], "rate_limiter_unavailable");
@@ -507,6 +659,15 @@ mod tests {
             assert_eq!(header(&upstream, UNCHECKED), Some(failure.reason()));
             assert_eq!(header(&upstream, TENANT_ID), None);
         }
+    }
+
+    #[test]
+    fn every_stat_has_its_own_name() {
+        let mut names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Stat::ALL.len());
+        assert!(names.iter().all(|n| n.starts_with("tollgate.")));
     }
 
     #[test]

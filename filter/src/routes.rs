@@ -17,13 +17,14 @@ pub struct LimitedRoute {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteTable {
-    /// Longest prefix first, so the first match is the most specific.
+    /// Longest prefix first (trailing slashes aside, as in matching), so the first match is
+    /// the most specific.
     routes: Vec<LimitedRoute>,
 }
 
 impl RouteTable {
     pub fn new(mut routes: Vec<LimitedRoute>) -> Self {
-        routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+        routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.trim_end_matches('/').len()));
         Self { routes }
     }
 
@@ -101,6 +102,23 @@ mod tests {
     #[test]
     fn each_cost_is_listed_once() {
         assert_eq!(table().costs(), vec![1, 5, 20]);
+    }
+
+    #[test]
+    fn trailing_slashes_do_not_make_a_prefix_longer() {
+        // A property of the filter_config fuzz target (fuzz/seeds/filter_config/): ordered
+        // by raw length, "/api/v1//////////" came first and limited "/api/v1/predict" itself.
+        let route = |prefix: &str, name: &str| LimitedRoute {
+            prefix: prefix.into(),
+            name: name.into(),
+            cost: 1,
+        };
+        let table = RouteTable::new(vec![
+            route("/api/v1//////////", "v1"),
+            route("/api/v1/predict", "predict"),
+        ]);
+        assert_eq!(found(&table, "/api/v1/predict"), Some(("predict", 1)));
+        assert_eq!(found(&table, "/api/v1/other"), Some(("v1", 1)));
     }
 
     #[test]

@@ -1,17 +1,20 @@
-//! One HTTP stream: strip spoofable identity headers, find the key, make the one callout,
-//! and carry out the [`Decision`](outcome::Decision) that [`outcome::on_answer`] made.
+//! One HTTP stream: strip spoofable identity headers, find the key, answer from the deny cache
+//! or the invalid-key budget when they can, else make the one callout, and carry out the
+//! [`Decision`](outcome::Decision) that [`outcome::on_answer`] made.
 
 use std::rc::Rc;
 
+use log::Level;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action as HostAction, MapType};
 use tollgate_protocol::header::EDGE_DENIED;
 use tollgate_protocol::{Answer, DECISION_PATH, DecisionRequest};
 
-use super::{HostSharedData, Stats, now_ms};
+use super::{HostSharedData, Worker, now_ms};
 use crate::config::Settings;
 use crate::deny_cache::{CacheTicket, Fingerprint, Lookup};
+use crate::invalid_keys::{ClientId, Recorded};
 use crate::outcome::{self, Action, CalloutFailure, Headers, LocalReply, RESERVED_HEADERS, Stat};
 use crate::routes;
 use tollgate_protocol::api_key_extraction;
@@ -24,11 +27,15 @@ use tollgate_protocol::api_key_extraction;
 struct RequestHeaders(Vec<(String, Vec<u8>)>);
 
 impl RequestHeaders {
-    fn fetch() -> Option<Self> {
+    fn fetch(worker: &Worker) -> Option<Self> {
         match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
             Ok(headers) => Some(Self(headers)),
             Err(status) => {
-                log::error!("tollgate: cannot read the request headers: {status:?}");
+                worker.log(
+                    Level::Error,
+                    "cannot read the request headers",
+                    format_args!("{status:?}"),
+                );
                 None
             }
         }
@@ -60,24 +67,34 @@ impl RequestHeaders {
 
 pub(super) struct RequestContext {
     settings: Rc<Settings>,
-    stats: Rc<Stats>,
+    worker: Rc<Worker>,
     /// Reserved headers the client sent, removed before the request goes upstream.
     reserved: Vec<&'static str>,
+    /// On a limited route, whether the key came from `Authorization` (else from the key
+    /// header): which headers to remove before the request goes upstream
+    /// ([`Settings::key_headers_to_remove`]). `None` off limited routes, where the key is the
+    /// control-plane's to read (usage, billing).
+    key_from_authorization: Option<bool>,
     /// What the deny cache needs when this request's decision arrives; `None` when the
     /// cache is off.
     pending: Option<CacheTicket>,
+    /// The client address, read before the callout when the invalid-key budget is on, so an
+    /// unknown-key answer can be counted against it.
+    client: Option<ClientId>,
     /// Rate-limit headers for the response of an admitted request, set when the decision
     /// arrives and written in the response phase.
     response_headers: Headers,
 }
 
 impl RequestContext {
-    pub(super) fn new(settings: Rc<Settings>, stats: Rc<Stats>) -> Self {
+    pub(super) fn new(settings: Rc<Settings>, worker: Rc<Worker>) -> Self {
         Self {
             settings,
-            stats,
+            worker,
             reserved: Vec::new(),
+            key_from_authorization: None,
             pending: None,
+            client: None,
             response_headers: Vec::new(),
         }
     }
@@ -108,23 +125,68 @@ impl RequestContext {
     fn apply(&mut self, action: Action) -> bool {
         match action {
             Action::Resume { upstream, response } => {
-                if !strip(&self.reserved) {
+                if !self.strip_for_upstream() {
                     return false;
                 }
                 for (name, value) in &upstream {
                     if let Err(status) =
                         hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
                     {
-                        log::error!("tollgate: cannot set {name} upstream: {status:?}");
+                        self.worker.log(
+                            Level::Error,
+                            "cannot set a request header",
+                            format_args!("{name}: {status:?}"),
+                        );
                     }
                 }
                 self.response_headers = response;
                 true
             }
             Action::Reply(reply) => {
-                send(reply);
+                self.send(reply);
                 false
             }
+        }
+    }
+
+    /// Removes what must not reach the backend from a request about to go upstream: the
+    /// reserved headers the client sent and, on a limited route, the API key (unless
+    /// `api_key.forward`). Done only for a request that goes upstream (a local reply needs no
+    /// cleaning, and a flood of them should not pay for it); on failure the request is
+    /// refused, never forwarded unclean.
+    fn strip_for_upstream(&self) -> bool {
+        let key_headers = self
+            .key_from_authorization
+            .map(|from_authorization| self.settings.key_headers_to_remove(from_authorization))
+            .unwrap_or_default();
+        for name in self.reserved.iter().copied().chain(key_headers) {
+            if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+                self.worker.log(
+                    Level::Error,
+                    "cannot remove a request header",
+                    format_args!("{name}: {status:?}"),
+                );
+                self.send(outcome::internal_error());
+                return false;
+            }
+        }
+        true
+    }
+
+    fn send(&self, reply: LocalReply) {
+        let headers: Vec<(&str, &str)> = reply
+            .headers
+            .iter()
+            .map(|(n, v)| (*n, v.as_str()))
+            .collect();
+        if let Err(status) =
+            hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes()))
+        {
+            self.worker.log(
+                Level::Error,
+                "cannot send a local reply",
+                format_args!("{}: {status:?}", reply.status),
+            );
         }
     }
 
@@ -150,7 +212,11 @@ impl RequestContext {
             if let Err(status) =
                 hostcalls::set_map_value(MapType::HttpRequestHeaders, EDGE_DENIED, Some(&value))
             {
-                log::error!("tollgate: cannot report cached denials: {status:?}");
+                self.worker.log(
+                    Level::Error,
+                    "cannot report cached denials",
+                    format_args!("{status:?}"),
+                );
             }
         }
     }
@@ -160,44 +226,89 @@ impl RequestContext {
     fn decided(&mut self, answer: Result<Answer, CalloutFailure>) -> bool {
         let mode = self.settings.failure_mode;
         if let Err(failure) = &answer {
-            log::warn!("tollgate: no decision ({failure}); failure mode {mode:?}");
+            self.worker.log(
+                Level::Warn,
+                failure.log_cause(),
+                format_args!("{failure}; failure mode {mode:?}"),
+            );
         }
         let decision = outcome::on_answer(mode, answer);
-        self.stats.count(decision.stats);
+        self.worker.count(decision.stats);
         if let (Some(cache), Some(ticket)) = (&self.settings.deny_cache, self.pending) {
             cache.settle(&HostSharedData, ticket, &decision.learned, now_ms);
         }
+        if decision.unknown_key
+            && let (Some(budget), Some(client)) = (&self.settings.invalid_keys, self.client)
+            && budget.record(&HostSharedData, client, now_ms()) == Recorded::BudgetExceeded
+        {
+            self.worker.count(&[Stat::InvalidKeyBudgetExceeded]);
+        }
         self.apply(decision.action)
     }
-}
 
-/// Removes `reserved` (headers only the filter may set) from the client's request. Done only
-/// for a request that goes upstream (a local reply needs no cleaning, and a flood of them
-/// should not pay for it); on failure the request is refused, never forwarded unclean.
-fn strip(reserved: &[&'static str]) -> bool {
-    for name in reserved {
-        if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
-            log::error!("tollgate: cannot remove {name}: {status:?}");
-            send(outcome::internal_error());
-            return false;
+    /// The limited-route part of the request phase: a reply from the deny cache or the
+    /// invalid-key budget, or the callout. Returns whether the stream may continue now.
+    fn limited(&mut self, headers: &RequestHeaders, route_name: &str, cost: u32) -> bool {
+        let (key_header, authorization) = headers.key_headers(&self.settings);
+        let api_key = match api_key_extraction::extract(key_header, authorization) {
+            Ok(key) => key,
+            Err(error) => {
+                self.worker.count(&[Stat::Unauthorized]);
+                self.send(outcome::on_key_error(error));
+                return false;
+            }
+        };
+        // The key header wins whenever it is present (see `api_key_extraction::extract`).
+        self.key_from_authorization = Some(key_header.is_none());
+
+        let mut request = DecisionRequest {
+            api_key,
+            route: route_name,
+            cost,
+            edge_denied: 0,
+        };
+        let mut refreshing = false;
+        if let Some(cache) = &self.settings.deny_cache {
+            let fingerprint = Fingerprint::of(api_key, cost);
+            let lease = self.settings.timeout_ms();
+            match cache.lookup(&HostSharedData, fingerprint, now_ms(), lease) {
+                Lookup::Hit(refusal) => {
+                    let (stats, reply) = outcome::on_cached(&refusal);
+                    self.worker.count(stats);
+                    self.send(reply);
+                    return false;
+                }
+                Lookup::Refresh { edge_denied } => {
+                    request.edge_denied = edge_denied;
+                    refreshing = true;
+                }
+                Lookup::Miss => {}
+            }
+            self.pending = Some(CacheTicket {
+                fingerprint,
+                refreshing,
+            });
         }
-    }
-    true
-}
 
-fn send(reply: LocalReply) {
-    let headers: Vec<(&str, &str)> = reply
-        .headers
-        .iter()
-        .map(|(n, v)| (*n, v.as_str()))
-        .collect();
-    if let Err(status) =
-        hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes()))
-    {
-        log::error!(
-            "tollgate: cannot send the {} reply: {status:?}",
-            reply.status
-        );
+        // The address is read only here, for a request about to cost a callout. A refresh
+        // goes out whatever the budget: the cache already holds it to one per `max_ttl`.
+        if let Some(budget) = &self.settings.invalid_keys {
+            self.client = self.worker.client();
+            if !refreshing
+                && let Some(client) = self.client
+                && let Some(retry_after_ms) = budget.refused_for(&HostSharedData, client, now_ms())
+            {
+                self.worker.count(&[Stat::InvalidKeysThrottled]);
+                self.send(outcome::too_many_invalid_keys(retry_after_ms));
+                return false;
+            }
+        }
+
+        match self.dispatch(&request) {
+            // Paused until the answer arrives.
+            Ok(()) => false,
+            Err(failure) => self.decided(Err(failure)),
+        }
     }
 }
 
@@ -232,29 +343,33 @@ impl Context for RequestContext {
         };
         let resume = self.decided(answer);
         if resume && let Err(status) = hostcalls::resume_http_request() {
-            log::error!("tollgate: cannot resume the request: {status:?}");
+            self.worker.log(
+                Level::Error,
+                "cannot resume the request",
+                format_args!("{status:?}"),
+            );
         }
     }
 }
 
 impl HttpContext for RequestContext {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
-        let Some(headers) = RequestHeaders::fetch() else {
-            send(outcome::internal_error());
+        let Some(headers) = RequestHeaders::fetch(&self.worker) else {
+            self.send(outcome::internal_error());
             return HostAction::Pause;
         };
         self.reserved = headers.reserved();
         let Some(path) = headers.get(":path") else {
-            return continue_if(strip(&self.reserved));
+            return continue_if(self.strip_for_upstream());
         };
         // Lossy, so a stray invalid byte after a limited prefix cannot skip the limit.
         let path = String::from_utf8_lossy(path);
-        let Some(route) = self.settings.routes.find(&path) else {
-            if !strip(&self.reserved) {
+        let settings = Rc::clone(&self.settings);
+        let Some(route) = settings.routes.find(&path) else {
+            if !self.strip_for_upstream() {
                 return HostAction::Pause;
             }
-            if self
-                .settings
+            if settings
                 .usage_routes
                 .iter()
                 .any(|p| routes::matches(p, &path))
@@ -263,48 +378,7 @@ impl HttpContext for RequestContext {
             }
             return HostAction::Continue;
         };
-
-        let (key_header, authorization) = headers.key_headers(&self.settings);
-        let api_key = match api_key_extraction::extract(key_header, authorization) {
-            Ok(key) => key,
-            Err(error) => {
-                self.stats.count(&[Stat::Unauthorized]);
-                send(outcome::on_key_error(error));
-                return HostAction::Pause;
-            }
-        };
-
-        let mut request = DecisionRequest {
-            api_key,
-            route: &route.name,
-            cost: route.cost,
-            edge_denied: 0,
-        };
-        if let Some(cache) = &self.settings.deny_cache {
-            let fingerprint = Fingerprint::of(api_key, route.cost);
-            let lease = self.settings.timeout_ms();
-            let refreshing = match cache.lookup(&HostSharedData, fingerprint, now_ms(), lease) {
-                Lookup::Denied(denied) => {
-                    self.stats.count(&[Stat::DeniedCached]);
-                    send(outcome::rate_limited(&denied.quota, denied.retry_after_ms));
-                    return HostAction::Pause;
-                }
-                Lookup::Refresh { edge_denied } => {
-                    request.edge_denied = edge_denied;
-                    true
-                }
-                Lookup::Miss => false,
-            };
-            self.pending = Some(CacheTicket {
-                fingerprint,
-                refreshing,
-            });
-        }
-
-        match self.dispatch(&request) {
-            Ok(()) => HostAction::Pause,
-            Err(failure) => continue_if(self.decided(Err(failure))),
-        }
+        continue_if(self.limited(&headers, &route.name, route.cost))
     }
 
     fn on_http_response_headers(
@@ -312,11 +386,15 @@ impl HttpContext for RequestContext {
         _num_headers: usize,
         _end_of_stream: bool,
     ) -> HostAction {
-        for (name, value) in self.response_headers.drain(..) {
+        for (name, value) in std::mem::take(&mut self.response_headers) {
             if let Err(status) =
                 hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&value))
             {
-                log::error!("tollgate: cannot set {name} on the response: {status:?}");
+                self.worker.log(
+                    Level::Error,
+                    "cannot set a response header",
+                    format_args!("{name}: {status:?}"),
+                );
             }
         }
         HostAction::Continue

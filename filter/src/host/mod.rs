@@ -2,19 +2,24 @@
 //!
 //! It reads headers and configuration from the host, hands them to the pure modules, and
 //! carries their answer back out. Host calls that can fail are made through
-//! `proxy_wasm::hostcalls` and their errors handled (logged), never unwrapped: the SDK's
-//! convenience methods panic, and a panic takes the VM down for every request on the worker.
+//! `proxy_wasm::hostcalls` and their errors handled (logged, rate-limited per cause), never
+//! unwrapped: the SDK's convenience methods panic, and a panic takes the VM down for every
+//! request on the worker.
 
 mod http;
 mod root;
 
+use std::cell::RefCell;
+use std::fmt::Display;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MetricType, Status};
 
-use crate::deny_cache::SharedData;
+use crate::invalid_keys::ClientId;
+use crate::log_limit::LogLimiter;
 use crate::outcome::Stat;
+use crate::shared_data::SharedData;
 
 /// Proxy-wasm shared data, seen by every worker's VM with the same `vm_id`.
 struct HostSharedData;
@@ -37,6 +42,85 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// What one worker VM's contexts share: the ids of the filter's Envoy counters and the rate
+/// limit on its failure log lines. `Rc` in the contexts: a wasm VM is single-threaded.
+struct Worker {
+    stats: Stats,
+    /// A `RefCell` because every stream of the worker logs through it; borrowed only inside
+    /// [`Worker::log`] and [`Worker::flush_logs`], which call nothing that logs, so a borrow
+    /// never overlaps another (and if one did, the line is logged unlimited, not a panic).
+    logs: RefCell<LogLimiter>,
+}
+
+impl Worker {
+    fn new(stats: Stats) -> Self {
+        Self {
+            stats,
+            logs: RefCell::new(LogLimiter::default()),
+        }
+    }
+
+    fn count(&self, stats: &[Stat]) {
+        for stat in stats {
+            if let Err(status) = self.stats.increment(*stat) {
+                self.log(
+                    log::Level::Warn,
+                    "cannot count a stat",
+                    format_args!("{}: {status:?}", stat.name()),
+                );
+            }
+        }
+    }
+
+    /// Logs one occurrence of a failure `cause` (a fixed phrase) with its `detail`, unless
+    /// the cause has used up its lines for this interval (see [`crate::log_limit`]).
+    fn log(&self, level: log::Level, cause: &'static str, detail: impl Display) {
+        let now = now_ms();
+        let admission = match self.logs.try_borrow_mut() {
+            Ok(mut limiter) => limiter.admit(cause, level, now),
+            Err(_) => crate::log_limit::Admission {
+                left_out: None,
+                log: true,
+            },
+        };
+        if let Some(left_out) = admission.left_out {
+            log::log!(left_out.level, "{left_out}");
+        }
+        if admission.log {
+            log::log!(level, "tollgate: {cause}: {detail}");
+        }
+    }
+
+    /// Logs the left-out counts of the intervals that have ended (from the root's timer).
+    fn flush_logs(&self) {
+        let now = now_ms();
+        let left_out = match self.logs.try_borrow_mut() {
+            Ok(mut limiter) => limiter.flush(now),
+            Err(_) => Vec::new(),
+        };
+        for line in left_out {
+            log::log!(line.level, "{line}");
+        }
+    }
+
+    /// The client of this stream, from Envoy's `source.address` (the downstream peer); only a
+    /// hash of it is kept.
+    fn client(&self) -> Option<ClientId> {
+        match hostcalls::get_property(vec!["source", "address"]) {
+            Ok(Some(address)) => ClientId::from_source_address(&address),
+            Ok(None) => None,
+            Err(status) => {
+                self.log(
+                    log::Level::Error,
+                    "cannot read the client address",
+                    format_args!("{status:?}"),
+                );
+                None
+            }
+        }
+    }
+}
+
 /// The filter's Envoy counters, one per [`Stat`]. Envoy sums same-named counters across the
 /// workers' VMs, so `/stats` shows the listener-wide totals.
 struct Stats {
@@ -52,12 +136,9 @@ impl Stats {
         Ok(Self { ids })
     }
 
-    fn count(&self, stats: &[Stat]) {
-        for stat in stats {
-            let index = Stat::ALL.iter().position(|s| s == stat).unwrap_or(0);
-            if let Err(status) = hostcalls::increment_metric(self.ids[index], 1) {
-                log::warn!("tollgate: cannot count {}: {status:?}", stat.name());
-            }
-        }
+    fn increment(&self, stat: Stat) -> Result<(), Status> {
+        let index = Stat::ALL.iter().position(|s| *s == stat).unwrap_or(0);
+        let id = self.ids.get(index).copied().unwrap_or(0);
+        hostcalls::increment_metric(id, 1)
     }
 }
