@@ -109,12 +109,49 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Threads serving requests. 1: one thread serves everything, as an Envoy worker does,
-    /// which costs the least per decision (no cross-thread wake-ups; measured in bench/) and
-    /// serves tens of thousands of decisions per second; more for a replica with several
-    /// cores of its own.
-    #[arg(long, env = "TOLLGATE_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub worker_threads: u16,
+    /// Threads deciding callouts (the internal listener: decisions, admin API, metrics). 1: a
+    /// current-thread runtime, as an Envoy worker runs, which costs the least per decision (no
+    /// cross-thread wake-ups; measured in bench/); more for a replica with cores of its own.
+    #[arg(long, env = "TOLLGATE_DECISION_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub decision_threads: u16,
+
+    /// Threads serving the public listener (usage, tiers, billing, dashboard) and background
+    /// work. Apart from the decision threads and at a lower CPU priority, so nothing a client
+    /// does there delays a decision.
+    #[arg(long, env = "TOLLGATE_PUBLIC_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub public_threads: u16,
+
+    /// Proxies in front of the public listener that append the client's address to
+    /// `X-Forwarded-For` (Envoy with `use_remote_address: true` counts as one); the address
+    /// the outermost of them saw keys the per-address budgets. 0: the connection's peer.
+    #[arg(long, env = "TOLLGATE_TRUSTED_HOPS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=16))]
+    pub trusted_hops: u8,
+
+    /// `GET /api/v1/usage` requests per second per tenant (twice as many at once); past
+    /// it, 429. A dashboard polling every few seconds uses a fraction.
+    #[arg(long, env = "TOLLGATE_USAGE_BUDGET", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub usage_budget: u32,
+
+    /// Checkout and portal sessions per second per tenant (five at once); each is a call to
+    /// Stripe. Past it, 429.
+    #[arg(long, env = "TOLLGATE_BILLING_BUDGET", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub billing_budget: u32,
+
+    /// Requests per second per client address on the public listener's other endpoints
+    /// (tiers, dashboard, health) and for requests without a usable key (twice as many at
+    /// once); past it, 429.
+    #[arg(long, env = "TOLLGATE_PUBLIC_BUDGET", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub public_budget: u32,
+
+    /// How long a client may take to send a request's headers on either listener; also how
+    /// long an idle HTTP/1 keep-alive connection stays open.
+    #[arg(long, env = "TOLLGATE_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub header_timeout_ms: u64,
+
+    /// A connection that sends nothing for this long is closed (a stalled upload or handshake,
+    /// a silent peer); HTTP/2 peers are pinged every third of it and stay while they answer.
+    #[arg(long, env = "TOLLGATE_IDLE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(300..=3_600_000))]
+    pub idle_timeout_ms: u64,
 
     /// How long in-flight requests may take to finish after SIGINT/SIGTERM.
     #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
@@ -128,6 +165,14 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
     }
 
     /// The store, as one value that cannot be half-configured.
@@ -324,13 +369,14 @@ mod tests {
     }
 
     #[test]
-    fn one_thread_serves_unless_told_otherwise() {
+    fn one_thread_decides_and_another_serves_the_public_unless_told_otherwise() {
         let base = ["cp", "--admin-token", TOKEN, "--key-secret", KEY_SECRET];
-        assert_eq!(Config::try_parse_from(base).unwrap().worker_threads, 1);
-        let four = Config::try_parse_from(base.iter().chain(&["--worker-threads", "4"])).unwrap();
-        assert_eq!(four.worker_threads, 4);
+        let default = Config::try_parse_from(base).unwrap();
+        assert_eq!((default.decision_threads, default.public_threads), (1, 1));
+        let four = Config::try_parse_from(base.iter().chain(&["--decision-threads", "4"])).unwrap();
+        assert_eq!(four.decision_threads, 4);
         let error =
-            Config::try_parse_from(base.iter().chain(&["--worker-threads", "0"])).unwrap_err();
-        assert!(error.to_string().contains("worker-threads"), "{error}");
+            Config::try_parse_from(base.iter().chain(&["--public-threads", "0"])).unwrap_err();
+        assert!(error.to_string().contains("public-threads"), "{error}");
     }
 }

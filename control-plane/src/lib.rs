@@ -12,6 +12,7 @@ pub mod billing;
 pub mod clock;
 pub mod config;
 pub mod decision;
+pub mod log_limit;
 pub mod metrics;
 pub mod server;
 pub mod storage;

@@ -12,6 +12,11 @@ pub struct OutcomeLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabel {
+    pub budget: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
     /// The Stripe event type; empty when the delivery was refused before it was read.
     pub r#type: String,
@@ -46,6 +51,9 @@ pub struct Metrics {
     pub webhook_events: Family<WebhookLabels, Counter>,
     /// Time from a callout's arrival to its answer, store round trip included.
     pub decision_seconds: Histogram,
+    /// Public requests refused before any work, by budget (usage, billing, webhook, public)
+    /// or `in_flight` when the listener was full.
+    pub public_refusals: Family<BudgetLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -101,8 +109,15 @@ impl Default for Metrics {
             "Time to decide a callout, store included",
             decision_seconds.clone(),
         );
+        let public_refusals = Family::<BudgetLabel, Counter>::default();
+        registry.register(
+            "public_refusals",
+            "Public requests refused by admission, by budget",
+            public_refusals.clone(),
+        );
         Self {
             registry,
+            public_refusals,
             decision_requests,
             decisions,
             tenant_lookups,
@@ -137,6 +152,12 @@ impl Metrics {
             outcome,
         };
         self.webhook_events.get_or_create(&labels).inc();
+    }
+
+    pub fn count_budget_refusal(&self, budget: &'static str) {
+        self.public_refusals
+            .get_or_create(&BudgetLabel { budget })
+            .inc();
     }
 
     pub fn count_reload(&self, outcome: &'static str) {

@@ -319,17 +319,18 @@ async fn key_lifecycle_errors_are_clear_and_change_nothing() {
 }
 
 /// Every public POST is held to one limit, whichever handler it reaches: up to the limit the
-/// handler answers (here: billing is not configured), one byte more is 413 before any handler.
+/// handler answers (here: no key for the sessions, billing not configured for the webhook),
+/// one byte more is 413 before any handler.
 #[tokio::test]
 async fn the_public_listener_refuses_bodies_over_its_limit() {
     let app = public_router(state().await, &[]);
-    for path in [
-        "/api/v1/billing/checkout",
-        "/api/v1/billing/portal",
-        "/api/v1/billing/webhook",
+    for (path, handled) in [
+        ("/api/v1/billing/checkout", StatusCode::UNAUTHORIZED),
+        ("/api/v1/billing/portal", StatusCode::UNAUTHORIZED),
+        ("/api/v1/billing/webhook", StatusCode::SERVICE_UNAVAILABLE),
     ] {
         for (size, expected) in [
-            (PUBLIC_BODY_LIMIT, StatusCode::SERVICE_UNAVAILABLE),
+            (PUBLIC_BODY_LIMIT, handled),
             (PUBLIC_BODY_LIMIT + 1, StatusCode::PAYLOAD_TOO_LARGE),
         ] {
             let request = Request::builder()

@@ -79,6 +79,11 @@ pub fn is_policy_name(name: &str) -> bool {
 /// Longest API key either side accepts, in bytes.
 pub const MAX_API_KEY_LEN: usize = 256;
 
+/// The largest [`header::EDGE_DENIED`] count taken; a larger one counts as this many. A filter
+/// reports what its cache refused since its last report, far below this; the bound keeps a
+/// forged header from overflowing the counters it is added to.
+pub const MAX_EDGE_DENIED: u64 = u32::MAX as u64;
+
 /// What the filter asks: may this key spend `cost` units on `route` now?
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionRequest<'a> {
@@ -244,13 +249,14 @@ impl Answer {
     }
 }
 
-/// The optional [`header::EDGE_DENIED`] count; absent means none.
+/// The optional [`header::EDGE_DENIED`] count; absent means none, and more than
+/// [`MAX_EDGE_DENIED`] counts as that many.
 pub fn edge_denied<'h>(
     header: &impl Fn(&'static str) -> Option<&'h str>,
 ) -> Result<u64, ProtocolError> {
     match header(header::EDGE_DENIED) {
         None => Ok(0),
-        Some(_) => number(header, header::EDGE_DENIED),
+        Some(_) => number::<u64>(header, header::EDGE_DENIED).map(|n| n.min(MAX_EDGE_DENIED)),
     }
 }
 

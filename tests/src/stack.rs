@@ -238,6 +238,11 @@ impl Stack {
                     ("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
                     ("TOLLGATE_KEY_SECRET", KEY_SECRET.to_owned()),
                     ("RUST_LOG", "info".to_owned()),
+                    // Tests poll usage and the other public endpoints as fast as they need;
+                    // the budgets' own tests (self_defense.rs) put the defaults back.
+                    ("TOLLGATE_USAGE_BUDGET", "100000".to_owned()),
+                    ("TOLLGATE_PUBLIC_BUDGET", "100000".to_owned()),
+                    ("TOLLGATE_BILLING_BUDGET", "100000".to_owned()),
                 ];
                 if let Some(path) = &tiers {
                     env.push(("TOLLGATE_TIERS", path.display().to_string()));

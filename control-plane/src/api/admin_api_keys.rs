@@ -1,7 +1,8 @@
 //! Key lifecycle on the admin API: several keys per tenant, issue, rotate with a grace period,
 //! revoke, list. Keys are shown once, when issued; lists show ids, prefixes and dates only.
 //! A revoked key stops working at once at every replica (the change is published like any
-//! other), and at the edge too: the filter caches denials, never admissions.
+//! other) and at the edge, where it is never admitted again; an Envoy that cached a denial
+//! of it answers that 429 for up to the deny cache's `max_ttl` before the 401.
 
 use axum::Json;
 use axum::body::Bytes;

@@ -11,15 +11,21 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde::Deserialize;
 
+use super::body_limit::{BodyReaders, read_bodies};
 use super::error::ApiError;
 use super::{AppState, caller};
 use crate::billing::HostedSession;
 
+/// The billing routes, the only public ones that read a body (see [`super::body_limit`]).
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/billing/webhook", post(webhook))
         .route("/api/v1/billing/checkout", post(checkout))
         .route("/api/v1/billing/portal", post(portal))
+        .route_layer(axum::middleware::from_fn_with_state(
+            BodyReaders::default(),
+            read_bodies,
+        ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,8 +41,9 @@ async fn checkout(
     headers: HeaderMap,
     body: Result<Json<CheckoutRequest>, JsonRejection>,
 ) -> Result<Json<HostedSession>, ApiError> {
-    state.billing.sessions()?;
+    // Who asks comes first: a stranger learns nothing about how billing is set up.
     let tenant = caller::tenant(&state, &headers)?;
+    state.billing.sessions()?;
     if tenant.suspended {
         return Err(ApiError::TenantSuspended);
     }
@@ -49,7 +56,6 @@ async fn portal(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<HostedSession>, ApiError> {
-    state.billing.sessions()?;
     let tenant = caller::tenant(&state, &headers)?;
     Ok(Json(state.billing.portal(&tenant).await?))
 }

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use tollgate_protocol::{Answer, DecisionRequest};
 
 use super::AppState;
+use crate::log_limit;
 
 pub async fn decide(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let metrics = &state.metrics;
@@ -17,7 +18,9 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap) -> Respon
     let request = match request {
         Ok(request) => request,
         Err(error) => {
-            tracing::warn!(%error, "malformed decision request");
+            if let Some(suppressed) = log_limit::admit("malformed_decision_request") {
+                tracing::warn!(%error, suppressed, "malformed decision request");
+            }
             metrics.count_decision("", "bad_request");
             return StatusCode::BAD_REQUEST.into_response();
         }
@@ -32,7 +35,9 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap) -> Respon
             encode(&answer)
         }
         Err(error) => {
-            tracing::error!(%error, "no decision");
+            if let Some(suppressed) = log_limit::admit("no_decision") {
+                tracing::error!(%error, suppressed, "no decision");
+            }
             metrics.count_decision("", "unavailable");
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }

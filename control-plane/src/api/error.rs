@@ -5,9 +5,12 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use tollgate_protocol::api_key_extraction::KeyError;
+
+use super::budgets::Exhausted;
 
 use crate::billing::{BillingError, StripeApiError};
 use crate::decision::DecisionError;
@@ -19,8 +22,11 @@ pub enum ApiError {
     /// 401: no admin token, or the wrong one.
     #[error("a valid admin bearer token is required")]
     Unauthorized,
-    /// 401: the tenant's API key is missing, malformed or unknown.
-    #[error("a valid API key is required (the API-key header or Authorization: Bearer)")]
+    /// 401: no usable API key (missing or malformed), as the filter would say.
+    #[error("{0}")]
+    ApiKey(KeyError),
+    /// 401: the API key is well-formed but no tenant's working key.
+    #[error("the API key is not valid")]
     InvalidApiKey,
     /// 400: a webhook whose signature is missing, wrong or stale.
     #[error("the Stripe-Signature does not verify")]
@@ -68,6 +74,24 @@ pub enum ApiError {
     /// 400: the raw body could not be read to its end.
     #[error("the body could not be read")]
     BodyUnreadable,
+    /// 408: the body did not arrive in time.
+    #[error("the body did not arrive in time")]
+    BodyTimeout,
+    /// 429: the caller's budget on this endpoint is spent.
+    #[error("the {} budget of {} requests per second is spent; retry shortly", .0.budget.name, .0.budget.per_second)]
+    OverBudget(Exhausted),
+    /// 503: too much is in flight on this listener; shed before any work.
+    #[error("the server is busy; retry shortly")]
+    Overloaded,
+    /// 404
+    #[error("no resource at this path")]
+    NotFound,
+    /// 405
+    #[error("the resource does not take this method")]
+    MethodNotAllowed,
+    /// 500: a handler panicked (a bug); the panic is logged.
+    #[error("internal error")]
+    Panic,
     /// 503: the durable store of tenants did not answer; nothing was changed.
     #[error("the tenant store is unavailable; retry shortly")]
     TenantStore(#[from] StoreError),
@@ -86,6 +110,7 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::ApiKey(error) => (StatusCode::UNAUTHORIZED, error.code()),
             ApiError::InvalidApiKey => (StatusCode::UNAUTHORIZED, "invalid_api_key"),
             ApiError::TenantNotFound => (StatusCode::NOT_FOUND, "tenant_not_found"),
             ApiError::TenantSuspended => (StatusCode::FORBIDDEN, "tenant_suspended"),
@@ -121,6 +146,12 @@ impl ApiError {
             }
             ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::BodyUnreadable => (StatusCode::BAD_REQUEST, "invalid_body"),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            ApiError::OverBudget(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Panic => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             ApiError::TenantStore(_) | ApiError::WindowStore(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
             }
@@ -155,11 +186,25 @@ impl From<BillingError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// Whether retrying the same request later may succeed (a store outage, not a bug).
+    fn is_transient(&self) -> bool {
+        match self {
+            ApiError::TenantStore(error) | ApiError::WindowStore(error) => error.is_transient(),
+            _ => false,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            tracing::error!(error = ?self, "request failed");
+        // Shedding is the intended answer to overload, not a failure to investigate.
+        if status.is_server_error()
+            && !matches!(self, ApiError::Overloaded)
+            && let Some(suppressed) = crate::log_limit::admit(code)
+        {
+            tracing::error!(error = ?self, suppressed, "request failed");
         }
         let mut response = (
             status,
@@ -176,15 +221,39 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/problem+json"),
         );
-        let realm = match self {
+        let headers = response.headers_mut();
+        let realm = match &self {
             ApiError::Unauthorized => Some("Bearer realm=\"tollgate-admin\""),
-            ApiError::InvalidApiKey => Some("Bearer realm=\"tollgate\""),
+            ApiError::InvalidApiKey | ApiError::ApiKey(_) => Some("Bearer realm=\"tollgate\""),
             _ => None,
         };
         if let Some(realm) = realm {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static(realm),
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(realm));
+        }
+        let retry_after_ms = match &self {
+            ApiError::OverBudget(exhausted) => {
+                // Structured fields (RFC 9651) like the filter's: the budget is a policy of
+                // `per_second` requests a second, none left.
+                let Exhausted { budget, .. } = exhausted;
+                let policy = format!("\"{}\";q={};w=1", budget.name, budget.per_second);
+                let remaining = format!("\"{}\";r=0;t=1", budget.name);
+                for (name, value) in [("ratelimit-policy", policy), ("ratelimit", remaining)] {
+                    if let Ok(value) = HeaderValue::try_from(value) {
+                        headers.insert(name, value);
+                    }
+                }
+                Some(exhausted.retry_after_ms)
+            }
+            ApiError::Overloaded => Some(1000),
+            error @ (ApiError::TenantStore(_) | ApiError::WindowStore(_)) => {
+                Some(1000).filter(|_| error.is_transient())
+            }
+            _ => None,
+        };
+        if let Some(ms) = retry_after_ms {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(ms.div_ceil(1000).max(1)),
             );
         }
         response

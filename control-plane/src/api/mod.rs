@@ -9,22 +9,30 @@
 
 mod admin;
 mod admin_api_keys;
+pub mod admission;
 mod billing;
 pub mod body_limit;
+pub mod budgets;
 mod caller;
 mod dashboard;
 mod decision;
 pub mod error;
+pub mod listener;
 mod usage;
 
+use std::any::Any;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use self::admission::Admission;
+use self::error::ApiError;
 
 use crate::billing::Billing;
 use crate::clock::Clock;
@@ -47,6 +55,8 @@ pub struct AppState {
     /// The header tenants send their key in, besides `Authorization: Bearer`.
     pub api_key_header: HeaderName,
     pub admin_token: Secret,
+    /// Budgets and in-flight bounds of the public listener.
+    pub admission: Admission,
 }
 
 pub fn internal_router(state: AppState) -> Router {
@@ -54,6 +64,9 @@ pub fn internal_router(state: AppState) -> Router {
         .route(tollgate_protocol::DECISION_PATH, post(decision::decide))
         .route("/metrics", get(metrics))
         .merge(admin::routes(state.clone()))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(problem_for_bare_405))
+        .layer(CatchPanicLayer::custom(panicked))
         .with_state(state)
 }
 
@@ -65,8 +78,48 @@ pub fn public_router(state: AppState, cors_origins: &[HeaderValue]) -> Router {
         .merge(usage::public_routes(cors_origins, &state.api_key_header))
         .merge(dashboard::routes())
         .merge(billing::routes())
-        .layer(axum::middleware::from_fn(body_limit::limit_public_bodies))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(problem_for_bare_405))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admission::admit,
+        ))
+        .layer(CatchPanicLayer::custom(panicked))
         .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// Axum answers a known path with an unknown method 405 and no body; this makes it a
+/// problem like every other error. (Its `method_not_allowed_fallback` would also catch the
+/// CORS preflights the usage route's own layer answers.)
+async fn problem_for_bare_405(response: Response) -> Response {
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        let mut problem = ApiError::MethodNotAllowed.into_response();
+        if let Some(allow) = response.headers().get(header::ALLOW) {
+            problem.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+        return problem;
+    }
+    response
+}
+
+/// A handler panicked (a bug): the client gets a 500 problem, not a reset connection, and
+/// the log says what broke.
+fn panicked(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    if let Some(suppressed) = crate::log_limit::admit("handler_panic") {
+        tracing::error!(message, suppressed, "a handler panicked");
+    }
+    ApiError::Panic.into_response()
 }
 
 /// Ready when the window store and the tenant directory answer.

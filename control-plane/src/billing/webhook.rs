@@ -63,7 +63,9 @@ impl Billing {
             .ok_or(BillingError::NotConfigured)?;
         signature::verify(signature, body, secret.expose(), self.clock.now_secs()).inspect_err(
             |error| {
-                tracing::warn!(%error, "webhook refused");
+                if let Some(suppressed) = crate::log_limit::admit("webhook_refused") {
+                    tracing::warn!(%error, suppressed, "webhook refused");
+                }
                 self.metrics.count_webhook("", "refused");
             },
         )?;
@@ -108,6 +110,19 @@ impl Billing {
         };
         self.metrics.count_webhook(kind, outcome);
         Ok(())
+    }
+
+    /// The webhook event parser's entry point: reads a delivery's body as
+    /// [`Billing::receive_webhook`] does once the signature has passed, and applies nothing.
+    /// `Err(MalformedEvent)` when the body is not JSON, `Ok(None)` for an event that changes
+    /// no subscription, otherwise the change it names (opaque outside this module). For the
+    /// fuzz targets (`fuzz/`).
+    pub fn read_webhook_event(
+        body: &[u8],
+    ) -> Result<Option<impl std::fmt::Debug + use<>>, BillingError> {
+        let event: Value =
+            serde_json::from_slice(body).map_err(|_| BillingError::MalformedEvent)?;
+        Ok(read_event(&event))
     }
 }
 

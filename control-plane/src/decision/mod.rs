@@ -23,7 +23,7 @@ use crate::window::{WindowStore, Windows};
 /// Why no decision (or usage) could be had. The filter sees 503 and applies its failure mode.
 #[derive(Debug, thiserror::Error)]
 pub enum DecisionError {
-    /// The window store failed.
+    /// The window store failed, or the tenants are not loaded yet.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The tenant's tier is not in the table. Reloads refuse a table that drops a tier in
@@ -57,7 +57,7 @@ impl Decider {
     /// The answer to one callout.
     pub async fn decide(&self, request: &DecisionRequest<'_>) -> Result<Answer, DecisionError> {
         let key = self.keys.hash(request.api_key);
-        let owner = self.tenants.by_key(&key, self.clock.now_secs());
+        let owner = self.tenants.by_key(&key, self.clock.now_secs())?;
         self.metrics.count_lookup(owner.is_some());
         let Some(owner) = owner else {
             return Ok(Answer::UnknownKey);
@@ -316,6 +316,28 @@ mod tests {
         assert!(
             matches!(answer, Answer::ShadowDeny { .. }),
             "got {answer:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn before_the_tenants_are_loaded_no_key_is_refused_the_decision_fails() {
+        use crate::storage::redis::{RedisConnection, RedisTarget};
+        // A Redis directory whose listener never ran: nothing is loaded.
+        let target = RedisTarget::Standalone("redis://127.0.0.1:1".into());
+        let timeout = Duration::from_millis(50);
+        let connection = RedisConnection::connect(&target, timeout).await.unwrap();
+        let mut fixture = fixture(false);
+        fixture.decider.tenants = Arc::new(Directory::redis(connection, timeout));
+        let request = DecisionRequest {
+            api_key: "tg_any",
+            route: "ingest",
+            cost: 1,
+            edge_denied: 0,
+        };
+        let error = fixture.decider.decide(&request).await.unwrap_err();
+        assert!(
+            matches!(error, DecisionError::Store(StoreError::NotLoaded)),
+            "a 503 (the filter's failure mode), not a 401: {error}"
         );
     }
 

@@ -28,7 +28,7 @@ use super::{KeyHash, KeyOwner, StoredKey, StoredTenant, Tenant, TenantChange};
 use crate::storage::StoreError;
 use crate::storage::redis::key_layout::{TENANT_CHANGES, TENANTS};
 use crate::storage::redis::{RedisConnection, RedisTarget, bounded, ping, scripts};
-use crate::storage::state_file::{self, StateFileError};
+use crate::storage::state_file::{StateFile, StateFileError};
 
 /// How often the Redis listener reloads every tenant, whatever it heard.
 const FULL_RELOAD_PERIOD: Duration = Duration::from_secs(30);
@@ -50,9 +50,7 @@ pub struct Directory {
 
 enum Durable {
     Process,
-    File {
-        path: PathBuf,
-    },
+    File(StateFile),
     Redis {
         connection: RedisConnection,
         timeout: Duration,
@@ -74,13 +72,14 @@ impl Directory {
     /// Tenants in a state file; loads it now if it exists.
     pub fn file(path: PathBuf) -> Result<Self, StateFileError> {
         let cache = Arc::new(Tenants::default());
-        if let Some(records) = state_file::read::<Vec<StoredTenant>>(&path)? {
+        let (file, records) = StateFile::open::<Vec<StoredTenant>>(path.clone())?;
+        if let Some(records) = records {
             tracing::info!(tenants = records.len(), path = %path.display(), "state file loaded");
             cache.replace_all(records);
         }
         Ok(Self {
             cache,
-            durable: Durable::File { path },
+            durable: Durable::File(file),
             writes: Mutex::new(()),
             loaded: Arc::new(AtomicBool::new(true)),
         })
@@ -113,13 +112,25 @@ impl Directory {
     }
 
     /// The tenant a key belongs to, if the key works at `now` (seconds since the epoch).
-    pub fn by_key(&self, key: &KeyHash, now: u64) -> Option<KeyOwner> {
-        self.cache.by_key(key, now)
+    /// Before a replica has loaded the tenants, no key can be judged: [`StoreError::NotLoaded`],
+    /// so the filter applies its failure mode rather than refusing a valid key.
+    pub fn by_key(&self, key: &KeyHash, now: u64) -> Result<Option<KeyOwner>, StoreError> {
+        self.ensure_loaded()?;
+        Ok(self.cache.by_key(key, now))
     }
 
-    /// The whole tenant a key belongs to, if the key works at `now`.
-    pub fn tenant_by_key(&self, key: &KeyHash, now: u64) -> Option<Tenant> {
-        self.cache.tenant_by_key(key, now)
+    /// The whole tenant a key belongs to, if the key works at `now`; as [`Directory::by_key`].
+    pub fn tenant_by_key(&self, key: &KeyHash, now: u64) -> Result<Option<Tenant>, StoreError> {
+        self.ensure_loaded()?;
+        Ok(self.cache.tenant_by_key(key, now))
+    }
+
+    fn ensure_loaded(&self) -> Result<(), StoreError> {
+        if self.loaded.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(StoreError::NotLoaded)
+        }
     }
 
     /// The tenant a Stripe customer or subscription id belongs to.
@@ -196,7 +207,7 @@ impl Directory {
                 timeout,
                 ..
             } => fetch(connection, *timeout, id).await,
-            Durable::Process | Durable::File { .. } => {
+            Durable::Process | Durable::File(_) => {
                 Ok(self.cache.record(id).map(|record| (record, None)))
             }
         }
@@ -207,12 +218,12 @@ impl Directory {
     async fn store(&self, record: &StoredTenant, read: Option<&str>) -> Result<bool, StoreError> {
         match &self.durable {
             Durable::Process => Ok(true),
-            Durable::File { path } => {
+            Durable::File(file) => {
                 let mut records = self.cache.records();
                 records.retain(|r| r.tenant.id != record.tenant.id);
                 records.push(record.clone());
                 records.sort_by(|a, b| a.tenant.id.cmp(&b.tenant.id));
-                state_file::write(path, &records).await.map(|()| true)
+                file.write(&records).await.map(|()| true)
             }
             Durable::Redis {
                 connection,
@@ -240,18 +251,14 @@ impl Directory {
     /// Whether the tenants are loaded and their durable home answers.
     pub async fn health(&self) -> Result<(), StoreError> {
         match &self.durable {
-            Durable::Process | Durable::File { .. } => Ok(()),
+            Durable::Process | Durable::File(_) => Ok(()),
             Durable::Redis {
                 connection,
                 timeout,
                 ..
             } => {
                 ping(connection, *timeout).await?;
-                if self.loaded.load(Ordering::Acquire) {
-                    Ok(())
-                } else {
-                    Err(StoreError::NotLoaded)
-                }
+                self.ensure_loaded()
             }
         }
     }
@@ -286,6 +293,34 @@ impl Directory {
     }
 }
 
+/// A subscription to the change channel through the first node that answers: Redis Cluster
+/// forwards every PUBLISH to every node, so any one will do, and a seed that is down must
+/// not keep the replica from loading its tenants.
+async fn subscribe(
+    target: &RedisTarget,
+    timeout: Duration,
+) -> Result<redis::aio::PubSub, StoreError> {
+    let mut last = StoreError::NotLoaded;
+    for url in target.urls() {
+        let attempt = async {
+            let client = redis::Client::open(url.as_str())?;
+            let mut pubsub = tokio::time::timeout(timeout * 10, client.get_async_pubsub())
+                .await
+                .map_err(|_| StoreError::TimedOut(timeout * 10))??;
+            pubsub.subscribe(TENANT_CHANGES).await?;
+            Ok::<_, StoreError>(pubsub)
+        };
+        match attempt.await {
+            Ok(pubsub) => return Ok(pubsub),
+            Err(error) => {
+                tracing::debug!(node = %crate::storage::redis::redact(url), %error, "cannot subscribe through this node");
+                last = error;
+            }
+        }
+    }
+    Err(last)
+}
+
 /// Subscribes, loads everything, then applies each announced change. Returns `Ok` only when
 /// the cache is gone (shutdown).
 async fn listen(
@@ -295,11 +330,7 @@ async fn listen(
     cache: &Weak<Tenants>,
     loaded: &AtomicBool,
 ) -> Result<(), StoreError> {
-    let client = redis::Client::open(target.first_url())?;
-    let mut pubsub = tokio::time::timeout(timeout * 10, client.get_async_pubsub())
-        .await
-        .map_err(|_| StoreError::TimedOut(timeout * 10))??;
-    pubsub.subscribe(TENANT_CHANGES).await?;
+    let mut pubsub = subscribe(target, timeout).await?;
     // Subscribed first, loaded second: a change made in between is both loaded and heard.
     reload_all(connection, timeout, cache).await?;
     loaded.store(true, Ordering::Release);

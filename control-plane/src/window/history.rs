@@ -71,8 +71,10 @@ impl MinuteRing {
         if slot.0 != minute {
             *slot = (minute, 0, 0);
         }
-        slot.1 += admitted;
-        slot.2 += denied;
+        // Saturating: a count reported by a client (usage requests carry the filter's) must
+        // not be able to overflow a counter.
+        slot.1 = slot.1.saturating_add(admitted);
+        slot.2 = slot.2.saturating_add(denied);
     }
 
     /// The last hour, oldest minute first, ending with the current one.

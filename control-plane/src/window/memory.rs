@@ -17,6 +17,8 @@ use super::{Limit, MonthStanding, WindowDecision, WindowStore, WindowUsage};
 use crate::clock::Clock;
 use crate::storage::StoreError;
 
+/// Cloning shares the windows (both listeners use one store).
+#[derive(Clone)]
 pub struct MemoryWindows {
     inner: Arc<Inner>,
 }
@@ -262,9 +264,11 @@ struct EventLog {
 
 impl EventLog {
     fn record(&mut self, at: u64, count: u32) {
-        self.total += u64::from(count);
+        self.total = self.total.saturating_add(u64::from(count));
         match self.events.back_mut() {
-            Some((last, n)) if *last == at => *n += count,
+            // A count that would overflow the millisecond's entry starts another, so the
+            // entries always add up to the total.
+            Some((last, n)) if *last == at && n.checked_add(count).is_some() => *n += count,
             _ => self.events.push_back((at, count)),
         }
     }
@@ -275,7 +279,7 @@ impl EventLog {
             if at > cutoff {
                 break;
             }
-            self.total -= u64::from(count);
+            self.total = self.total.saturating_sub(u64::from(count));
             self.events.pop_front();
         }
     }

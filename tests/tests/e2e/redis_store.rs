@@ -23,7 +23,7 @@ async fn two_replicas_on_one_redis_admit_exactly_the_limit() {
     let options = StackOptions::default()
         .redis(redis.url())
         .replicas(2)
-        .control_plane_env("TOLLGATE_WORKER_THREADS", "2")
+        .control_plane_env("TOLLGATE_DECISION_THREADS", "2")
         .tiers(BULK_TIER)
         .filter(
             "control_plane",

@@ -110,6 +110,11 @@ async fn usage_needs_the_tenants_own_key() {
     assert_eq!(problem["code"], "invalid_api_key");
     let missing = stack.call_without_key("/api/v1/usage").await;
     assert_eq!(missing.status(), 401);
+    let problem: Value = missing.json().await.unwrap();
+    assert_eq!(
+        problem["code"], "missing_api_key",
+        "the filter's code for the same request"
+    );
 
     let tenant = stack.create_tenant("pro").await;
     let bearer = stack

@@ -37,22 +37,18 @@ pub enum RedisTarget {
 impl RedisTarget {
     /// The URLs with any password replaced by `***`.
     pub fn redacted(&self) -> String {
-        let urls = match self {
-            RedisTarget::Standalone(url) => std::slice::from_ref(url),
-            RedisTarget::Cluster(urls) => urls.as_slice(),
-        };
-        urls.iter()
+        self.urls()
+            .iter()
             .map(|url| redact(url))
             .collect::<Vec<_>>()
             .join(",")
     }
 
-    /// A URL of one node, for the change subscription (Redis Cluster forwards every PUBLISH to
-    /// every node, so one is enough).
-    pub fn first_url(&self) -> &str {
+    /// Every configured URL: the server's, or each cluster seed's.
+    pub fn urls(&self) -> &[String] {
         match self {
-            RedisTarget::Standalone(url) => url,
-            RedisTarget::Cluster(urls) => urls.first().map_or("", String::as_str),
+            RedisTarget::Standalone(url) => std::slice::from_ref(url),
+            RedisTarget::Cluster(urls) => urls,
         }
     }
 }

@@ -1,0 +1,199 @@
+//! Admission on the public listener: budgets for the endpoints the filter does not meter, so
+//! no client can make the control-plane busy for everyone else.
+//!
+//! Each request spends a token from a budget keyed by who sends it: the tenant (its API key)
+//! for usage and billing sessions, the client address for everything else and for requests
+//! without a usable key. Past the budget the answer is 429 problem+json with `Retry-After`
+//! and `RateLimit` headers, at the cost of one hash and one uncontended lock.
+//!
+//! The buckets are [`super::budgets`]'s bounded table.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+use tollgate_protocol::api_key_extraction;
+
+use super::AppState;
+use super::budgets::{Budget, Budgets};
+use super::error::ApiError;
+use super::listener::peer;
+use crate::clock::Clock;
+
+/// The public listener's budgets.
+#[derive(Debug, Clone, Copy)]
+pub struct PublicBudgets {
+    /// `GET /api/v1/usage`, per tenant: a dashboard polling every few seconds uses a tenth.
+    pub usage: Budget,
+    /// Checkout and portal sessions, per tenant: each is a call to Stripe.
+    pub billing: Budget,
+    /// Stripe's webhook deliveries, per address (Stripe sends from a handful).
+    pub webhook: Budget,
+    /// Everything else (tiers, dashboard, health), and requests without a usable key, per
+    /// client address.
+    pub per_address: Budget,
+}
+
+impl Default for PublicBudgets {
+    fn default() -> Self {
+        Self {
+            usage: Budget {
+                name: "usage",
+                per_second: 10,
+                burst: 20,
+            },
+            billing: Budget {
+                name: "billing",
+                per_second: 1,
+                burst: 5,
+            },
+            webhook: Budget {
+                name: "webhook",
+                per_second: 100,
+                burst: 200,
+            },
+            per_address: Budget {
+                name: "public",
+                per_second: 20,
+                burst: 40,
+            },
+        }
+    }
+}
+
+/// Where the client's address comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress {
+    /// Proxies in front of this listener that append the address they saw to
+    /// `X-Forwarded-For` (Envoy with `use_remote_address: true` is one). Zero: the peer of the
+    /// connection is the client.
+    pub trusted_hops: usize,
+}
+
+impl ClientAddress {
+    /// The address the outermost trusted proxy saw, or the peer's. Entries left of it were
+    /// written by the client and prove nothing.
+    pub fn of(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
+        if self.trusted_hops > 0 {
+            let forwarded: Vec<&str> = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .map(str::trim)
+                .collect();
+            if let Some(index) = forwarded.len().checked_sub(self.trusted_hops) {
+                return forwarded[index].parse().ok();
+            }
+        }
+        peer.map(|peer| peer.ip())
+    }
+}
+
+/// Middleware for the public router: sheds the request when too many are in flight (503),
+/// spends its budget or answers 429, and only then lets it through.
+pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Ok(_in_flight) = state.admission.in_flight.clone().try_acquire_owned() else {
+        state.metrics.count_budget_refusal("in_flight");
+        return ApiError::Overloaded.into_response();
+    };
+    let budgets = state.admission.budgets;
+    let path = request.uri().path();
+    let tenant_budget = match path {
+        "/api/v1/usage" => Some(budgets.usage),
+        "/api/v1/billing/checkout" | "/api/v1/billing/portal" => Some(budgets.billing),
+        _ => None,
+    };
+    let headers = request.headers();
+    let key = tenant_budget.and_then(|budget| {
+        let bytes = |name| headers.get(name).map(HeaderValue::as_bytes);
+        let key = api_key_extraction::extract(
+            bytes(state.api_key_header.as_str()),
+            bytes("authorization"),
+        );
+        key.ok().map(|key| (budget, key))
+    });
+    let spent = match key {
+        Some((budget, key)) => state.admission.buckets.spend(budget, key),
+        None => {
+            let budget = if path == "/api/v1/billing/webhook" {
+                budgets.webhook
+            } else {
+                budgets.per_address
+            };
+            let address = state.admission.client.of(headers, peer(&request));
+            state.admission.buckets.spend(budget, address)
+        }
+    };
+    match spent {
+        Ok(()) => next.run(request).await,
+        Err(exhausted) => {
+            state.metrics.count_budget_refusal(exhausted.budget.name);
+            ApiError::OverBudget(exhausted).into_response()
+        }
+    }
+}
+
+/// Admission state shared by the public router.
+#[derive(Clone)]
+pub struct Admission {
+    pub budgets: PublicBudgets,
+    pub buckets: Arc<Budgets>,
+    pub client: ClientAddress,
+    /// Requests being served; past its permits, a request is shed before any work.
+    pub in_flight: Arc<Semaphore>,
+}
+
+impl Admission {
+    /// Slots in the bucket table: 64 Ki buckets, 2 MiB.
+    pub const BUCKETS: usize = 65_536;
+
+    pub fn new(
+        budgets: PublicBudgets,
+        client: ClientAddress,
+        max_in_flight: usize,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            budgets,
+            buckets: Arc::new(Budgets::new(Self::BUCKETS, clock)),
+            client,
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_is_the_address_the_trusted_proxy_saw() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 10.0.0.9"),
+        );
+        let peer = Some(SocketAddr::from(([127, 0, 0, 1], 5000)));
+        let behind_envoy = ClientAddress { trusted_hops: 1 };
+        assert_eq!(
+            behind_envoy.of(&headers, peer),
+            Some(IpAddr::from([10, 0, 0, 9])),
+            "the client wrote 6.6.6.6; Envoy appended 10.0.0.9"
+        );
+        let direct = ClientAddress { trusted_hops: 0 };
+        assert_eq!(
+            direct.of(&headers, peer),
+            Some(IpAddr::from([127, 0, 0, 1]))
+        );
+        assert_eq!(
+            behind_envoy.of(&HeaderMap::new(), peer),
+            Some(IpAddr::from([127, 0, 0, 1])),
+            "no header: the peer"
+        );
+    }
+}

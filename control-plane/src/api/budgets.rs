@@ -1,0 +1,151 @@
+//! Token buckets for the public listener's budgets, in a table whose size is fixed.
+//!
+//! The table is direct-mapped by a keyed hash of (budget, subject), so memory stays bounded
+//! however many keys or addresses arrive. Two subjects sharing a slot share (or reset) a
+//! bucket; with thousands of slots and the hash keyed at random per process, an attacker can
+//! neither aim at a tenant's slot nor gain more than one bucket's worth from a collision.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::clock::Clock;
+
+/// How many requests one subject may make: `per_second` on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// The policy name in the `RateLimit` headers.
+    pub name: &'static str,
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Budget {
+    /// This budget at `per_second`, with bursts of twice that.
+    pub fn at(self, per_second: u32) -> Self {
+        Self {
+            per_second,
+            burst: per_second.saturating_mul(2),
+            ..self
+        }
+    }
+}
+
+/// The token buckets.
+pub struct Budgets {
+    slots: Box<[Mutex<Bucket>]>,
+    hasher: RandomState,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Bucket {
+    /// Hash of (budget, subject) owning the slot; 0 is free.
+    owner: u64,
+    /// Tokens left, in thousandths, as of `at_ms`.
+    milli_tokens: u64,
+    at_ms: u64,
+}
+
+/// Past the budget: retry in this many milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exhausted {
+    pub budget: Budget,
+    pub retry_after_ms: u64,
+}
+
+impl Budgets {
+    pub fn new(slots: usize, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            slots: (0..slots.max(1)).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            clock,
+        }
+    }
+
+    /// Spends one token of `budget` for `subject`.
+    pub fn spend(&self, budget: Budget, subject: impl std::hash::Hash) -> Result<(), Exhausted> {
+        let owner = self.hasher.hash_one((budget.name, subject)) | 1;
+        let index = usize::try_from(owner % self.slots.len() as u64).unwrap_or(0);
+        let now = self.clock.now_ms();
+        let capacity = u64::from(budget.burst.max(1)) * 1000;
+        let mut bucket = self.slots[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if bucket.owner != owner {
+            *bucket = Bucket {
+                owner,
+                milli_tokens: capacity,
+                at_ms: now,
+            };
+        }
+        // per_second tokens a second is per_second thousandths a millisecond.
+        let refill = now.saturating_sub(bucket.at_ms) * u64::from(budget.per_second);
+        bucket.milli_tokens = bucket.milli_tokens.saturating_add(refill).min(capacity);
+        bucket.at_ms = now;
+        if bucket.milli_tokens >= 1000 {
+            bucket.milli_tokens -= 1000;
+            Ok(())
+        } else {
+            let missing = 1000 - bucket.milli_tokens;
+            Err(Exhausted {
+                budget,
+                retry_after_ms: missing.div_ceil(u64::from(budget.per_second.max(1))),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::time::Duration;
+
+    const TEN: Budget = Budget {
+        name: "t",
+        per_second: 10,
+        burst: 3,
+    };
+
+    #[test]
+    fn a_subject_spends_its_burst_then_its_rate() {
+        let clock = ManualClock::new(1_000_000);
+        let budgets = Budgets::new(64, Arc::new(clock.clone()));
+        for n in 0..3 {
+            assert_eq!(budgets.spend(TEN, "a"), Ok(()), "burst token {n}");
+        }
+        assert_eq!(
+            budgets.spend(TEN, "a"),
+            Err(Exhausted {
+                budget: TEN,
+                retry_after_ms: 100
+            })
+        );
+        assert_eq!(budgets.spend(TEN, "b"), Ok(()), "another subject is apart");
+        clock.advance(Duration::from_millis(100));
+        assert_eq!(
+            budgets.spend(TEN, "a"),
+            Ok(()),
+            "one token a tenth of a second"
+        );
+        assert!(budgets.spend(TEN, "a").is_err());
+        clock.advance(Duration::from_secs(60));
+        for _ in 0..3 {
+            assert_eq!(budgets.spend(TEN, "a"), Ok(()));
+        }
+        assert!(
+            budgets.spend(TEN, "a").is_err(),
+            "never more than the burst"
+        );
+    }
+
+    #[test]
+    fn the_table_is_bounded_however_many_subjects_come() {
+        let clock = ManualClock::new(0);
+        let budgets = Budgets::new(16, Arc::new(clock));
+        for subject in 0..100_000u32 {
+            let _ = budgets.spend(TEN, subject);
+        }
+        assert_eq!(budgets.slots.len(), 16);
+    }
+}
