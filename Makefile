@@ -14,13 +14,14 @@ FILTER_WASM := target/$(WASM_TARGET)/release/tollgate_filter.wasm
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/[^0-9.]/, ""); print}' Cargo.lock)
 WASM_TEST_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
 
-.PHONY: help deps deps-test build run test lint unit-test wasm-test e2e-test bench bench-decisions clean
+.PHONY: help deps deps-test build run test lint unit-test wasm-test e2e-test bench bench-decisions fuzz clean
 
 help:
 	@echo "make run    start control-plane, demo upstream and Envoy (Ctrl-C stops them)"
 	@echo "make test   format, lint, unit, wasm (Node) and end-to-end tests"
 	@echo "make bench  edge benchmark: Tollgate vs Envoy alone (needs wrk; a few minutes)"
 	@echo "make bench-decisions   decision-path micro-benchmark (memory and Redis)"
+	@echo "make fuzz   fuzz every parser for FUZZ_SECONDS (60) each; prints executions and crashes"
 
 ## Installation (idempotent) ##################################################
 
@@ -92,16 +93,33 @@ e2e-test:
 
 ## Benchmarks (print figures; never part of `make test`) #####################
 
-# Tollgate in front of an API against Envoy alone, scenarios interleaved over three rounds.
+# Tollgate in front of an API against Envoy alone, scenarios interleaved over rounds; then a
+# legitimate tenant's load beside each attack (bench/src/bin/attacks.rs).
 bench: deps-test
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	cargo build --release --workspace --bins
 	cargo build --release --target $(WASM_TARGET) -p tollgate-filter
 	ENVOY_BIN=$(abspath $(ENVOY)) target/release/edge
+	ENVOY_BIN=$(abspath $(ENVOY)) target/release/attacks
 
 # The decision path's store operation alone, memory and Redis; Redis round trips and memory.
 bench-decisions: deps-test
 	cargo run --release -p tollgate-bench --bin decisions
+
+## Fuzzing (prints figures; never part of `make test`, which replays fuzz/regressions) ####
+
+# Each target in fuzz/fuzz_targets for FUZZ_SECONDS (default 60) under libFuzzer, with the
+# nightly toolchain; FUZZ_TARGETS="a b" runs only those. See fuzz/run.sh.
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz:
+	@if [ "$$(cargo fuzz --version 2>/dev/null | awk '{print $$2}')" != "$(CARGO_FUZZ_VERSION)" ]; then \
+	  echo "installing cargo-fuzz $(CARGO_FUZZ_VERSION) (a few minutes, once)"; \
+	  cargo install --quiet --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION); \
+	fi
+	@cargo +nightly --version >/dev/null 2>&1 || { echo "make fuzz needs the nightly toolchain (rustup toolchain install nightly)"; exit 1; }
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh $(FUZZ_TARGETS)
 
 clean:
 	cargo clean

@@ -8,7 +8,7 @@
 //! - a:  Envoy forwards to the demo upstream, no filter: the baseline for admitted traffic.
 //! - b:  filter + control-plane (memory store), one tenant under its limit, HTTP/2 callouts.
 //! - b1: as b, with HTTP/1.1 callouts (to choose the protocol).
-//! - b2: as b, with the control-plane on two threads (`TOLLGATE_WORKER_THREADS=2`).
+//! - b2: as b, with the control-plane on two threads (`TOLLGATE_DECISION_THREADS=2`).
 //! - c:  as b, with the Redis store.
 //! - c100: as c, 100 tenants each under its limit (a tenant's decisions rarely share a call).
 //! - d:  a flood from one tenant over its quota (the deny cache answers).
@@ -20,10 +20,9 @@
 //! read from /proc (utime + stime of Envoy, the control-plane and Redis) around each run.
 
 use std::fmt::Write as _;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use tollgate_bench::{cpu_ticks, median, run_wrk, scratch_dir, ticks_per_second, wrk_script};
 use tollgate_e2e::redis::RedisServer;
 use tollgate_e2e::{Stack, StackOptions};
 
@@ -57,91 +56,14 @@ struct Figures {
     callouts: Option<u64>,
 }
 
-fn cpu_ticks(pid: Option<u32>) -> u64 {
-    let Some(pid) = pid else { return 0 };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start at state; utime and
-    // stime are the 14th and 15th fields overall.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
-
-fn ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as f64 } else { 100.0 }
-}
-
 async fn unlimited_key(stack: &Stack) -> String {
     stack.create_tenant("unlimited").await.key
-}
-
-fn script(dir: &Path, keys: &[String]) -> std::path::PathBuf {
-    let path = dir.join(format!("keys-{}.lua", keys.len()));
-    let list: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
-    let lua = format!(
-        "local keys = {{{}}}\nlocal i = 0\nrequest = function()\n  i = i + 1\n  return wrk.format(\"GET\", \"/api/v1/ingest\", {{[\"x-api-key\"] = keys[(i % #keys) + 1]}})\nend\n",
-        list.join(", ")
-    );
-    std::fs::write(&path, lua).expect("write wrk script");
-    path
-}
-
-fn duration_ms(text: &str) -> f64 {
-    let split = text.find(|c: char| c.is_alphabetic()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().unwrap_or(f64::NAN);
-    match unit {
-        "us" => value / 1000.0,
-        "ms" => value,
-        "s" => value * 1000.0,
-        "m" => value * 60_000.0,
-        _ => f64::NAN,
-    }
-}
-
-fn run_wrk(url: &str, script: &Path) -> (f64, f64, f64, u64, u64) {
-    let output = Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{CONNECTIONS}"),
-            &format!("-d{RUN_SECONDS}s"),
-            "--latency",
-            "-s",
-        ])
-        .arg(script)
-        .arg(url)
-        .output()
-        .expect("run wrk (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut rps = f64::NAN;
-    let (mut p50, mut p99) = (f64::NAN, f64::NAN);
-    let (mut requests, mut non_2xx) = (0u64, 0u64);
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["Requests/sec:", value] => rps = value.parse().unwrap_or(f64::NAN),
-            ["50%", value] => p50 = duration_ms(value),
-            ["99%", value] => p99 = duration_ms(value),
-            [count, "requests", "in", ..] => requests = count.parse().unwrap_or(0),
-            ["Non-2xx", "or", "3xx", "responses:", count] => non_2xx = count.parse().unwrap_or(0),
-            _ => {}
-        }
-    }
-    (rps, p50, p99, requests, non_2xx)
 }
 
 #[tokio::main]
 async fn main() {
     let redis = RedisServer::start();
-    let dir = tempfile_dir();
+    let dir = scratch_dir("bench");
     println!("Starting stacks (release binaries, Envoy --concurrency 2)...");
     let tollgate = || StackOptions::default().tiers(TIERS);
     let stacks = [
@@ -150,7 +72,7 @@ async fn main() {
         Stack::start(tollgate()).await,                 // 2: b, d, e
         Stack::start(tollgate().callout_http1()).await, // 3: b1
         Stack::start(tollgate().redis(redis.url())).await, // 4: c
-        Stack::start(tollgate().control_plane_env("TOLLGATE_WORKER_THREADS", "2")).await, // 5: b2
+        Stack::start(tollgate().control_plane_env("TOLLGATE_DECISION_THREADS", "2")).await, // 5: b2
     ];
 
     let b_key = unlimited_key(&stacks[2]).await;
@@ -231,7 +153,7 @@ async fn main() {
         let mut results: Vec<(&str, Figures)> = Vec::new();
         for scenario in scenarios.iter().filter(|s| chosen(s.name)) {
             let stack = &stacks[scenario.stack];
-            let script = script(&dir, &scenario.keys);
+            let script = wrk_script(&dir, "/api/v1/ingest", &scenario.keys);
             let pids = [
                 ("envoy", stack.envoy.pid()),
                 ("control-plane", stack.control_planes[0].process.pid()),
@@ -246,7 +168,20 @@ async fn main() {
             ];
             let before: Vec<u64> = pids.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
             let callouts_before = stack.decision_requests().await;
-            let (rps, p50, p99, requests, non_2xx) = run_wrk(&stack.url("/api/v1/ingest"), &script);
+            let run = run_wrk(
+                &stack.url("/api/v1/ingest"),
+                &script,
+                2,
+                CONNECTIONS,
+                RUN_SECONDS,
+            );
+            let (rps, p50, p99, requests, non_2xx) = (
+                run.requests_per_second,
+                run.p50_ms,
+                run.p99_ms,
+                run.requests,
+                run.non_2xx,
+            );
             let callouts = stack.decision_requests().await - callouts_before;
             let cpu = pids
                 .iter()
@@ -324,15 +259,4 @@ async fn main() {
     for (name, by_a, by_a0) in &mut ratios {
         println!("{name:<4} {:>7.2} {:>7.2}", median(by_a), median(by_a0));
     }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tollgate-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("bench dir");
-    dir
 }

@@ -4,12 +4,15 @@
 mod billing;
 mod dashboard;
 mod deploy_configs;
+mod edge_defense;
 mod edge_shedding;
+mod envoy_hardening;
 mod monthly;
 mod observability;
 mod operations;
 mod redis_store;
 mod request_path;
+mod self_defense;
 mod shadow;
 mod tier_reload;
 mod usage;

@@ -1,0 +1,319 @@
+//! The attack benchmark (`make bench`, after the edge benchmark): a legitimate Pro tenant's
+//! load through Envoy while an attacker does its worst, against the same load with no attack
+//! in the same round.
+//!
+//! Scenarios, each beside the legitimate load (`wrk -t1 -c16`, 5 s), three rounds:
+//! - none: no attack (the reference of its round).
+//! - f1: one tenant polling `/api/v1/usage` as fast as 32 connections allow.
+//! - f2: a flood of distinct random well-formed keys, from another client address.
+//! - f3: 1,000 uploads announcing 1 MiB on public routes, 64 KiB sent, then stalled.
+//! - f4: 1 MiB webhook bodies with bad signatures, 8 at a time.
+//!
+//! Printed: the legitimate tenant's req/s and p99 against its no-attack round, its failures
+//! (anything but 200 or 429), the control-plane's and Envoy's peak RSS (and for f3 the
+//! control-plane's after the uploads closed), and control-plane callouts per attacking
+//! request.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tollgate_bench::{median, rss_bytes, run_wrk, scratch_dir, wrk_script};
+use tollgate_e2e::{Stack, StackOptions};
+
+const ROUNDS: usize = 3;
+const RUN_SECONDS: u64 = 5;
+const TIERS: &str = r#"
+default_tier = "standard"
+[tiers.standard]
+limit = 60
+window_seconds = 60
+[tiers.pro]
+limit = 1000000000
+window_seconds = 60
+paid = true
+"#;
+const SCENARIOS: [&str; 5] = ["none", "f1", "f2", "f3", "f4"];
+const UNKNOWN_KEY_DECISIONS: &str = "tollgate_decisions_total{tier=\"\",outcome=\"unknown_key\"}";
+
+struct Row {
+    scenario: &'static str,
+    legit_rps: f64,
+    legit_p99_ms: f64,
+    legit_failures: u64,
+    control_plane_peak: u64,
+    envoy_peak: u64,
+    control_plane_after: Option<u64>,
+    attack_requests: u64,
+    callouts: u64,
+}
+
+/// Raises the open-file limit to its maximum: f3 holds a thousand connections, and Envoy
+/// (started from here) inherits the limit.
+fn raise_file_limit() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Peak RSS of the control-plane and Envoy while `running` holds.
+async fn sample_peaks(
+    stack_pids: (Option<u32>, Option<u32>),
+    running: Arc<AtomicBool>,
+) -> (u64, u64) {
+    let (mut control_plane, mut envoy) = (0, 0);
+    while running.load(Ordering::Relaxed) {
+        control_plane = control_plane.max(rss_bytes(stack_pids.0));
+        envoy = envoy.max(rss_bytes(stack_pids.1));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (control_plane, envoy)
+}
+
+/// `workers` loops sending `request()` until `running` ends; the number of requests sent.
+async fn flood<F, Fut>(workers: usize, running: Arc<AtomicBool>, request: F) -> u64
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let sent = Arc::new(AtomicU64::new(0));
+    let request = Arc::new(request);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (running, sent, request) = (running.clone(), sent.clone(), request.clone());
+        tasks.spawn(async move {
+            while running.load(Ordering::Relaxed) {
+                let n = sent.fetch_add(1, Ordering::Relaxed);
+                request(n).await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    sent.load(Ordering::Relaxed)
+}
+
+/// An upload announcing 1 MiB with 64 KiB sent, then stalled (the stream is held open).
+async fn stalled_upload(port: u16, path: &str) -> Option<TcpStream> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+         stripe-signature: t=1,v1=00\r\ncontent-length: 1048576\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.ok()?;
+    let _ =
+        tokio::time::timeout(Duration::from_millis(200), stream.write_all(&[b' '; 65536])).await;
+    Some(stream)
+}
+
+async fn round(
+    stack: &Stack,
+    scenario: &'static str,
+    legit: &std::path::Path,
+    flooder: &str,
+) -> Row {
+    let pids = (stack.control_planes[0].process.pid(), stack.envoy.pid());
+    // The legitimate tenant's decisions are all admissions; the attacks' are unknown keys.
+    let callouts_before = stack.metric(0, UNKNOWN_KEY_DECISIONS).await.unwrap_or(0);
+    let running = Arc::new(AtomicBool::new(true));
+    let sampler = tokio::spawn(sample_peaks(pids, running.clone()));
+    let mut stalled = Vec::new();
+    if scenario == "f3" {
+        let paths = [
+            "/api/v1/billing/webhook",
+            "/api/v1/billing/checkout",
+            "/healthz",
+            "/api/v1/tiers",
+        ];
+        for n in 0..1000 {
+            stalled.extend(stalled_upload(stack.envoy_port, paths[n % paths.len()]).await);
+        }
+    }
+    let attack = {
+        let running = running.clone();
+        let envoy = stack.url("");
+        let flooder = flooder.to_owned();
+        tokio::spawn(async move {
+            match scenario {
+                "f1" => {
+                    let client = reqwest::Client::new();
+                    flood(32, running, move |_| {
+                        let request = client
+                            .get(format!("{envoy}/api/v1/usage"))
+                            .header("x-api-key", flooder.clone());
+                        async move {
+                            let _ = request.send().await;
+                        }
+                    })
+                    .await
+                }
+                "f2" => {
+                    let client = reqwest::Client::builder()
+                        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
+                        .build()
+                        .expect("client on 127.0.0.2");
+                    flood(32, running, move |n| {
+                        let request = client
+                            .get(format!("{envoy}/api/v1/ingest"))
+                            .header("x-api-key", format!("tg_attack{n:040x}"));
+                        async move {
+                            let _ = request.send().await;
+                        }
+                    })
+                    .await
+                }
+                "f4" => {
+                    let client = reqwest::Client::new();
+                    let body = bytes_of(1024 * 1024);
+                    flood(8, running, move |_| {
+                        let request = client
+                            .post(format!("{envoy}/api/v1/billing/webhook"))
+                            .header("stripe-signature", "t=1,v1=00")
+                            .header("content-type", "application/json")
+                            .body(body.clone());
+                        async move {
+                            let _ = request.send().await;
+                        }
+                    })
+                    .await
+                }
+                _ => 0,
+            }
+        })
+    };
+    let url = stack.url("/api/v1/ingest");
+    let script = legit.to_owned();
+    let run = tokio::task::spawn_blocking(move || run_wrk(&url, &script, 1, 16, RUN_SECONDS))
+        .await
+        .expect("wrk");
+    running.store(false, Ordering::Relaxed);
+    let attack_requests = attack.await.unwrap_or(0) + stalled.len() as u64;
+    let (control_plane_peak, envoy_peak) = sampler.await.unwrap_or((0, 0));
+    let control_plane_after = if stalled.is_empty() {
+        None
+    } else {
+        drop(stalled);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Some(rss_bytes(pids.0))
+    };
+    let callouts = stack.metric(0, UNKNOWN_KEY_DECISIONS).await.unwrap_or(0) - callouts_before;
+    Row {
+        scenario,
+        legit_rps: run.requests_per_second,
+        legit_p99_ms: run.p99_ms,
+        legit_failures: run.non_2xx,
+        control_plane_peak,
+        envoy_peak,
+        control_plane_after,
+        attack_requests,
+        callouts,
+    }
+}
+
+fn bytes_of(size: usize) -> Vec<u8> {
+    let mut body = vec![b' '; size];
+    body[0] = b'{';
+    body[size - 1] = b'}';
+    body
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[tokio::main]
+async fn main() {
+    raise_file_limit();
+    let dir = scratch_dir("attacks");
+    println!("Starting the stack (release binaries, Envoy --concurrency 2, default budgets)...");
+    let stack = Stack::start(
+        StackOptions::default()
+            .tiers(TIERS)
+            .control_plane_env("TOLLGATE_USAGE_BUDGET", "10")
+            .control_plane_env("TOLLGATE_PUBLIC_BUDGET", "20")
+            .control_plane_env("STRIPE_WEBHOOK_SECRET", "whsec_attack_benchmark"),
+    )
+    .await;
+    let legitimate = stack.create_tenant("pro").await.key;
+    let flooder = stack.create_tenant("pro").await.key;
+    let legit = wrk_script(&dir, "/api/v1/ingest", &[legitimate]);
+    let baseline = rss_bytes(stack.control_planes[0].process.pid());
+    println!(
+        "control-plane RSS at rest: {:.1} MiB; legitimate load: wrk -t1 -c16 -d{RUN_SECONDS}s",
+        mib(baseline)
+    );
+
+    let mut by_scenario: Vec<(&str, Vec<f64>, Vec<f64>)> = Vec::new();
+    for round_number in 1..=ROUNDS {
+        println!("\nround {round_number} of {ROUNDS}");
+        println!(
+            "{:<5} {:>9} {:>6} {:>8} {:>6} {:>8} {:>9} {:>9} {:>9} {:>10} {:>10}",
+            "",
+            "req/s",
+            "x none",
+            "p99 ms",
+            "x none",
+            "failures",
+            "cp MiB",
+            "envoy MiB",
+            "cp after",
+            "attack req",
+            "callouts/a"
+        );
+        let mut reference: Option<(f64, f64)> = None;
+        for scenario in SCENARIOS {
+            let row = round(&stack, scenario, &legit, &flooder).await;
+            let (rps0, p99_0) = *reference.get_or_insert((row.legit_rps, row.legit_p99_ms));
+            let per_attack = if row.attack_requests > 0 {
+                format!("{:.3}", row.callouts as f64 / row.attack_requests as f64)
+            } else {
+                "-".into()
+            };
+            println!(
+                "{:<5} {:>9.0} {:>6.2} {:>8.2} {:>6.2} {:>8} {:>9.1} {:>9.1} {:>9} {:>10} {:>10}",
+                row.scenario,
+                row.legit_rps,
+                row.legit_rps / rps0,
+                row.legit_p99_ms,
+                row.legit_p99_ms / p99_0,
+                row.legit_failures,
+                mib(row.control_plane_peak),
+                mib(row.envoy_peak),
+                row.control_plane_after
+                    .map_or("-".into(), |after| format!("{:.1}", mib(after))),
+                row.attack_requests,
+                per_attack,
+            );
+            match by_scenario
+                .iter_mut()
+                .find(|(name, _, _)| *name == scenario)
+            {
+                Some((_, rps, p99)) => {
+                    rps.push(row.legit_rps / rps0);
+                    p99.push(row.legit_p99_ms / p99_0);
+                }
+                None => by_scenario.push((
+                    scenario,
+                    vec![row.legit_rps / rps0],
+                    vec![row.legit_p99_ms / p99_0],
+                )),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    println!("\nmedian of {ROUNDS} rounds, legitimate tenant against its no-attack run");
+    println!("{:<5} {:>8} {:>8}", "", "req/s x", "p99 x");
+    for (name, rps, p99) in &mut by_scenario {
+        println!("{name:<5} {:>8.2} {:>8.2}", median(rps), median(p99));
+    }
+}
