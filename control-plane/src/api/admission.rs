@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
@@ -96,12 +96,16 @@ impl ClientAddress {
 
 /// Middleware for the public router: sheds the request when too many are in flight (503),
 /// spends its budget or answers 429, and only then lets it through.
+///
+/// A request with a key spends its tenant's budget, so tenants behind one address do not
+/// share one; but its address must have budget left, and an unknown key (401) spends from
+/// it, so random keys cannot each buy a fresh budget.
 pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Ok(_in_flight) = state.admission.in_flight.clone().try_acquire_owned() else {
         state.metrics.count_budget_refusal("in_flight");
         return ApiError::Overloaded.into_response();
     };
-    let budgets = state.admission.budgets;
+    let (budgets, buckets) = (state.admission.budgets, &state.admission.buckets);
     let path = request.uri().path();
     let tenant_budget = match path {
         "/api/v1/usage" => Some(budgets.usage),
@@ -109,6 +113,7 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
         _ => None,
     };
     let headers = request.headers();
+    let address = state.admission.client.of(headers, peer(&request));
     let key = tenant_budget.and_then(|budget| {
         let bytes = |name| headers.get(name).map(HeaderValue::as_bytes);
         let key = api_key_extraction::extract(
@@ -117,25 +122,23 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
         );
         key.ok().map(|key| (budget, key))
     });
-    let spent = match key {
-        Some((budget, key)) => state.admission.buckets.spend(budget, key),
-        None => {
-            let budget = if path == "/api/v1/billing/webhook" {
-                budgets.webhook
-            } else {
-                budgets.per_address
-            };
-            let address = state.admission.client.of(headers, peer(&request));
-            state.admission.buckets.spend(budget, address)
-        }
+    let keyed = key.is_some();
+    let admitted = match key {
+        Some((budget, key)) => buckets
+            .check(budgets.per_address, address)
+            .and_then(|()| buckets.spend(budget, key)),
+        None if path == "/api/v1/billing/webhook" => buckets.spend(budgets.webhook, address),
+        None => buckets.spend(budgets.per_address, address),
     };
-    match spent {
-        Ok(()) => next.run(request).await,
-        Err(exhausted) => {
-            state.metrics.count_budget_refusal(exhausted.budget.name);
-            ApiError::OverBudget(exhausted).into_response()
-        }
+    if let Err(exhausted) = admitted {
+        state.metrics.count_budget_refusal(exhausted.budget.name);
+        return ApiError::OverBudget(exhausted).into_response();
     }
+    let response = next.run(request).await;
+    if keyed && response.status() == StatusCode::UNAUTHORIZED {
+        let _ = buckets.spend(budgets.per_address, address);
+    }
+    response
 }
 
 /// Admission state shared by the public router.

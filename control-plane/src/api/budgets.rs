@@ -64,6 +64,20 @@ impl Budgets {
 
     /// Spends one token of `budget` for `subject`.
     pub fn spend(&self, budget: Budget, subject: impl std::hash::Hash) -> Result<(), Exhausted> {
+        self.take(budget, subject, true)
+    }
+
+    /// Whether `subject` has a token of `budget` left, spending none.
+    pub fn check(&self, budget: Budget, subject: impl std::hash::Hash) -> Result<(), Exhausted> {
+        self.take(budget, subject, false)
+    }
+
+    fn take(
+        &self,
+        budget: Budget,
+        subject: impl std::hash::Hash,
+        spend: bool,
+    ) -> Result<(), Exhausted> {
         let owner = self.hasher.hash_one((budget.name, subject)) | 1;
         let index = usize::try_from(owner % self.slots.len() as u64).unwrap_or(0);
         let now = self.clock.now_ms();
@@ -83,7 +97,9 @@ impl Budgets {
         bucket.milli_tokens = bucket.milli_tokens.saturating_add(refill).min(capacity);
         bucket.at_ms = now;
         if bucket.milli_tokens >= 1000 {
-            bucket.milli_tokens -= 1000;
+            if spend {
+                bucket.milli_tokens -= 1000;
+            }
             Ok(())
         } else {
             let missing = 1000 - bucket.milli_tokens;
@@ -137,6 +153,19 @@ mod tests {
             budgets.spend(TEN, "a").is_err(),
             "never more than the burst"
         );
+    }
+
+    #[test]
+    fn checking_spends_nothing() {
+        let clock = ManualClock::new(0);
+        let budgets = Budgets::new(64, Arc::new(clock));
+        for _ in 0..10 {
+            assert_eq!(budgets.check(TEN, "a"), Ok(()));
+        }
+        for _ in 0..3 {
+            assert_eq!(budgets.spend(TEN, "a"), Ok(()));
+        }
+        assert!(budgets.check(TEN, "a").is_err());
     }
 
     #[test]

@@ -128,6 +128,36 @@ async fn a_tenant_flooding_usage_is_refused_past_its_budget_and_others_are_decid
 }
 
 #[tokio::test]
+async fn random_keys_cannot_each_buy_a_usage_budget() {
+    let stack =
+        Stack::start(StackOptions::default().control_plane_env("TOLLGATE_PUBLIC_BUDGET", "20"))
+            .await;
+    let usage = stack.control_planes[0].url("/api/v1/usage");
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for n in 0..200 {
+        let response = stack
+            .client()
+            .get(&usage)
+            .header("x-api-key", format!("tg_random{n:040x}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let unknown = count(&statuses, StatusCode::UNAUTHORIZED);
+    let refused = count(&statuses, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(unknown + refused, 200, "{statuses:?}");
+    // Each unknown key spends from the address's budget: a burst of 40, then 20 a second.
+    let allowed = 40 + (20.0 * elapsed).ceil() as usize + 1;
+    assert!(
+        unknown <= allowed,
+        "{unknown} unknown keys looked up in {elapsed:.1} s; budget {allowed}"
+    );
+}
+
+#[tokio::test]
 async fn a_forged_edge_denied_count_cannot_break_a_tenants_decisions() {
     let stack = Stack::start(StackOptions::default()).await;
     let tenant = stack.create_tenant("standard").await;
