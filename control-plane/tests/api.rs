@@ -468,3 +468,55 @@ async fn a_past_due_subscription_keeps_the_paid_tier_for_the_grace_period_only()
     );
     let _ = std::fs::remove_file(&tiers);
 }
+
+#[tokio::test]
+async fn the_panel_script_loads_cross_origin_for_allowed_origins_and_revalidates() {
+    let allowed = axum::http::HeaderValue::from_static("https://dash.example.com");
+    let app = public_router(state().await, std::slice::from_ref(&allowed));
+    let fetch = |origin: &'static str, etag: Option<&str>| {
+        let mut request = Request::get("/ui/tollgate-usage.js").header(header::ORIGIN, origin);
+        if let Some(etag) = etag {
+            request = request.header(header::IF_NONE_MATCH, etag);
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    let response = app
+        .clone()
+        .oneshot(fetch("https://dash.example.com", None))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    assert_eq!(
+        headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://dash.example.com"
+    );
+    assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
+    assert_eq!(headers["cross-origin-resource-policy"], "cross-origin");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(b"//"), "the component's source");
+    let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    assert_eq!(etag.len(), 34, "a quoted 128-bit hash: {etag}");
+
+    let again = app
+        .clone()
+        .oneshot(fetch("https://dash.example.com", Some(&etag)))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()[header::ETAG], etag.as_str());
+
+    let stranger = app
+        .clone()
+        .oneshot(fetch("https://evil.example.com", None))
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), StatusCode::OK);
+    assert!(
+        stranger
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none(),
+        "other origins cannot read it"
+    );
+}

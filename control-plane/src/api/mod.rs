@@ -70,13 +70,13 @@ pub fn internal_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `cors_origins`: browser origins allowed to poll the usage endpoint.
+/// `cors_origins`: browser origins allowed to poll the usage endpoint and load the panel.
 pub fn public_router(state: AppState, cors_origins: &[HeaderValue]) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .merge(usage::public_routes(cors_origins, &state.api_key_header))
-        .merge(dashboard::routes())
+        .merge(dashboard::routes(cors_origins))
         .merge(billing::routes())
         .fallback(not_found)
         .layer(axum::middleware::map_response(problem_for_bare_405))
