@@ -26,7 +26,9 @@ stop() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
-trap 'stop; exit 130' INT TERM
+# Ctrl-C (or SIGTERM) is the documented way to stop: noted here, acted on after `wait` below.
+interrupted=0
+trap 'interrupted=1' INT TERM
 trap stop EXIT
 
 target/debug/tollgate-control-plane & pids+=($!)
@@ -59,7 +61,13 @@ The 61st call of the minute (the last code printed) is 429, answered by Envoy at
 Press Ctrl-C to stop.
 MSG
 
-# Stop everything as soon as any one of the three exits (e.g. a port already in use).
+# Stop everything as soon as any one of the three exits (e.g. a port already in use), or on
+# Ctrl-C, which reaches the three too (one process group) and is a clean stop, not a failure.
 wait -n "${pids[@]}" || true
-echo "a Tollgate process exited (see its output above); stopping the rest" >&2
+stop
+if (( interrupted )); then
+  echo "Tollgate stopped."
+  exit 0
+fi
+echo "a Tollgate process exited (see its output above); stopped the rest" >&2
 exit 1
