@@ -2,7 +2,9 @@
 //! load through Envoy while an attacker does its worst, against the same load with no attack
 //! in the same round.
 //!
-//! Scenarios, each beside the legitimate load (`wrk -t1 -c16`, 5 s), three rounds:
+//! The legitimate tenant sends at a steady rate ([`LEGIT_RATE`] requests per second, open loop,
+//! from its own process: `steady`), so its figures say whether the attack takes service away
+//! from it, not merely whether the attacker shares the CPU. Scenarios, three rounds:
 //! - none: no attack (the reference of its round).
 //! - f1: one tenant polling `/api/v1/usage` as fast as 32 connections allow.
 //! - f2: a flood of distinct random well-formed keys, from another client address.
@@ -21,11 +23,13 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tollgate_bench::{median, rss_bytes, run_wrk, scratch_dir, wrk_script};
+use tollgate_bench::{median, rss_bytes};
 use tollgate_e2e::{Stack, StackOptions};
 
 const ROUNDS: usize = 3;
 const RUN_SECONDS: u64 = 5;
+/// A busy Pro tenant: 60,000 requests a minute.
+const LEGIT_RATE: u32 = 1000;
 const TIERS: &str = r#"
 default_tier = "standard"
 [tiers.standard]
@@ -44,6 +48,9 @@ struct Row {
     legit_rps: f64,
     legit_p99_ms: f64,
     legit_failures: u64,
+    failure_kinds: String,
+    /// The control-plane's own decision latency (all decisions of the round, p99 bucket).
+    decision_p99_ms: f64,
     control_plane_peak: u64,
     envoy_peak: u64,
     control_plane_after: Option<u64>,
@@ -116,12 +123,74 @@ async fn stalled_upload(port: u16, path: &str) -> Option<TcpStream> {
     Some(stream)
 }
 
-async fn round(
-    stack: &Stack,
-    scenario: &'static str,
-    legit: &std::path::Path,
-    flooder: &str,
-) -> Row {
+/// The legitimate tenant's run, from `steady`'s line of figures: (req/s, p99 ms, failures,
+/// what they were).
+fn steady(url: &str, key: &str) -> (f64, f64, u64, String) {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("steady")))
+        .expect("the steady binary beside this one");
+    let output = std::process::Command::new(binary)
+        .args([url, key, &LEGIT_RATE.to_string(), &RUN_SECONDS.to_string()])
+        .output()
+        .expect("run steady");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let figure = |name: &str| -> f64 {
+        text.split_whitespace()
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let failures = text
+        .split_whitespace()
+        .find_map(|pair| pair.strip_prefix("failures="))
+        .unwrap_or_default()
+        .to_owned();
+    (
+        figure("rps"),
+        figure("p99_ms"),
+        figure("failed") as u64,
+        failures,
+    )
+}
+
+/// The decision-latency histogram's cumulative bucket counts: (upper bound in s, count).
+async fn decision_buckets(stack: &Stack) -> Vec<(f64, u64)> {
+    let text = stack.metrics_text(0).await;
+    text.lines()
+        .filter_map(|line| line.strip_prefix("tollgate_decision_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (bound, count) = rest.split_once("\"} ")?;
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
+            Some((bound, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The p99 of the decisions made between two readings: the upper bound of the bucket holding
+/// it (NaN when there were none).
+fn p99_between(before: &[(f64, u64)], after: &[(f64, u64)]) -> f64 {
+    let deltas: Vec<(f64, u64)> = after
+        .iter()
+        .zip(before.iter().map(|b| b.1).chain(std::iter::repeat(0)))
+        .map(|(&(bound, count), before)| (bound, count.saturating_sub(before)))
+        .collect();
+    let total = deltas.last().map_or(0, |d| d.1);
+    if total == 0 {
+        return f64::NAN;
+    }
+    let wanted = (total as f64 * 0.99).ceil() as u64;
+    deltas
+        .iter()
+        .find(|(_, count)| *count >= wanted)
+        .map_or(f64::NAN, |(bound, _)| bound * 1000.0)
+}
+
+async fn round(stack: &Stack, scenario: &'static str, legit: &str, flooder: &str) -> Row {
     let pids = (stack.control_planes[0].process.pid(), stack.envoy.pid());
     // The legitimate tenant's decisions are all admissions; the attacks' are unknown keys.
     let callouts_before = stack.metric(0, UNKNOWN_KEY_DECISIONS).await.unwrap_or(0);
@@ -192,10 +261,13 @@ async fn round(
         })
     };
     let url = stack.url("/api/v1/ingest");
-    let script = legit.to_owned();
-    let run = tokio::task::spawn_blocking(move || run_wrk(&url, &script, 1, 16, RUN_SECONDS))
-        .await
-        .expect("wrk");
+    let key = legit.to_owned();
+    let buckets_before = decision_buckets(stack).await;
+    let (legit_rps, legit_p99_ms, legit_failures, failure_kinds) =
+        tokio::task::spawn_blocking(move || steady(&url, &key))
+            .await
+            .expect("steady");
+    let decision_p99_ms = p99_between(&buckets_before, &decision_buckets(stack).await);
     running.store(false, Ordering::Relaxed);
     let attack_requests = attack.await.unwrap_or(0) + stalled.len() as u64;
     let (control_plane_peak, envoy_peak) = sampler.await.unwrap_or((0, 0));
@@ -209,9 +281,11 @@ async fn round(
     let callouts = stack.metric(0, UNKNOWN_KEY_DECISIONS).await.unwrap_or(0) - callouts_before;
     Row {
         scenario,
-        legit_rps: run.requests_per_second,
-        legit_p99_ms: run.p99_ms,
-        legit_failures: run.non_2xx,
+        legit_rps,
+        legit_p99_ms,
+        legit_failures,
+        failure_kinds,
+        decision_p99_ms,
         control_plane_peak,
         envoy_peak,
         control_plane_after,
@@ -234,7 +308,6 @@ fn mib(bytes: u64) -> f64 {
 #[tokio::main]
 async fn main() {
     raise_file_limit();
-    let dir = scratch_dir("attacks");
     println!("Starting the stack (release binaries, Envoy --concurrency 2, default budgets)...");
     let stack = Stack::start(
         StackOptions::default()
@@ -244,12 +317,11 @@ async fn main() {
             .control_plane_env("STRIPE_WEBHOOK_SECRET", "whsec_attack_benchmark"),
     )
     .await;
-    let legitimate = stack.create_tenant("pro").await.key;
+    let legit = stack.create_tenant("pro").await.key;
     let flooder = stack.create_tenant("pro").await.key;
-    let legit = wrk_script(&dir, "/api/v1/ingest", &[legitimate]);
     let baseline = rss_bytes(stack.control_planes[0].process.pid());
     println!(
-        "control-plane RSS at rest: {:.1} MiB; legitimate load: wrk -t1 -c16 -d{RUN_SECONDS}s",
+        "control-plane RSS at rest: {:.1} MiB; legitimate load: {LEGIT_RATE} requests/s for {RUN_SECONDS} s, open loop",
         mib(baseline)
     );
 
@@ -257,13 +329,14 @@ async fn main() {
     for round_number in 1..=ROUNDS {
         println!("\nround {round_number} of {ROUNDS}");
         println!(
-            "{:<5} {:>9} {:>6} {:>8} {:>6} {:>8} {:>9} {:>9} {:>9} {:>10} {:>10}",
+            "{:<5} {:>9} {:>6} {:>8} {:>6} {:>8} {:>10} {:>9} {:>9} {:>9} {:>10} {:>10}",
             "",
             "req/s",
             "x none",
             "p99 ms",
             "x none",
             "failures",
+            "decide p99",
             "cp MiB",
             "envoy MiB",
             "cp after",
@@ -280,19 +353,25 @@ async fn main() {
                 "-".into()
             };
             println!(
-                "{:<5} {:>9.0} {:>6.2} {:>8.2} {:>6.2} {:>8} {:>9.1} {:>9.1} {:>9} {:>10} {:>10}",
+                "{:<5} {:>9.0} {:>6.2} {:>8.2} {:>6.2} {:>8} {:>10.2} {:>9.1} {:>9.1} {:>9} {:>10} {:>10}{}",
                 row.scenario,
                 row.legit_rps,
                 row.legit_rps / rps0,
                 row.legit_p99_ms,
                 row.legit_p99_ms / p99_0,
                 row.legit_failures,
+                row.decision_p99_ms,
                 mib(row.control_plane_peak),
                 mib(row.envoy_peak),
                 row.control_plane_after
                     .map_or("-".into(), |after| format!("{:.1}", mib(after))),
                 row.attack_requests,
                 per_attack,
+                if row.failure_kinds.is_empty() {
+                    String::new()
+                } else {
+                    format!("  (failures: {})", row.failure_kinds)
+                },
             );
             match by_scenario
                 .iter_mut()

@@ -56,16 +56,24 @@ pub async fn read_bodies(
         return Err(ApiError::Overloaded);
     };
     let (parts, body) = request.into_parts();
-    let body = tokio::time::timeout(BODY_READ_TIMEOUT, read_limited(body))
+    // Sized once from the announced length (within the limit): growing by doubling would
+    // hold up to twice the body, and fragment the heap, for each reader.
+    let announced = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(PUBLIC_BODY_LIMIT);
+    let body = tokio::time::timeout(BODY_READ_TIMEOUT, read_limited(body, announced))
         .await
         .map_err(|_| ApiError::BodyTimeout)??;
     Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
 }
 
 /// The body, kept only up to [`PUBLIC_BODY_LIMIT`] bytes.
-async fn read_limited(body: Body) -> Result<Bytes, ApiError> {
+async fn read_limited(body: Body, announced: usize) -> Result<Bytes, ApiError> {
     let mut chunks = body.into_data_stream();
-    let mut kept = Vec::new();
+    let mut kept = Vec::with_capacity(announced);
     let mut seen = 0;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|_| ApiError::BodyUnreadable)?;
