@@ -492,6 +492,7 @@ mod tests {
                 remaining: 59,
                 ..quota()
             },
+            lease: None,
         })
     }
 

@@ -125,7 +125,7 @@ pub struct Decision {
 /// match, so the stats, the cache and the action cannot disagree about an answer.
 pub fn on_answer(failure_mode: FailureMode, answer: Result<Answer, CalloutFailure>) -> Decision {
     match answer {
-        Ok(Answer::Allow { tenant, quota }) => Decision {
+        Ok(Answer::Allow { tenant, quota, .. }) => Decision {
             stats: &[Stat::Allowed],
             learned: Learned::Admitted,
             unknown_key: false,
@@ -464,6 +464,7 @@ mod tests {
             Ok(Answer::Allow {
                 tenant: "tn_1".into(),
                 quota: quota(59),
+                lease: None,
             }),
         );
         assert_eq!(decision.stats, [Stat::Allowed]);

@@ -6,11 +6,14 @@
 //!   the status it came with and encodes back to itself; a failure status is an error;
 //! - encoding: the same bytes read as an answer (variant, tenant, tier, numbers, monthly
 //!   quota); what [`Answer::headers`] produces parses back equal, or is refused when a tenant
-//!   or tier name is empty (the control-plane never makes one); never a different answer.
+//!   or tier name is empty (the control-plane never makes one), or a lease breaks its bounds
+//!   (an id not 1–64 visible characters, no requests or too many); never a different answer.
 
 use std::collections::HashMap;
 
-use tollgate_protocol::{Answer, MonthlyQuota, ProtocolError, Quota, status};
+use tollgate_protocol::{
+    Answer, Lease, MAX_LEASE_REQUESTS, MonthlyQuota, ProtocolError, Quota, is_lease_id, status,
+};
 
 use crate::input::{Headers, Stream, lines};
 
@@ -66,11 +69,20 @@ fn encode_direction(data: &[u8]) {
         });
     }
     let retry_after_ms = stream.u64();
+    let lease = stream.bool().then(|| Lease {
+        id: stream.string(),
+        requests: stream.u32(),
+        ttl_ms: stream.u32(),
+    });
+    let lease_valid = lease.as_ref().is_none_or(|lease| {
+        is_lease_id(&lease.id) && (1..=MAX_LEASE_REQUESTS).contains(&lease.requests)
+    });
     let (answer, names) = match variant {
         0 => (
             Answer::Allow {
                 tenant: tenant.clone(),
                 quota: quota.clone(),
+                lease: lease.clone(),
             },
             vec![&tenant, &quota.policy],
         ),
@@ -99,7 +111,8 @@ fn encode_direction(data: &[u8]) {
         ),
     };
     let parsed = round_trip(&answer);
-    if names.iter().any(|name| name.is_empty()) {
+    let lease_refused = variant == 0 && !lease_valid;
+    if names.iter().any(|name| name.is_empty()) || lease_refused {
         assert!(parsed.is_err(), "{answer:?} gave {parsed:?}");
     } else {
         assert_eq!(parsed, Ok(answer));

@@ -10,7 +10,10 @@
 
 use std::collections::HashMap;
 
-use tollgate_protocol::{DecisionRequest, MAX_EDGE_DENIED, ProtocolError, header};
+use tollgate_protocol::{
+    DecisionRequest, LeaseReturn, MAX_EDGE_DENIED, MAX_LEASE_REQUESTS, ProtocolError, header,
+    is_lease_id,
+};
 
 use crate::input::{Headers, Stream, lines};
 
@@ -50,11 +53,19 @@ fn encode_direction(data: &[u8]) {
     let route = stream.string();
     let cost = stream.u32();
     let edge_denied = stream.u64();
+    let lease_max = stream.u32();
+    let lease_id = stream.string();
+    let returned = stream.bool().then(|| LeaseReturn {
+        id: &lease_id,
+        requests: stream.u32(),
+    });
     let request = DecisionRequest {
         api_key: &api_key,
         route: &route,
         cost,
         edge_denied,
+        lease_max,
+        returned,
     };
     let headers = request.headers();
     assert_eq!(
@@ -63,11 +74,20 @@ fn encode_direction(data: &[u8]) {
         "the count is sent only when there is one"
     );
     let parsed = round_trip(&request);
-    if api_key.is_empty() || route.is_empty() || cost == 0 {
+    let return_refused = returned.is_some_and(|returned| {
+        !is_lease_id(returned.id) || returned.requests > MAX_LEASE_REQUESTS
+    });
+    if api_key.is_empty() || route.is_empty() || cost == 0 || return_refused {
         assert!(parsed.is_err(), "{request:?} gave {parsed:?}");
     } else {
+        // A lease of one request or none is not asked for; more than the most is the most.
         let expected = DecisionRequest {
             edge_denied: edge_denied.min(MAX_EDGE_DENIED),
+            lease_max: if lease_max > 1 {
+                lease_max.min(MAX_LEASE_REQUESTS)
+            } else {
+                0
+            },
             ..request
         };
         assert_eq!(parsed, Ok(owned(&expected)));
@@ -75,7 +95,7 @@ fn encode_direction(data: &[u8]) {
 }
 
 /// A request with its strings owned, to outlive the headers it was parsed from.
-type Owned = (String, String, u32, u64);
+type Owned = (String, String, u32, u64, u32, Option<(String, u32)>);
 
 fn owned(request: &DecisionRequest) -> Owned {
     (
@@ -83,6 +103,8 @@ fn owned(request: &DecisionRequest) -> Owned {
         request.route.to_owned(),
         request.cost,
         request.edge_denied,
+        request.lease_max,
+        request.returned.map(|r| (r.id.to_owned(), r.requests)),
     )
 }
 

@@ -51,6 +51,21 @@ pub mod header {
     pub const MONTH_RESET_MS: &str = "x-tollgate-month-reset-ms";
     /// Answer (200 only): the tier is in shadow mode and this request would have been denied.
     pub const SHADOW_DENY: &str = "x-tollgate-shadow-deny";
+
+    /// Request (optional): the most requests the filter would take in a lease; absent, 0 or
+    /// 1: no lease.
+    pub const LEASE_MAX: &str = "x-tollgate-lease-max";
+    /// Request (optional): `<lease id> <requests>`: an earlier lease of this key and cost is
+    /// over, and this many of its requests were never used.
+    pub const LEASE_RETURN: &str = "x-tollgate-lease-return";
+    /// Answer (allow only, optional): the lease granted with this admission, opaque to the
+    /// filter, handed back in [`LEASE_RETURN`].
+    pub const LEASE_ID: &str = "x-tollgate-lease-id";
+    /// Answer (with [`LEASE_ID`]): requests in the lease, this one included.
+    pub const LEASE_REQUESTS: &str = "x-tollgate-lease-requests";
+    /// Answer (with [`LEASE_ID`]): the lease may be used until this many milliseconds after
+    /// the callout was sent.
+    pub const LEASE_TTL_MS: &str = "x-tollgate-lease-ttl-ms";
 }
 
 /// Status codes of the answer. Anything else (and 400, 503) means the decision failed and the
@@ -84,6 +99,12 @@ pub const MAX_API_KEY_LEN: usize = 256;
 /// forged header from overflowing the counters it is added to.
 pub const MAX_EDGE_DENIED: u64 = u32::MAX as u64;
 
+/// The most requests one lease may hold, and that a return may name.
+pub const MAX_LEASE_REQUESTS: u32 = 1_000_000;
+
+/// The longest a lease id may be.
+pub const MAX_LEASE_ID_LEN: usize = 64;
+
 /// What the filter asks: may this key spend `cost` units on `route` now?
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionRequest<'a> {
@@ -93,6 +114,35 @@ pub struct DecisionRequest<'a> {
     /// Denials of this key (at this cost) the filter answered from its cache and has not
     /// reported yet.
     pub edge_denied: u64,
+    /// The most requests the filter would take in a lease (0 or 1: none).
+    pub lease_max: u32,
+    /// An earlier lease of this key and cost that is over, with what it left unused.
+    pub returned: Option<LeaseReturn<'a>>,
+}
+
+/// A lease handed back: `requests` of lease `id` were never used, and never will be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseReturn<'a> {
+    pub id: &'a str,
+    pub requests: u32,
+}
+
+/// Admissions of the same key at the same cost granted with an admission, for the filter to
+/// spend without asking: `requests` in all (this one included), until `ttl_ms` after the
+/// callout was sent. The control-plane has counted them all in the window already, stamped
+/// so that none leaves the window earlier than a whole window after its real use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Opaque to the filter; handed back in [`header::LEASE_RETURN`]. Visible ASCII without
+    /// spaces, at most [`MAX_LEASE_ID_LEN`] characters.
+    pub id: String,
+    pub requests: u32,
+    pub ttl_ms: u32,
+}
+
+/// Whether `id` may be a lease id: 1 to [`MAX_LEASE_ID_LEN`] visible ASCII characters, no space.
+pub fn is_lease_id(id: &str) -> bool {
+    (1..=MAX_LEASE_ID_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 impl<'a> DecisionRequest<'a> {
@@ -109,6 +159,15 @@ impl<'a> DecisionRequest<'a> {
                 Cow::Owned(self.edge_denied.to_string()),
             ));
         }
+        if self.lease_max > 1 {
+            headers.push((header::LEASE_MAX, Cow::Owned(self.lease_max.to_string())));
+        }
+        if let Some(returned) = &self.returned {
+            headers.push((
+                header::LEASE_RETURN,
+                Cow::Owned(format!("{} {}", returned.id, returned.requests)),
+            ));
+        }
         headers
     }
 
@@ -120,11 +179,29 @@ impl<'a> DecisionRequest<'a> {
         if cost == 0 {
             return Err(ProtocolError::InvalidHeader(header::COST));
         }
+        let lease_max = match header(header::LEASE_MAX) {
+            None => 0,
+            Some(_) => number::<u32>(&header, header::LEASE_MAX)?.min(MAX_LEASE_REQUESTS),
+        };
+        let returned = match header(header::LEASE_RETURN) {
+            None => None,
+            Some(value) => {
+                let invalid = ProtocolError::InvalidHeader(header::LEASE_RETURN);
+                let (id, requests) = value.split_once(' ').ok_or(invalid.clone())?;
+                let requests: u32 = requests.parse().map_err(|_| invalid.clone())?;
+                if !is_lease_id(id) || requests > MAX_LEASE_REQUESTS {
+                    return Err(invalid);
+                }
+                Some(LeaseReturn { id, requests })
+            }
+        };
         Ok(Self {
             api_key,
             route,
             cost,
             edge_denied: edge_denied(&header)?,
+            lease_max,
+            returned,
         })
     }
 }
@@ -157,6 +234,8 @@ pub enum Answer {
     Allow {
         tenant: String,
         quota: Quota,
+        /// More admissions the filter may spend without asking.
+        lease: Option<Lease>,
     },
     Deny {
         tenant: String,
@@ -189,9 +268,18 @@ impl Answer {
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         let mut headers = Vec::with_capacity(8);
         match self {
-            Answer::Allow { tenant, quota } => {
+            Answer::Allow {
+                tenant,
+                quota,
+                lease,
+            } => {
                 headers.push((header::TENANT, tenant.clone()));
                 push_quota(&mut headers, quota);
+                if let Some(lease) = lease {
+                    headers.push((header::LEASE_ID, lease.id.clone()));
+                    headers.push((header::LEASE_REQUESTS, lease.requests.to_string()));
+                    headers.push((header::LEASE_TTL_MS, lease.ttl_ms.to_string()));
+                }
             }
             Answer::Deny {
                 tenant,
@@ -233,6 +321,7 @@ impl Answer {
             Some(status::ALLOW) => Ok(Answer::Allow {
                 tenant: require(&header, header::TENANT)?.to_owned(),
                 quota: parse_quota(&header)?,
+                lease: parse_lease(&header)?,
             }),
             Some(status::DENY) => Ok(Answer::Deny {
                 tenant: require(&header, header::TENANT)?.to_owned(),
@@ -258,6 +347,27 @@ pub fn edge_denied<'h>(
         None => Ok(0),
         Some(_) => number::<u64>(header, header::EDGE_DENIED).map(|n| n.min(MAX_EDGE_DENIED)),
     }
+}
+
+/// The lease of an allow, if it has one: an id, at least one request, a TTL.
+fn parse_lease<'h>(
+    header: &impl Fn(&'static str) -> Option<&'h str>,
+) -> Result<Option<Lease>, ProtocolError> {
+    let Some(id) = header(header::LEASE_ID) else {
+        return Ok(None);
+    };
+    if !is_lease_id(id) {
+        return Err(ProtocolError::InvalidHeader(header::LEASE_ID));
+    }
+    let requests: u32 = number(header, header::LEASE_REQUESTS)?;
+    if !(1..=MAX_LEASE_REQUESTS).contains(&requests) {
+        return Err(ProtocolError::InvalidHeader(header::LEASE_REQUESTS));
+    }
+    Ok(Some(Lease {
+        id: id.to_owned(),
+        requests,
+        ttl_ms: number(header, header::LEASE_TTL_MS)?,
+    }))
 }
 
 fn push_quota(headers: &mut Vec<(&'static str, String)>, quota: &Quota) {
@@ -357,6 +467,16 @@ mod tests {
             Answer::Allow {
                 tenant: "tn_1".into(),
                 quota: quota(),
+                lease: None,
+            },
+            Answer::Allow {
+                tenant: "tn_1".into(),
+                quota: quota(),
+                lease: Some(Lease {
+                    id: "1700000001000.1700000000000.17.40.5".into(),
+                    requests: 40,
+                    ttl_ms: 1000,
+                }),
             },
             Answer::Deny {
                 tenant: "tn_1".into(),
@@ -392,12 +512,18 @@ mod tests {
 
     #[test]
     fn a_request_survives_encoding_and_parsing() {
-        for edge_denied in [0, 17] {
+        let returned = LeaseReturn {
+            id: "1700000001000.1700000000000.17.40.5",
+            requests: 12,
+        };
+        for (edge_denied, lease_max, returned) in [(0, 0, None), (17, 64, Some(returned))] {
             let request = DecisionRequest {
                 api_key: "tg_abc",
                 route: "predict",
                 cost: 5,
                 edge_denied,
+                lease_max,
+                returned,
             };
             let headers: HashMap<&str, String> = request
                 .headers()
@@ -444,6 +570,63 @@ mod tests {
         assert_eq!(
             Answer::parse(None, |_| None),
             Err(ProtocolError::MissingStatus)
+        );
+    }
+
+    #[test]
+    fn lease_headers_are_held_to_their_bounds() {
+        fn request<'a>(
+            lease_max: &'a str,
+            returned: &'a str,
+        ) -> Result<DecisionRequest<'a>, ProtocolError> {
+            DecisionRequest::parse(move |name| match name {
+                header::COST => Some("1"),
+                header::LEASE_MAX => Some(lease_max),
+                header::LEASE_RETURN => Some(returned),
+                header::EDGE_DENIED => None,
+                _ => Some("x"),
+            })
+        }
+        let clamped = request("4000000000", "id 3").unwrap();
+        assert_eq!(
+            clamped.lease_max, MAX_LEASE_REQUESTS,
+            "more than the most is the most"
+        );
+        let too_long = format!("{} 1", "x".repeat(MAX_LEASE_ID_LEN + 1));
+        for bad in ["", "id", "id -1", "id 1000001", "a b 1", "é 1", &too_long] {
+            assert_eq!(
+                request("1", bad),
+                Err(ProtocolError::InvalidHeader(header::LEASE_RETURN)),
+                "{bad:?}"
+            );
+        }
+        fn allow(id: &str, requests: &str) -> Result<Answer, ProtocolError> {
+            Answer::parse(Some(200), move |name| match name {
+                header::LEASE_ID => Some(id),
+                header::LEASE_REQUESTS => Some(requests),
+                header::SHADOW_DENY | header::MONTH_LIMIT => None,
+                header::TIER | header::TENANT => Some("t"),
+                _ => Some("1"),
+            })
+        }
+        let Ok(Answer::Allow { lease, .. }) = allow("L1", "5") else {
+            panic!("an allow with a lease")
+        };
+        assert_eq!(
+            lease,
+            Some(Lease {
+                id: "L1".into(),
+                requests: 5,
+                ttl_ms: 1
+            })
+        );
+        assert_eq!(
+            allow("L1", "0"),
+            Err(ProtocolError::InvalidHeader(header::LEASE_REQUESTS))
+        );
+        assert_eq!(
+            allow("has space", "5"),
+            Err(ProtocolError::InvalidHeader(header::LEASE_ID))
         );
     }
 }

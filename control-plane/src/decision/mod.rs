@@ -98,7 +98,11 @@ impl Decider {
         let tenant = owner.id.to_string();
         let retry_after_ms = decision.retry_after_ms;
         Ok(if decision.admitted {
-            Answer::Allow { tenant, quota }
+            Answer::Allow {
+                tenant,
+                quota,
+                lease: None,
+            }
         } else if self.is_shadowed(&tier) {
             // Counted as denied in the window's usage, like an enforced denial, but let through.
             Answer::ShadowDeny {
@@ -198,6 +202,8 @@ mod tests {
                 route: "ingest",
                 cost: 1,
                 edge_denied: 0,
+                lease_max: 0,
+                returned: None,
             };
             self.decider.decide(&request).await.unwrap()
         }
@@ -233,7 +239,7 @@ mod tests {
         let (id, key) = fixture.tenant("standard").await;
         for n in 1..=60 {
             let answer = fixture.decide(&key).await;
-            let Answer::Allow { tenant, quota } = answer else {
+            let Answer::Allow { tenant, quota, .. } = answer else {
                 panic!("request {n} should be admitted, got {answer:?}");
             };
             assert_eq!((tenant.as_str(), quota.remaining), (id.as_str(), 60 - n));
@@ -333,6 +339,8 @@ mod tests {
             route: "ingest",
             cost: 1,
             edge_denied: 0,
+            lease_max: 0,
+            returned: None,
         };
         let error = fixture.decider.decide(&request).await.unwrap_err();
         assert!(
@@ -350,6 +358,8 @@ mod tests {
             route: "ingest",
             cost: 1,
             edge_denied: 0,
+            lease_max: 0,
+            returned: None,
         };
         let error = fixture.decider.decide(&request).await.unwrap_err();
         assert!(

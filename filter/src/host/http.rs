@@ -266,6 +266,8 @@ impl RequestContext {
             route: route_name,
             cost,
             edge_denied: 0,
+            lease_max: 0,
+            returned: None,
         };
         let mut refreshing = false;
         if let Some(cache) = &self.settings.deny_cache {
