@@ -143,6 +143,12 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_PUBLIC_BUDGET", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub public_budget: u32,
 
+    /// How long a lease lasts (admissions granted ahead to an Envoy that asks; see
+    /// `window::lease`): revocations, suspensions and tier changes reach leased traffic
+    /// within it. 0: no leases.
+    #[arg(long, env = "TOLLGATE_LEASE_TTL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub lease_ttl_ms: u64,
+
     /// How long a client may take to send a request's headers on either listener; also how
     /// long an idle HTTP/1 keep-alive connection stays open.
     #[arg(long, env = "TOLLGATE_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]

@@ -51,6 +51,10 @@ pub struct Metrics {
     pub webhook_events: Family<WebhookLabels, Counter>,
     /// Time from a callout's arrival to its answer, store round trip included.
     pub decision_seconds: Histogram,
+    /// Leases granted with admissions (see `window::lease`).
+    pub leases_granted: Counter,
+    /// Requests of ended leases handed back unused.
+    pub lease_requests_returned: Counter,
     /// Public requests refused before any work, by budget (usage, billing, webhook, public)
     /// or `in_flight` when the listener was full.
     pub public_refusals: Family<BudgetLabel, Counter>,
@@ -109,6 +113,18 @@ impl Default for Metrics {
             "Time to decide a callout, store included",
             decision_seconds.clone(),
         );
+        let leases_granted = Counter::default();
+        registry.register(
+            "leases_granted",
+            "Leases granted with admissions",
+            leases_granted.clone(),
+        );
+        let lease_requests_returned = Counter::default();
+        registry.register(
+            "lease_requests_returned",
+            "Requests of ended leases handed back unused",
+            lease_requests_returned.clone(),
+        );
         let public_refusals = Family::<BudgetLabel, Counter>::default();
         registry.register(
             "public_refusals",
@@ -117,6 +133,8 @@ impl Default for Metrics {
         );
         Self {
             registry,
+            leases_granted,
+            lease_requests_returned,
             public_refusals,
             decision_requests,
             decisions,

@@ -204,6 +204,7 @@ impl Parts {
             policy: Policy {
                 past_due_grace: Duration::from_secs(config.past_due_grace_secs),
                 shadow_all: config.shadow,
+                lease_ttl: Duration::from_millis(config.lease_ttl_ms),
             },
         };
         AppState {

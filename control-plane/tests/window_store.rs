@@ -11,7 +11,7 @@ use std::time::Duration;
 use tollgate_control_plane::clock::{Clock, ManualClock};
 use tollgate_control_plane::storage::redis::{RedisConnection, RedisTarget};
 use tollgate_control_plane::window::{
-    Limit, MemoryWindows, RedisWindows, WindowDecision, WindowStore,
+    Limit, MemoryWindows, RedisWindows, Returned, WindowDecision, WindowRequest, WindowStore,
 };
 use tollgate_e2e::redis::{RedisCluster, RedisServer};
 
@@ -310,6 +310,154 @@ async fn concurrent_denials_say_when_room_frees(
     assert_eq!(admitted_remaining, [0, 1]);
 }
 
+/// A request of cost 1 asking for a lease of up to `max` requests lasting a second.
+fn asking(max: u32) -> WindowRequest {
+    WindowRequest {
+        lease_max: max,
+        lease_ttl_ms: 1_000,
+        ..WindowRequest::plain(1, 0)
+    }
+}
+
+/// A hundred plain admissions now: a recent rate of 100 units a second.
+async fn warm_up(store: &impl WindowStore, limit: Limit) {
+    for _ in 0..100 {
+        assert!(store.decide("t1", limit, 1, 0).await.unwrap().admitted);
+    }
+}
+
+async fn a_lease_counts_its_units_at_once_sized_by_rate_ask_and_room(
+    store: impl WindowStore,
+    _clock: ManualClock,
+) {
+    let limit = per(1_000, 60);
+    warm_up(&store, limit).await;
+    let granted = store.decide_request("t1", limit, asking(50)).await.unwrap();
+    let lease = granted.lease.expect("a lease");
+    assert_eq!(
+        lease.requests, 50,
+        "a 100/s rate wants 100, the ask caps it at 50"
+    );
+    assert_eq!(lease.id.units, 49);
+    assert_eq!(
+        granted.remaining,
+        1_000 - 101 - 49,
+        "the whole lease counts now"
+    );
+    let usage = store.usage("t1", limit, 0).await.unwrap();
+    assert_eq!((usage.used, usage.leased), (150, 49));
+
+    // Near the limit: a quarter of the room at most, shrinking to none, and never over it.
+    let small = per(160, 60);
+    let mut sizes = Vec::new();
+    let mut admitted = 0;
+    loop {
+        let decided = store.decide_request("t1", small, asking(50)).await.unwrap();
+        if !decided.admitted {
+            break;
+        }
+        let requests = decided.lease.map_or(1, |lease| lease.requests);
+        sizes.push(requests);
+        admitted += requests;
+    }
+    assert_eq!(
+        sizes,
+        [3, 2, 2, 1, 1, 1],
+        "room 9, 6, 4, 2, 1, 0 after each"
+    );
+    assert_eq!(150 + admitted, 160, "exactly the limit, leases included");
+}
+
+async fn leased_units_leave_a_window_after_the_lease_deadline(
+    store: impl WindowStore,
+    clock: ManualClock,
+) {
+    let limit = per(1_000, 60);
+    warm_up(&store, limit).await;
+    let lease = store
+        .decide_request("t1", limit, asking(11))
+        .await
+        .unwrap()
+        .lease
+        .expect("a lease");
+    assert_eq!(lease.id.units, 10);
+    clock.advance(Duration::from_millis(60_001));
+    let usage = store.usage("t1", limit, 0).await.unwrap();
+    assert_eq!(
+        (usage.used, usage.leased),
+        (10, 0),
+        "the plain ones left; the leased stay a window past the deadline"
+    );
+    clock.advance(Duration::from_millis(1_000));
+    assert_eq!(store.usage("t1", limit, 0).await.unwrap().used, 0);
+}
+
+async fn returned_units_leave_at_once_and_from_the_counters(
+    store: impl WindowStore,
+    clock: ManualClock,
+) {
+    let limit = Limit {
+        monthly: Some(1_000_000),
+        ..per(1_000, 60)
+    };
+    warm_up(&store, limit).await;
+    let lease = store
+        .decide_request("t1", limit, asking(11))
+        .await
+        .unwrap()
+        .lease
+        .expect("a lease");
+    let before = store.usage("t1", limit, 0).await.unwrap();
+    assert_eq!((before.used, before.month_to_date), (111, 111));
+    clock.advance(Duration::from_millis(500));
+    let returning = WindowRequest {
+        returned: Some(Returned {
+            lease: lease.id,
+            requests: 7,
+        }),
+        ..WindowRequest::plain(1, 0)
+    };
+    let decided = store.decide_request("t1", limit, returning).await.unwrap();
+    assert_eq!(decided.remaining, 1_000 - 111 + 7 - 1);
+    let after = store.usage("t1", limit, 0).await.unwrap();
+    assert_eq!(
+        (after.used, after.leased),
+        (105, 3),
+        "7 back, one more admitted"
+    );
+    assert_eq!(after.month_to_date, 105);
+    let minutes: u64 = after.history.iter().map(|m| m.admitted).sum();
+    assert_eq!(minutes, 105, "the history forgets what came back");
+
+    // Handing it back twice, or what was never ours, takes nothing more.
+    for returned in [
+        Returned {
+            lease: lease.id,
+            requests: 7,
+        },
+        Returned {
+            lease: tollgate_control_plane::window::LeaseId {
+                first: lease.id.first + 1_000,
+                stamp_ms: lease.id.stamp_ms + 7,
+                ..lease.id
+            },
+            requests: 3,
+        },
+    ] {
+        let request = WindowRequest {
+            returned: Some(returned),
+            ..WindowRequest::plain(1, 0)
+        };
+        store.decide_request("t1", limit, request).await.unwrap();
+    }
+    let last = store.usage("t1", limit, 0).await.unwrap();
+    assert_eq!(
+        (last.used, last.leased),
+        (107, 3),
+        "two more admitted, nothing more taken back"
+    );
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -336,6 +484,9 @@ macro_rules! conformance {
                 a_monthly_quota_caps_the_month_as_well,
                 concurrent_decisions_are_exact,
                 concurrent_denials_say_when_room_frees,
+                a_lease_counts_its_units_at_once_sized_by_rate_ask_and_room,
+                leased_units_leave_a_window_after_the_lease_deadline,
+                returned_units_leave_at_once_and_from_the_counters,
             );
         }
     };

@@ -11,14 +11,14 @@ pub mod usage;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tollgate_protocol::{Answer, DecisionRequest, MonthlyQuota, Quota};
+use tollgate_protocol::{Answer, DecisionRequest, Lease, MonthlyQuota, Quota};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::storage::StoreError;
 use crate::tenants::{Directory, KeyHasher, KeyOwner};
 use crate::tiers::{Tier, TierName, TierSource};
-use crate::window::{WindowStore, Windows};
+use crate::window::{LeaseId, Returned, WindowRequest, WindowStore, Windows};
 
 /// Why no decision (or usage) could be had. The filter sees 503 and applies its failure mode.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,8 @@ pub struct Policy {
     pub past_due_grace: Duration,
     /// Shadow mode for every tier: decide and count, never refuse.
     pub shadow_all: bool,
+    /// How long a lease lasts (see `window::lease`); zero: no leases.
+    pub lease_ttl: Duration,
 }
 
 /// Decides callouts and reads usage. Cloning copies a few `Arc`s.
@@ -69,10 +71,17 @@ impl Decider {
         }
         let tier = self.tier_in_force(&owner)?;
         let cost = tier.cost(request.route, request.cost);
+        let window_request = WindowRequest {
+            cost,
+            reported_denials: request.edge_denied,
+            lease_max: request.lease_max,
+            lease_ttl_ms: u64::try_from(self.policy.lease_ttl.as_millis()).unwrap_or(u64::MAX),
+            returned: self.returned(request),
+        };
         let started = Instant::now();
         let decision = self
             .windows
-            .decide(&owner.id, tier.quota(), cost, request.edge_denied)
+            .decide_request(&owner.id, tier.quota(), window_request)
             .await;
         self.metrics
             .store_seconds
@@ -98,10 +107,18 @@ impl Decider {
         let tenant = owner.id.to_string();
         let retry_after_ms = decision.retry_after_ms;
         Ok(if decision.admitted {
+            let lease = decision.lease.map(|lease| {
+                self.metrics.leases_granted.inc();
+                Lease {
+                    id: lease.id.to_string(),
+                    requests: lease.requests,
+                    ttl_ms: u32::try_from(lease.ttl_ms).unwrap_or(u32::MAX),
+                }
+            });
             Answer::Allow {
                 tenant,
                 quota,
-                lease: None,
+                lease,
             }
         } else if self.is_shadowed(&tier) {
             // Counted as denied in the window's usage, like an enforced denial, but let through.
@@ -117,6 +134,29 @@ impl Decider {
                 retry_after_ms,
             }
         })
+    }
+
+    /// The lease the filter hands back with this request, if it names one this control-plane
+    /// granted; anything else is ignored (and logged), never taken out of a window.
+    fn returned(&self, request: &DecisionRequest<'_>) -> Option<Returned> {
+        let returned = request.returned?;
+        match returned.id.parse::<LeaseId>() {
+            Ok(lease) => {
+                self.metrics
+                    .lease_requests_returned
+                    .inc_by(u64::from(returned.requests));
+                Some(Returned {
+                    lease,
+                    requests: returned.requests,
+                })
+            }
+            Err(error) => {
+                if let Some(suppressed) = crate::log_limit::admit("unreadable_lease_return") {
+                    tracing::warn!(%error, suppressed, "a returned lease is not one of ours");
+                }
+                None
+            }
+        }
     }
 
     /// The tier a tenant's requests are decided with: its own, or the default one once its
@@ -173,6 +213,7 @@ mod tests {
             policy: Policy {
                 past_due_grace: Duration::from_secs(3 * DAY),
                 shadow_all,
+                lease_ttl: Duration::from_secs(1),
             },
         };
         Fixture { decider, clock }
@@ -346,6 +387,62 @@ mod tests {
         assert!(
             matches!(error, DecisionError::Store(StoreError::NotLoaded)),
             "a 503 (the filter's failure mode), not a 401: {error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_admission_asked_for_a_lease_carries_one_and_its_return_is_taken_back() {
+        let fixture = fixture(false);
+        let (_, key) = fixture.tenant("pro").await;
+        for _ in 0..100 {
+            fixture.decide(&key).await;
+        }
+        let asking = DecisionRequest {
+            api_key: &key,
+            route: "ingest",
+            cost: 1,
+            edge_denied: 0,
+            lease_max: 10,
+            returned: None,
+        };
+        let Answer::Allow {
+            quota,
+            lease: Some(lease),
+            ..
+        } = fixture.decider.decide(&asking).await.unwrap()
+        else {
+            panic!("an admission with a lease")
+        };
+        assert_eq!((lease.requests, lease.ttl_ms), (10, 1000));
+        assert_eq!(quota.remaining, 1000 - 110, "the lease counts at once");
+        let returning = DecisionRequest {
+            lease_max: 0,
+            returned: Some(tollgate_protocol::LeaseReturn {
+                id: &lease.id,
+                requests: 9,
+            }),
+            ..asking.clone()
+        };
+        let Answer::Allow { quota, lease, .. } = fixture.decider.decide(&returning).await.unwrap()
+        else {
+            panic!("an admission")
+        };
+        assert_eq!(lease, None, "none asked");
+        assert_eq!(quota.remaining, 1000 - 102, "nine back, one more spent");
+        let garbage = DecisionRequest {
+            returned: Some(tollgate_protocol::LeaseReturn {
+                id: "not-ours",
+                requests: 50,
+            }),
+            ..returning
+        };
+        let Answer::Allow { quota, .. } = fixture.decider.decide(&garbage).await.unwrap() else {
+            panic!("an admission")
+        };
+        assert_eq!(
+            quota.remaining,
+            1000 - 103,
+            "a lease not ours takes nothing back"
         );
     }
 

@@ -17,8 +17,10 @@ pub struct Usage {
     pub shadow: bool,
     pub limit: u32,
     pub window_seconds: u32,
-    /// Units admitted in the current rolling window.
+    /// Units admitted in the current rolling window, leased ones included.
     pub used: u32,
+    /// Of `used`, units granted ahead to Envoys in leases still running (spent or not yet).
+    pub leased: u32,
     pub remaining: u32,
     /// Seconds until the oldest admitted unit leaves the window (rounded up).
     pub reset_seconds: u64,
@@ -58,6 +60,7 @@ impl Decider {
             limit: tier.limit,
             window_seconds: tier.window_seconds(),
             used: window.used,
+            leased: window.leased,
             remaining: tier.limit.saturating_sub(window.used),
             reset_seconds: window.reset_ms.div_ceil(1000),
             denied: window.denied,

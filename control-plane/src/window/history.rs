@@ -77,6 +77,19 @@ impl MinuteRing {
         slot.2 = slot.2.saturating_add(denied);
     }
 
+    /// Takes `admitted` back from the minute of `at_ms`, if it is still in the ring (a lease's
+    /// units returned unused).
+    pub fn uncount(&mut self, at_ms: u64, admitted: u64) {
+        let minute = minute_of(at_ms);
+        if let Some(slot) = self
+            .slots
+            .get_mut((minute % HISTORY_MINUTES) as usize)
+            .filter(|slot| slot.0 == minute)
+        {
+            slot.1 = slot.1.saturating_sub(admitted);
+        }
+    }
+
     /// The last hour, oldest minute first, ending with the current one.
     pub fn history(&self, now_ms: u64) -> Vec<MinuteUsage> {
         let current = minute_of(now_ms);

@@ -6,14 +6,15 @@
 //! tenant's shard, for the few microseconds of trimming and counting, and never across an
 //! `.await`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
 
 use super::history::{MinuteRing, month_of, ms_until_next_month};
-use super::{Limit, MonthStanding, WindowDecision, WindowStore, WindowUsage};
+use super::lease::{self, GrantedLease, LeaseId, Returned};
+use super::{Limit, MonthStanding, WindowDecision, WindowRequest, WindowStore, WindowUsage};
 use crate::clock::Clock;
 use crate::storage::StoreError;
 
@@ -102,17 +103,19 @@ impl MemoryWindows {
 }
 
 impl WindowStore for MemoryWindows {
-    async fn decide(
+    async fn decide_request(
         &self,
         tenant: &str,
         limit: Limit,
-        cost: u32,
-        reported_denials: u64,
+        request: WindowRequest,
     ) -> Result<WindowDecision, StoreError> {
         let now = self.inner.clock.now_ms();
         Ok(self.with_window(tenant, limit, |window| {
-            window.count_denials(now, reported_denials);
-            window.decide(now, limit, cost)
+            if let Some(returned) = request.returned {
+                window.take_back(now, returned);
+            }
+            window.count_denials(now, request.reported_denials);
+            window.decide(now, limit, &request)
         }))
     }
 
@@ -129,6 +132,7 @@ impl WindowStore for MemoryWindows {
             window.count_denials(now, reported_denials);
             WindowUsage {
                 used: window.used(),
+                leased: u32::try_from(window.admitted.after(now)).unwrap_or(u32::MAX),
                 denied: window.denied.total,
                 reset_ms: window.reset_ms(now),
                 month_to_date: window.month_to_date(now),
@@ -149,6 +153,11 @@ struct TenantWindow {
     /// The window length of the tenant's tier at its last decision; a tier change applies
     /// from the next one.
     window_ms: u64,
+    /// Leases granted and not handed back, by number: where their units are stamped and how
+    /// many. A lease is taken back once; one that aged out of the window is forgotten.
+    leases: HashMap<u64, (u64, u64)>,
+    /// The next lease's number (its id's `first`).
+    next_lease: u64,
 }
 
 impl TenantWindow {
@@ -159,6 +168,8 @@ impl TenantWindow {
             minutes: MinuteRing::default(),
             month: MonthCount::default(),
             window_ms,
+            leases: HashMap::new(),
+            next_lease: 0,
         }
     }
 
@@ -174,6 +185,7 @@ impl TenantWindow {
         let cutoff = now.saturating_sub(self.window_ms);
         self.admitted.expire(cutoff);
         self.denied.expire(cutoff);
+        self.leases.retain(|_, (stamp, _)| *stamp > cutoff);
     }
 
     /// Milliseconds until the oldest admitted unit leaves the window.
@@ -200,7 +212,29 @@ impl TenantWindow {
         }
     }
 
-    fn decide(&mut self, now: u64, limit: Limit, cost: u32) -> WindowDecision {
+    /// Takes out what a returned lease left unused, and its count in the minute and the
+    /// month it was granted in.
+    fn take_back(&mut self, now: u64, returned: Returned) {
+        let lease = returned.lease;
+        // Only a lease granted here, once; its units are stamped where it says.
+        let Some((stamp, units)) = self.leases.remove(&lease.first) else {
+            return;
+        };
+        if stamp != lease.stamp_ms {
+            self.leases.insert(lease.first, (stamp, units));
+            return;
+        }
+        let removed = self.admitted.remove_at(stamp, returned.units().min(units));
+        if removed > 0 {
+            self.minutes.uncount(lease.granted_ms, removed);
+            if self.month.month == month_of(lease.granted_ms) && self.month.month == month_of(now) {
+                self.month.admitted = self.month.admitted.saturating_sub(removed);
+            }
+        }
+    }
+
+    fn decide(&mut self, now: u64, limit: Limit, request: &WindowRequest) -> WindowDecision {
+        let cost = request.cost;
         self.window_ms = limit.window_ms();
         self.expire(now);
         let used = self.used();
@@ -211,13 +245,29 @@ impl TenantWindow {
             .is_none_or(|m| month_used + u64::from(cost) <= m);
         let admitted = fits_window && fits_month;
         let mut retry_after_ms = 0;
+        let mut lease = None;
         if admitted {
+            let rate = lease::recent_rate(
+                self.admitted.total,
+                self.admitted.events.front().map(|&(at, _)| at),
+                now,
+            );
             self.admitted.record(now, cost);
             self.minutes.record(now, u64::from(cost), 0);
             self.month = MonthCount {
                 month: month_of(now),
                 admitted: month_used + u64::from(cost),
             };
+            let room = u64::from(limit.limit.saturating_sub(self.used())).min(
+                limit
+                    .monthly
+                    .map_or(u64::MAX, |m| m.saturating_sub(self.month.admitted)),
+            );
+            let extra =
+                lease::extra_requests(rate, request.lease_ttl_ms, cost, request.lease_max, room);
+            if extra > 0 {
+                lease = Some(self.grant(now, request.lease_ttl_ms, cost, extra));
+            }
         } else {
             self.denied.record(now, 1);
             self.minutes.record(now, 0, 1);
@@ -237,6 +287,31 @@ impl TenantWindow {
                 remaining: monthly.saturating_sub(self.month_to_date(now)),
                 reset_ms: ms_until_next_month(now),
             }),
+            lease,
+        }
+    }
+
+    /// Counts `extra` more requests of `cost` now, stamped `ttl_ms` ahead.
+    fn grant(&mut self, now: u64, ttl_ms: u64, cost: u32, extra: u32) -> GrantedLease {
+        let units = u64::from(extra) * u64::from(cost);
+        let stamp = now.saturating_add(ttl_ms);
+        self.admitted
+            .record(stamp, u32::try_from(units).unwrap_or(u32::MAX));
+        self.minutes.record(now, units, 0);
+        self.month.admitted = self.month.admitted.saturating_add(units);
+        let number = self.next_lease;
+        self.next_lease += 1;
+        self.leases.insert(number, (stamp, units));
+        GrantedLease {
+            id: LeaseId {
+                stamp_ms: stamp,
+                granted_ms: now,
+                first: number,
+                units,
+                cost,
+            },
+            requests: extra + 1,
+            ttl_ms,
         }
     }
 
@@ -255,7 +330,9 @@ impl TenantWindow {
     }
 }
 
-/// Events in time order as (millisecond, count), coalesced per millisecond.
+/// Events in time order as (millisecond, count), coalesced per millisecond. Admissions come
+/// at the back; a lease's units are stamped ahead, so later admissions go in just before
+/// them (a few entries from the back at most).
 #[derive(Default)]
 struct EventLog {
     events: VecDeque<(u64, u32)>,
@@ -265,12 +342,44 @@ struct EventLog {
 impl EventLog {
     fn record(&mut self, at: u64, count: u32) {
         self.total = self.total.saturating_add(u64::from(count));
-        match self.events.back_mut() {
+        let after = self
+            .events
+            .iter()
+            .rev()
+            .take_while(|&&(t, _)| t > at)
+            .count();
+        let index = self.events.len() - after;
+        match index.checked_sub(1).and_then(|i| self.events.get_mut(i)) {
             // A count that would overflow the millisecond's entry starts another, so the
             // entries always add up to the total.
             Some((last, n)) if *last == at && n.checked_add(count).is_some() => *n += count,
-            _ => self.events.push_back((at, count)),
+            _ => self.events.insert(index, (at, count)),
         }
+    }
+
+    /// Takes up to `units` out of the entry at `at`; how many it took.
+    fn remove_at(&mut self, at: u64, units: u64) -> u64 {
+        let Some(index) = self.events.iter().rposition(|&(t, _)| t == at) else {
+            return 0;
+        };
+        let entry = &mut self.events[index];
+        let taken = units.min(u64::from(entry.1));
+        entry.1 -= u32::try_from(taken).unwrap_or(entry.1);
+        if entry.1 == 0 {
+            self.events.remove(index);
+        }
+        self.total = self.total.saturating_sub(taken);
+        taken
+    }
+
+    /// Units stamped after `at` (leases still running).
+    fn after(&self, at: u64) -> u64 {
+        self.events
+            .iter()
+            .rev()
+            .take_while(|&&(t, _)| t > at)
+            .map(|&(_, count)| u64::from(count))
+            .sum()
     }
 
     /// Drops events at or before `cutoff`: they have left the window.

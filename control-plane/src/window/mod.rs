@@ -11,9 +11,12 @@
 //!   cache arrive later as a count (`reported_denials`) and are counted the same way, in the
 //!   same store call.
 //! - Windows of idle tenants are dropped, so memory follows active tenants only.
+//! - An admission may come with a lease (see [`lease`]): more units counted at once, stamped
+//!   at the lease's deadline; what the lease leaves unused is taken back when returned.
 
 mod batches;
 mod history;
+mod lease;
 mod memory;
 mod redis;
 
@@ -21,6 +24,7 @@ use std::time::Duration;
 
 use crate::storage::StoreError;
 pub use history::{HISTORY_MINUTES, MinuteUsage, month_of, ms_until_next_month};
+pub use lease::{GrantedLease, LeaseId, NotALeaseId, Returned, WindowRequest};
 pub use memory::MemoryWindows;
 pub use redis::RedisWindows;
 
@@ -52,6 +56,8 @@ pub struct WindowDecision {
     pub retry_after_ms: u64,
     /// Where the tenant stands in its monthly quota, when it has one.
     pub month: Option<MonthStanding>,
+    /// Admissions granted ahead with this one (see [`lease`]); `remaining` counts them.
+    pub lease: Option<GrantedLease>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +71,10 @@ pub struct MonthStanding {
 /// A tenant's window and counters as the usage endpoint sees them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowUsage {
-    /// Units admitted in the current window.
+    /// Units admitted in the current window, leased ones included.
     pub used: u32,
+    /// Of `used`, units of leases still running (granted ahead, maybe not spent yet).
+    pub leased: u32,
     /// Requests denied in the current window.
     pub denied: u64,
     pub reset_ms: u64,
@@ -79,14 +87,26 @@ pub struct WindowUsage {
 /// A backend holding the windows. Implementations must make `decide` atomic per tenant, and
 /// cost at most one round trip to shared storage (concurrent decisions may share one).
 pub trait WindowStore: Send + Sync {
-    /// Counts `reported_denials` earlier denials, then decides a request of `cost` units.
+    /// Takes back what `request.returned` left unused, counts its reported denials, then
+    /// decides it; an admission asking for a lease may come with one.
+    fn decide_request(
+        &self,
+        tenant: &str,
+        limit: Limit,
+        request: WindowRequest,
+    ) -> impl Future<Output = Result<WindowDecision, StoreError>> + Send;
+
+    /// Counts `reported_denials` earlier denials, then decides a request of `cost` units,
+    /// with no lease.
     fn decide(
         &self,
         tenant: &str,
         limit: Limit,
         cost: u32,
         reported_denials: u64,
-    ) -> impl Future<Output = Result<WindowDecision, StoreError>> + Send;
+    ) -> impl Future<Output = Result<WindowDecision, StoreError>> + Send {
+        self.decide_request(tenant, limit, WindowRequest::plain(cost, reported_denials))
+    }
 
     /// Counts `reported_denials` earlier denials, then reads the window and counters.
     fn usage(
@@ -116,16 +136,15 @@ impl Windows {
 }
 
 impl WindowStore for Windows {
-    async fn decide(
+    async fn decide_request(
         &self,
         tenant: &str,
         limit: Limit,
-        cost: u32,
-        reported_denials: u64,
+        request: WindowRequest,
     ) -> Result<WindowDecision, StoreError> {
         match self {
-            Windows::Memory(store) => store.decide(tenant, limit, cost, reported_denials).await,
-            Windows::Redis(store) => store.decide(tenant, limit, cost, reported_denials).await,
+            Windows::Memory(store) => store.decide_request(tenant, limit, request).await,
+            Windows::Redis(store) => store.decide_request(tenant, limit, request).await,
         }
     }
 

@@ -9,7 +9,8 @@ use redis::Script;
 
 use super::batches::Batches;
 use super::{
-    HISTORY_MINUTES, Limit, MinuteUsage, MonthStanding, WindowDecision, WindowStore, WindowUsage,
+    GrantedLease, HISTORY_MINUTES, LeaseId, Limit, MinuteUsage, MonthStanding, WindowDecision,
+    WindowRequest, WindowStore, WindowUsage,
 };
 use crate::clock::Clock;
 use crate::storage::StoreError;
@@ -20,21 +21,19 @@ use crate::storage::redis::{RedisConnection, bounded, ping, scripts};
 /// size is capped however long the queue behind it grows.
 const MAX_BATCH: usize = 256;
 
-/// Decisions share a call only with the same tenant and the same limits (a tier change
-/// mid-burst starts a new batch).
+/// Decisions share a call only with the same tenant, the same limits (a tier change
+/// mid-burst starts a new batch) and the same lease TTL.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct BatchKey {
     tenant: String,
     limit: Limit,
+    lease_ttl_ms: u64,
 }
 
-#[derive(Clone, Copy)]
-struct Request {
-    cost: u32,
-    reported_denials: u64,
-}
+type DecisionBatches = Batches<BatchKey, WindowRequest, Result<WindowDecision, StoreError>>;
 
-type DecisionBatches = Batches<BatchKey, Request, Result<WindowDecision, StoreError>>;
+/// Figures per request in the decision script's reply.
+const REPLY_FIGURES: usize = 8;
 
 pub struct RedisWindows {
     client: Arc<Client>,
@@ -97,7 +96,7 @@ impl Client {
     async fn decide(
         &self,
         key: &BatchKey,
-        requests: &[Request],
+        requests: &[WindowRequest],
         deadline: Instant,
     ) -> Vec<Result<WindowDecision, StoreError>> {
         let keys = tenant_window(&key.tenant);
@@ -108,9 +107,20 @@ impl Client {
             .arg(limit.limit)
             .arg(limit.window_ms())
             .arg(self.now_arg())
-            .arg(limit.monthly.map(|m| m.to_string()).unwrap_or_default());
+            .arg(limit.monthly.map(|m| m.to_string()).unwrap_or_default())
+            .arg(key.lease_ttl_ms);
         for request in requests {
-            invocation.arg(request.cost).arg(request.reported_denials);
+            let (granted, first, units, back) = request.returned.map_or((0, 0, 0, 0), |r| {
+                (r.lease.granted_ms, r.lease.first, r.lease.units, r.units())
+            });
+            invocation
+                .arg(request.cost)
+                .arg(request.reported_denials)
+                .arg(request.lease_max)
+                .arg(granted)
+                .arg(first)
+                .arg(units)
+                .arg(back);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let reply: Result<Vec<i64>, StoreError> =
@@ -119,8 +129,13 @@ impl Client {
             })
             .await;
         match reply {
-            Ok(reply) if reply.len() == 6 * requests.len() => {
-                reply.chunks_exact(6).map(|r| Ok(decision(r))).collect()
+            Ok(reply) if reply.len() == REPLY_FIGURES * requests.len() + 1 => {
+                let now = u64::try_from(reply[reply.len() - 1]).unwrap_or(0);
+                reply
+                    .chunks_exact(REPLY_FIGURES)
+                    .zip(requests)
+                    .map(|(figures, request)| Ok(decision(figures, request, key.lease_ttl_ms, now)))
+                    .collect()
             }
             Ok(reply) => vec![
                 Err(StoreError::malformed(
@@ -134,9 +149,21 @@ impl Client {
     }
 }
 
-/// One request's six figures of the script's reply.
-fn decision(figures: &[i64]) -> WindowDecision {
+/// One request's figures of the script's reply; `now` is the script's clock.
+fn decision(figures: &[i64], request: &WindowRequest, ttl_ms: u64, now: u64) -> WindowDecision {
     let unsigned = |i: usize| u64::try_from(figures[i]).unwrap_or(0);
+    let extra = u32::try_from(figures[6]).unwrap_or(0);
+    let lease = (extra > 0).then(|| GrantedLease {
+        id: LeaseId {
+            stamp_ms: now + ttl_ms,
+            granted_ms: now,
+            first: unsigned(7),
+            units: u64::from(extra) * u64::from(request.cost),
+            cost: request.cost,
+        },
+        requests: extra + 1,
+        ttl_ms,
+    });
     WindowDecision {
         admitted: figures[0] == 1,
         remaining: u32::try_from(figures[1]).unwrap_or(0),
@@ -148,24 +175,21 @@ fn decision(figures: &[i64]) -> WindowDecision {
                 remaining,
                 reset_ms: unsigned(5),
             }),
+        lease,
     }
 }
 
 impl WindowStore for RedisWindows {
-    async fn decide(
+    async fn decide_request(
         &self,
         tenant: &str,
         limit: Limit,
-        cost: u32,
-        reported_denials: u64,
+        request: WindowRequest,
     ) -> Result<WindowDecision, StoreError> {
         let key = BatchKey {
             tenant: tenant.to_owned(),
             limit,
-        };
-        let request = Request {
-            cost,
-            reported_denials,
+            lease_ttl_ms: request.lease_ttl_ms,
         };
         // The timeout bounds each decision, also one queued behind a call in flight.
         let timeout = self.client.timeout;
@@ -194,8 +218,8 @@ impl WindowStore for RedisWindows {
         })
         .await?;
         let malformed = || StoreError::malformed("usage reply", format!("{} figures", reply.len()));
-        let (head, ring) = reply.split_at_checked(5).ok_or_else(malformed)?;
-        let &[used, denied, reset_ms, month_to_date, minute] = head else {
+        let (head, ring) = reply.split_at_checked(6).ok_or_else(malformed)?;
+        let &[used, denied, reset_ms, month_to_date, minute, leased] = head else {
             return Err(malformed());
         };
         if ring.len() != 2 * HISTORY_MINUTES as usize {
@@ -212,6 +236,7 @@ impl WindowStore for RedisWindows {
             .collect();
         Ok(WindowUsage {
             used: u32::try_from(used).unwrap_or(u32::MAX),
+            leased: u32::try_from(leased).unwrap_or(u32::MAX),
             denied,
             reset_ms,
             month_to_date,

@@ -138,44 +138,103 @@ end
 /// retry-after may then differ from one at a time by at most that skew. Redis `TIME`, the
 /// default, has no skew.)
 ///
-/// ARGV: 1 limit, 2 window ms, 3 now ms or "", 4 monthly limit or "" (none), then per request:
-/// cost, denials reported by the filter.
+/// Leases (see `window::lease`): a request may ask for up to `lease max` requests in all; an
+/// admission then counts the extra units at once as members `L<now>-<seq>` scored at the
+/// lease's deadline (`now + lease ttl`), so none leaves the window before a whole window has
+/// passed since its real use. A request may also hand back a lease's unused units (members
+/// `L<granted>-<seq>`, the last `units` of the lease's block), which leave first, and their
+/// count with them from the minute and the month they were granted in.
+///
+/// ARGV: 1 limit, 2 window ms, 3 now ms or "", 4 monthly limit or "" (none), 5 lease ttl ms,
+/// then per request: cost, denials reported by the filter, lease max (≤ 1: none), and a
+/// returned lease's granted ms, first sequence, units leased, units returned (all 0: none).
 /// Returns, per request: {admitted (0/1), remaining, reset ms, retry-after ms, month remaining
-/// (-1: no monthly quota), month reset ms (0 without one)}, flattened.
+/// (-1: no monthly quota), month reset ms (0 without one), lease extra requests (0: no lease),
+/// lease first sequence}, flattened. The lease's stamp is now + ttl and its granted ms is now;
+/// `now` ends the reply.
 pub const DECIDE: &str = r#"
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = clock(ARGV[3])
 local monthly = tonumber(ARGV[4])
+local ttl = tonumber(ARGV[5])
+local month = month_of(now)
+local PER = 7
+
+-- Returned leases first: their unused units leave the window and the counters.
+for i = 6, #ARGV, PER do
+  local granted, first = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  local units, back = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
+  if back > 0 then
+    local names = {}
+    for seq = first + units - back, first + units - 1 do
+      names[#names + 1] = 'L' .. granted .. '-' .. seq
+    end
+    local removed = redis.call('ZREM', KEYS[1], unpack(names))
+    if removed > 0 then
+      local field = 'a' .. math.floor(granted / 60000)
+      if redis.call('HEXISTS', KEYS[3], field) == 1 then
+        redis.call('HINCRBY', KEYS[3], field, -removed)
+      end
+      if month_of(granted) == month and redis.call('HEXISTS', KEYS[4], month) == 1 then
+        redis.call('HINCRBY', KEYS[4], month, -removed)
+      end
+    end
+  end
+end
+
 local used = trim_window(now, window)
 local used_before = used
-local month = month_of(now)
 local month_used = 0
 if monthly then month_used = tonumber(redis.call('HGET', KEYS[4], month)) or 0 end
 
--- Per request: admitted, units in the window after it, retry, month used after it.
+-- The recent rate (units per ms) that sizes leases: the window's units over the time since
+-- its oldest, at least a second. Read only when a lease is asked for.
+local rate = nil
+local function recent_rate()
+  if not rate then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    local span = 1000
+    if oldest[2] then span = math.max(1000, now - tonumber(oldest[2])) end
+    rate = used_before / span
+  end
+  return rate
+end
+
+-- Per request: admitted, units in the window after it, retry, month used after it, lease.
 local outcomes = {}
-local admitted_units, denied = 0, 0
+local admitted_units, leased_units, denied = 0, 0, 0
 local retry_of_rank = {}
-for i = 5, #ARGV, 2 do
-  local cost, reported = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+for i = 6, #ARGV, PER do
+  local cost, reported, lease_max = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   denied = denied + reported
   local fits_window = used + cost <= limit
   local fits_month = (not monthly) or (month_used + cost <= monthly)
-  local admitted, retry = 0, 0
+  local admitted, retry, extra = 0, 0, 0
   if fits_window and fits_month then
     admitted = 1
     used = used + cost
     month_used = month_used + cost
     admitted_units = admitted_units + cost
+    if lease_max > 1 and ttl > 0 then
+      local room = limit - used
+      if monthly then room = math.min(room, monthly - month_used) end
+      extra = math.ceil(recent_rate() * ttl / cost)
+      extra = math.min(extra, lease_max - 1, math.floor(room / 4 / cost))
+      if extra < 0 then extra = 0 end
+      used = used + extra * cost
+      month_used = month_used + extra * cost
+      leased_units = leased_units + extra * cost
+    end
   else
     denied = denied + 1
     if not fits_window then
       -- The unit whose departure frees enough room: rank (used + cost - limit - 1). A unit
       -- admitted earlier in this batch is not added yet; it would rank after every older one
-      -- and leave a whole window from now.
+      -- and leave a whole window from now (and a leased one a lease later).
       local rank = used + cost - limit - 1
       if cost > limit or rank >= used_before then
         retry = window
+        if leased_units > 0 then retry = window + ttl end
       else
         if not retry_of_rank[rank] then
           local freeing = redis.call('ZRANGE', KEYS[1], rank, rank, 'WITHSCORES')
@@ -186,28 +245,49 @@ for i = 5, #ARGV, 2 do
     end
     if not fits_month then retry = math.max(retry, until_next_month(now)) end
   end
-  outcomes[#outcomes + 1] = {admitted, used, retry, month_used}
+  outcomes[#outcomes + 1] = {admitted, used, retry, month_used, extra, cost}
 end
 
-if admitted_units > 0 then
-  local last = count_minute(now, 'a', admitted_units)
+local all_units = admitted_units + leased_units
+if all_units > 0 then
+  local last = count_minute(now, 'a', all_units)
+  -- Sequence numbers: the batch's own admissions first, then each lease's block in order.
+  local seq = last - all_units
   local members = {}
-  for seq = last - admitted_units + 1, last do
-    members[#members + 1] = now
-    members[#members + 1] = now .. '-' .. seq
-    if #members >= 1000 or seq == last then
+  local function add(score, name)
+    members[#members + 1] = score
+    members[#members + 1] = name
+    if #members >= 1000 then
       redis.call('ZADD', KEYS[1], unpack(members))
       members = {}
     end
   end
+  for _ = 1, admitted_units do
+    seq = seq + 1
+    add(now, now .. '-' .. seq)
+  end
+  for _, o in ipairs(outcomes) do
+    if o[5] > 0 then
+      o[7] = seq + 1
+      for _ = 1, o[5] * o[6] do
+        seq = seq + 1
+        add(now + ttl, 'L' .. now .. '-' .. seq)
+      end
+    end
+  end
+  if #members > 0 then redis.call('ZADD', KEYS[1], unpack(members)) end
   -- The window must outlive its newest member by the window. Set on the minute's first
   -- admission to reach a window past the minute's end, it does for every admission of the
   -- minute; and whenever the key is new (trimming deletes an emptied ZSET), so a key never
-  -- lacks an expiry.
-  if last == admitted_units or used_before == 0 then
-    redis.call('PEXPIRE', KEYS[1], (math.floor(now / 60000) + 1) * 60000 - now + window)
+  -- lacks an expiry. A lease stamped past the minute's end needs longer.
+  local minute_end = (math.floor(now / 60000) + 1) * 60000
+  if last == all_units or used_before == 0 then
+    redis.call('PEXPIRE', KEYS[1], minute_end - now + window)
   end
-  count_month(month, admitted_units)
+  if leased_units > 0 and now + ttl > minute_end then
+    redis.call('PEXPIRE', KEYS[1], ttl + window)
+  end
+  count_month(month, all_units)
 end
 -- The filter's reported denials and this batch's, as one record.
 count_denials(now, window, denied)
@@ -234,15 +314,19 @@ for _, o in ipairs(outcomes) do
   reply[#reply + 1] = retry
   reply[#reply + 1] = month_remaining
   reply[#reply + 1] = month_reset
+  reply[#reply + 1] = o[5]
+  reply[#reply + 1] = o[7] or 0
 end
+reply[#reply + 1] = now
 return reply
 "#;
 
 /// Read a tenant's window and counters, after counting denials the filter reports.
 ///
 /// ARGV: 1 window ms, 2 now ms or "", 3 denials reported by the filter.
-/// Returns: {used, denied, reset ms, month-to-date, current minute, then admitted and denied
-/// for each of the last 60 minutes, oldest first}.
+/// Returns: {used, denied, reset ms, month-to-date, current minute, leased (units stamped
+/// after now: leases still running), then admitted and denied for each of the last 60
+/// minutes, oldest first}.
 pub const USAGE: &str = r#"
 local window = tonumber(ARGV[1])
 local now = clock(ARGV[2])
@@ -252,7 +336,8 @@ local denied = denied_since('(' .. (now - window))
 local month_to_date = tonumber(redis.call('HGET', KEYS[4], month_of(now))) or 0
 
 local minute = math.floor(now / 60000)
-local result = {used, denied, oldest_reset(now, window), month_to_date, minute}
+local leased = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+local result = {used, denied, oldest_reset(now, window), month_to_date, minute, leased}
 local fields = {}
 for m = minute - 59, minute do
   fields[#fields + 1] = 'a' .. m
