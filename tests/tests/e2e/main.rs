@@ -6,6 +6,7 @@ mod dashboard;
 mod deploy_configs;
 mod edge_defense;
 mod edge_shedding;
+mod embedding;
 mod envoy_hardening;
 mod monthly;
 mod observability;
