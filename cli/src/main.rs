@@ -12,7 +12,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "Manage Tollgate tenants and keys")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Manage Tollgate tenants, keys and billing"
+)]
 struct Cli {
     /// The control-plane's internal listener.
     #[arg(
@@ -38,6 +42,26 @@ enum Command {
     Key(KeyCommand),
     /// A tenant's usage: the current window, the last hour, the month.
     Usage { tenant: String },
+    /// Tenants' Stripe billing.
+    #[command(subcommand)]
+    Billing(BillingCommand),
+}
+
+#[derive(Subcommand)]
+enum BillingCommand {
+    /// Checks a tenant (or every linked tenant) against Stripe now and applies what Stripe
+    /// holds; prints what changed.
+    Sync {
+        /// The tenant to sync.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        tenant: Option<String>,
+        /// Every tenant linked to Stripe.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Unlinks the tenant from its Stripe customer (nothing changes at Stripe); its next
+    /// checkout creates a new customer.
+    Unlink { tenant: String },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +173,22 @@ fn request(command: Command) -> (Method, String, Option<Value>) {
             (Method::GET, format!("{}/keys", tenant_path(&tenant)), None)
         }
         Command::Usage { tenant } => (Method::GET, format!("{}/usage", tenant_path(&tenant)), None),
+        Command::Billing(BillingCommand::Sync {
+            tenant: Some(tenant),
+            ..
+        }) => (
+            Method::POST,
+            format!("{}/billing/sync", tenant_path(&tenant)),
+            None,
+        ),
+        Command::Billing(BillingCommand::Sync { tenant: None, .. }) => {
+            (Method::POST, "/admin/v1/billing/sync".into(), None)
+        }
+        Command::Billing(BillingCommand::Unlink { tenant }) => (
+            Method::DELETE,
+            format!("{}/billing", tenant_path(&tenant)),
+            None,
+        ),
     }
 }
 
@@ -197,6 +237,40 @@ async fn main() -> ExitCode {
         Err(error) => {
             eprintln!("error: {error}");
             error.exit_code()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(args: &[&str]) -> (Method, String) {
+        let cli = Cli::try_parse_from(["tollgate", "--token", "t"].iter().chain(args)).unwrap();
+        let (method, path, _) = request(cli.command);
+        (method, path)
+    }
+
+    #[test]
+    fn billing_commands_call_the_billing_routes() {
+        assert_eq!(
+            call(&["billing", "sync", "tn_1"]),
+            (Method::POST, "/admin/v1/tenants/tn_1/billing/sync".into())
+        );
+        assert_eq!(
+            call(&["billing", "sync", "--all"]),
+            (Method::POST, "/admin/v1/billing/sync".into())
+        );
+        assert_eq!(
+            call(&["billing", "unlink", "tn_1"]),
+            (Method::DELETE, "/admin/v1/tenants/tn_1/billing".into())
+        );
+        for wrong in [
+            &["billing", "sync"][..],
+            &["billing", "sync", "tn_1", "--all"],
+        ] {
+            let args = ["tollgate", "--token", "t"].iter().chain(wrong);
+            assert!(Cli::try_parse_from(args).is_err(), "{wrong:?}");
         }
     }
 }

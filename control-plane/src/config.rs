@@ -92,6 +92,54 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_PAST_DUE_GRACE_SECS", default_value_t = 3 * 86_400)]
     pub past_due_grace_secs: u64,
 
+    /// The Stripe API version every call to Stripe is made with (`Stripe-Version`), and the
+    /// one webhook events are expected in (an event of another version is logged, once per
+    /// version). Logged at startup. The default is the version async-stripe's request types
+    /// were generated for; Tollgate reads answers and events as plain JSON, so others work.
+    #[arg(long, env = "STRIPE_API_VERSION", default_value = STRIPE_API_VERSION, value_parser = api_version)]
+    pub stripe_api_version: String,
+
+    /// How often every tenant linked to Stripe is checked against Stripe (its subscriptions
+    /// fetched and applied), besides once at startup; 0: never (events and on-demand syncs
+    /// only). This is what corrects a tier after webhooks were missed.
+    #[arg(long, env = "TOLLGATE_BILLING_SYNC_SECS", default_value_t = 3600)]
+    pub billing_sync_secs: u64,
+
+    /// Tenants checked against Stripe at once during a sync of all of them.
+    #[arg(long, env = "TOLLGATE_BILLING_SYNC_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub billing_sync_concurrency: u16,
+
+    /// How long a Checkout Session stays open (Stripe allows 30 minutes to 24 hours). A
+    /// retried checkout within the same minute gets the same session, so a session may last
+    /// up to a minute longer.
+    #[arg(long, env = "TOLLGATE_CHECKOUT_EXPIRY_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1800..=86_340))]
+    pub checkout_expiry_secs: u64,
+
+    /// Checkout accepts promotion codes.
+    #[arg(
+        long,
+        env = "TOLLGATE_CHECKOUT_PROMOTION_CODES",
+        default_value_t = false
+    )]
+    pub checkout_promotion_codes: bool,
+
+    /// Checkout calculates tax with Stripe Tax (the account must have it set up); the
+    /// address collected is saved on the tenant's customer.
+    #[arg(long, env = "TOLLGATE_CHECKOUT_AUTOMATIC_TAX", default_value_t = false)]
+    pub checkout_automatic_tax: bool,
+
+    /// Checkout lets the buyer enter a tax id (VAT number, …), saved on the customer.
+    #[arg(
+        long,
+        env = "TOLLGATE_CHECKOUT_TAX_ID_COLLECTION",
+        default_value_t = false
+    )]
+    pub checkout_tax_id_collection: bool,
+
+    /// Whether Checkout always asks for a billing address or only when it needs one.
+    #[arg(long, env = "TOLLGATE_CHECKOUT_BILLING_ADDRESS", value_enum, default_value_t = BillingAddress::Auto)]
+    pub checkout_billing_address: BillingAddress,
+
     /// Tier table (TOML). Without it, the built-in Standard/Pro table applies.
     #[arg(long, env = "TOLLGATE_TIERS")]
     pub tiers: Option<PathBuf>,
@@ -220,6 +268,19 @@ pub enum RedisClock {
     Local,
 }
 
+/// Checkout's `billing_address_collection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BillingAddress {
+    /// Only when payment or tax needs it.
+    Auto,
+    /// Always.
+    Required,
+}
+
+/// The Stripe API version Tollgate's calls are made with unless configured otherwise: the one
+/// the pinned async-stripe's request types were generated for (a unit test keeps them equal).
+pub const STRIPE_API_VERSION: &str = "2026-09-30.endive";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -254,6 +315,25 @@ fn origin(value: &str) -> Result<HeaderValue, String> {
         return Err("an origin is scheme://host[:port], without a path".to_owned());
     }
     HeaderValue::from_str(value).map_err(|e| e.to_string())
+}
+
+/// A Stripe API version: `YYYY-MM-DD`, optionally `.name` (e.g. `2026-09-30.endive`).
+fn api_version(value: &str) -> Result<String, String> {
+    let (date, name) = value.split_once('.').unwrap_or((value, "a"));
+    let date_ok = date.len() == 10
+        && date.char_indices().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                c == '-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    let name_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase());
+    if date_ok && name_ok {
+        Ok(value.to_owned())
+    } else {
+        Err("a Stripe API version is YYYY-MM-DD or YYYY-MM-DD.name".to_owned())
+    }
 }
 
 fn header_name(value: &str) -> Result<HeaderName, String> {
@@ -364,6 +444,32 @@ mod tests {
         assert!(stripe_api_base("http://localhost/").is_ok());
         assert!(stripe_api_base("http://stripe-mock:12111").is_err());
         assert!(stripe_api_base("http://127.0.0.1.example.com").is_err());
+    }
+
+    #[test]
+    fn billing_settings_have_safe_defaults_and_bounds() {
+        let base = ["cp", "--admin-token", TOKEN, "--key-secret", KEY_SECRET];
+        let config = Config::try_parse_from(base).unwrap();
+        assert_eq!(config.stripe_api_version, STRIPE_API_VERSION);
+        assert_eq!(
+            STRIPE_API_VERSION,
+            stripe_client_core::VERSION.as_str(),
+            "the default is what async-stripe's request types were made for"
+        );
+        assert_eq!(
+            (config.billing_sync_secs, config.checkout_expiry_secs),
+            (3600, 1800)
+        );
+        assert_eq!(config.checkout_billing_address, BillingAddress::Auto);
+        assert!(!config.checkout_automatic_tax && !config.checkout_promotion_codes);
+        let with = |extra: &[&str]| Config::try_parse_from(base.iter().chain(extra));
+        assert!(
+            with(&["--checkout-expiry-secs", "600"]).is_err(),
+            "Stripe's minimum is 30 min"
+        );
+        assert!(with(&["--stripe-api-version", "latest"]).is_err());
+        assert!(with(&["--stripe-api-version", "2017-08-15"]).is_ok());
+        assert!(with(&["--billing-sync-concurrency", "0"]).is_err());
     }
 
     #[test]

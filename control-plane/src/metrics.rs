@@ -24,6 +24,24 @@ pub struct WebhookLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncLabels {
+    /// What asked: webhook, periodic, admin.
+    pub trigger: &'static str,
+    /// unchanged, changed, unlinked, not_linked, failed.
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhatLabel {
+    pub what: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     /// The tier the decision was made for; empty when no tenant was found.
     pub tier: String,
@@ -46,8 +64,10 @@ pub struct Metrics {
     pub store_seconds: Histogram,
     /// Tier table reloads by outcome: ok, refused.
     pub tier_reloads: Family<OutcomeLabel, Counter>,
-    /// Stripe webhook deliveries by event type and outcome: applied, already_applied,
-    /// ignored, no_tenant, refused.
+    /// Stripe webhook deliveries by event type and outcome: applied (checked against Stripe,
+    /// or applied as delivered when Stripe could not be asked), unchanged, stale, irrelevant,
+    /// unlinked, recorded (a dispute or refund), ignored, no_tenant, failed (Stripe retries),
+    /// refused.
     pub webhook_events: Family<WebhookLabels, Counter>,
     /// Time from a callout's arrival to its answer, store round trip included.
     pub decision_seconds: Histogram,
@@ -58,6 +78,17 @@ pub struct Metrics {
     /// Public requests refused before any work, by budget (usage, billing, webhook, public)
     /// or `in_flight` when the listener was full.
     pub public_refusals: Family<BudgetLabel, Counter>,
+    /// Tenants checked against Stripe, by what asked and what it changed.
+    pub billing_syncs: Family<SyncLabels, Counter>,
+    /// Second running subscriptions found for one tenant (each counted once, when found).
+    pub billing_conflicts: Counter,
+    /// Subscriptions Tollgate could not map to a tier, by what was unknown (a price no tier
+    /// lists, a status it does not know), counted when first seen on a tenant.
+    pub billing_unmapped: Family<WhatLabel, Counter>,
+    /// Disputes and refunds recorded on tenants, by kind.
+    pub billing_incidents: Family<KindLabel, Counter>,
+    /// Calls to Stripe's API by outcome: ok, refused, not_found, rate_limited, unavailable.
+    pub stripe_calls: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -131,10 +162,45 @@ impl Default for Metrics {
             "Public requests refused by admission, by budget",
             public_refusals.clone(),
         );
+        let billing_syncs = Family::<SyncLabels, Counter>::default();
+        registry.register(
+            "billing_syncs",
+            "Tenants checked against Stripe, by trigger and outcome",
+            billing_syncs.clone(),
+        );
+        let billing_conflicts = Counter::default();
+        registry.register(
+            "billing_conflicts",
+            "Second running Stripe subscriptions found for one tenant",
+            billing_conflicts.clone(),
+        );
+        let billing_unmapped = Family::<WhatLabel, Counter>::default();
+        registry.register(
+            "billing_unmapped",
+            "Subscriptions with a price or status Tollgate cannot map to a tier",
+            billing_unmapped.clone(),
+        );
+        let billing_incidents = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "billing_incidents",
+            "Disputes and refunds recorded on tenants",
+            billing_incidents.clone(),
+        );
+        let stripe_calls = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "stripe_calls",
+            "Calls to Stripe's API by outcome",
+            stripe_calls.clone(),
+        );
         Self {
             registry,
             leases_granted,
             lease_requests_returned,
+            billing_syncs,
+            billing_conflicts,
+            billing_unmapped,
+            billing_incidents,
+            stripe_calls,
             public_refusals,
             decision_requests,
             decisions,
@@ -170,6 +236,30 @@ impl Metrics {
             outcome,
         };
         self.webhook_events.get_or_create(&labels).inc();
+    }
+
+    pub fn count_sync(&self, trigger: &'static str, outcome: &'static str) {
+        self.billing_syncs
+            .get_or_create(&SyncLabels { trigger, outcome })
+            .inc();
+    }
+
+    pub fn count_unmapped(&self, what: &'static str) {
+        self.billing_unmapped
+            .get_or_create(&WhatLabel { what })
+            .inc();
+    }
+
+    pub fn count_incident(&self, kind: &'static str) {
+        self.billing_incidents
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    pub fn count_stripe_call(&self, outcome: &'static str) {
+        self.stripe_calls
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     pub fn count_budget_refusal(&self, budget: &'static str) {

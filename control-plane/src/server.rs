@@ -7,7 +7,9 @@
 //! dashboard) and the background tasks (tier reloads, the tenant change listener, the window
 //! sweeper) run on another (`--public-threads`, one by default), whose threads also run at a
 //! lower CPU priority. Each runtime drives its own Redis connection for the window store, so
-//! a busy public thread cannot delay a decision's round trip either.
+//! a busy public thread cannot delay a decision's round trip either. Billing's syncs with
+//! Stripe are background work too: spawned from [`Parts::build`] on the public runtime, and
+//! an admin-asked sync is handed over to it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +23,10 @@ use crate::api::admission::{Admission, ClientAddress, PublicBudgets};
 use crate::api::budgets::Budget;
 use crate::api::listener::{self, ListenerLimits};
 use crate::api::{AppState, internal_router, public_router};
-use crate::billing::{Billing, StripeApi, StripeApiError};
+use crate::billing::{
+    Billing, BillingParts, BillingSettings, CheckoutSettings, StripeApi, StripeApiError,
+    StripeConnection,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, RedisClock, StoreConfig};
 use crate::decision::{Decider, Policy};
@@ -138,14 +143,31 @@ impl Parts {
         };
         let tenants = Arc::new(tenants);
         let metrics = Arc::new(Metrics::default());
-        let billing = Billing {
+        let billing = Billing::new(BillingParts {
             webhook_secret: config.stripe_webhook_secret.clone(),
-            stripe: stripe_api(config)?,
+            stripe: stripe_api(config, metrics.clone())?,
             tenants: tenants.clone(),
             tiers: tiers.clone(),
             clock: clock.clone(),
             metrics: metrics.clone(),
-        };
+            settings: BillingSettings {
+                api_version: config.stripe_api_version.clone(),
+                sync_concurrency: usize::from(config.billing_sync_concurrency),
+            },
+        });
+        if billing.stripe.is_some() || billing.webhook_secret.is_some() {
+            tracing::info!(
+                stripe_api_version = %config.stripe_api_version,
+                sync_secs = config.billing_sync_secs,
+                calls = billing.stripe.is_some(),
+                webhook = billing.webhook_secret.is_some(),
+                "Stripe billing configured"
+            );
+        }
+        // This runs on the public runtime, so the syncs do too: never on the decision threads.
+        if billing.stripe.is_some() && config.billing_sync_secs > 0 {
+            billing.spawn_sync(Duration::from_secs(config.billing_sync_secs));
+        }
         let defaults = PublicBudgets::default();
         let budgets = PublicBudgets {
             usage: defaults.usage.at(config.usage_budget),
@@ -230,15 +252,24 @@ pub async fn build_state(config: &Config, clock: Arc<dyn Clock>) -> Result<AppSt
     Ok(parts.state(windows, config))
 }
 
-fn stripe_api(config: &Config) -> Result<Option<StripeApi>, StripeApiError> {
-    match (&config.stripe_secret_key, &config.billing_return_url) {
-        (Some(key), Some(return_url)) => Ok(Some(StripeApi::new(
-            key,
-            &config.stripe_api_base,
-            return_url.clone(),
-        )?)),
-        _ => Ok(None),
-    }
+fn stripe_api(config: &Config, metrics: Arc<Metrics>) -> Result<Option<StripeApi>, StripeApiError> {
+    let (Some(key), Some(return_url)) = (&config.stripe_secret_key, &config.billing_return_url)
+    else {
+        return Ok(None);
+    };
+    let connection = StripeConnection {
+        secret_key: key,
+        api_base: &config.stripe_api_base,
+        api_version: &config.stripe_api_version,
+    };
+    let checkout = CheckoutSettings {
+        expiry_secs: config.checkout_expiry_secs,
+        promotion_codes: config.checkout_promotion_codes,
+        automatic_tax: config.checkout_automatic_tax,
+        tax_id_collection: config.checkout_tax_id_collection,
+        billing_address: config.checkout_billing_address,
+    };
+    StripeApi::new(&connection, return_url.clone(), checkout, metrics).map(Some)
 }
 
 /// A runtime of `threads` threads: with one, a current-thread runtime run by whoever calls

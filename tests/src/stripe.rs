@@ -10,7 +10,8 @@ use tempfile::TempDir;
 
 use crate::{Process, free_port, within, workspace};
 
-const API_KEY: &str = "sk_test_tollgate";
+/// The secret key the tests give the control-plane for localstripe (it takes any `sk_`).
+pub const API_KEY: &str = "sk_test_tollgate";
 
 /// The Stripe price [`PAID_TIERS`] sells Pro at.
 pub const PRO_PRICE: &str = "price_pro_monthly";
@@ -74,6 +75,11 @@ impl LocalStripe {
 
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The API root to give the control-plane (`STRIPE_API_BASE`).
+    pub fn api_base(&self) -> String {
+        self.url("/")
     }
 
     async fn post(&self, path: &str, form: &[(&str, &str)]) -> Value {

@@ -1,4 +1,5 @@
-//! The admin API on the internal listener: tenants and their keys.
+//! The admin API on the internal listener: tenants, their keys and their billing link (the
+//! billing handlers live in [`super::billing`]).
 //!
 //! Every route needs `Authorization: Bearer <TOLLGATE_ADMIN_TOKEN>`. A created tenant's API key
 //! is in the 201 response and nowhere else: it is stored only as a keyed hash.
@@ -15,7 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-use super::{AppState, admin_api_keys as keys, usage};
+use super::{AppState, admin_api_keys as keys, billing, usage};
 use crate::tenants::{Tenant, TenantChange};
 use crate::tiers::TierName;
 
@@ -42,6 +43,12 @@ pub fn routes(state: AppState) -> Router<AppState> {
             "/admin/v1/tenants/{id}/keys/{key_id}/rotate",
             post(keys::rotate),
         )
+        .route("/admin/v1/tenants/{id}/billing", delete(billing::unlink))
+        .route(
+            "/admin/v1/tenants/{id}/billing/sync",
+            post(billing::sync_tenant),
+        )
+        .route("/admin/v1/billing/sync", post(billing::sync_all))
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }

@@ -1,12 +1,14 @@
-//! The billing routes on the public listener, adapting requests to [`crate::billing`]:
+//! The billing routes, adapting requests to [`crate::billing`]. On the public listener:
 //! `POST /api/v1/billing/checkout` and `/portal` (the tenant, known by its own API key, is
-//! handed a Stripe-hosted page) and `/webhook` (Stripe's signed deliveries, read raw).
+//! handed a Stripe-hosted page) and `/webhook` (Stripe's signed deliveries, read raw). For
+//! the admin API (mounted by [`super::admin`], behind its token): a tenant's sync with
+//! Stripe, every linked tenant's, and unlinking a tenant from its Stripe customer.
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde::Deserialize;
@@ -14,7 +16,8 @@ use serde::Deserialize;
 use super::body_limit::{BodyReaders, read_bodies};
 use super::error::ApiError;
 use super::{AppState, caller};
-use crate::billing::HostedSession;
+use crate::billing::{HostedSession, SyncReport, SyncSummary, Trigger};
+use crate::tenants::Tenant;
 
 /// The billing routes, the only public ones that read a body (see [`super::body_limit`]).
 pub fn routes() -> Router<AppState> {
@@ -71,4 +74,38 @@ async fn webhook(
         .and_then(|v| v.to_str().ok());
     state.billing.receive_webhook(signature, &body).await?;
     Ok(StatusCode::OK)
+}
+
+/// `POST /admin/v1/tenants/{id}/billing/sync`: the tenant checked against Stripe now; 200
+/// with the tenant and what changed.
+pub(super) async fn sync_tenant(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SyncReport>, ApiError> {
+    let billing = state.billing.clone();
+    billing.sessions()?;
+    let report = state
+        .billing
+        .in_background(async move { billing.sync_tenant(&id, Trigger::Admin).await })
+        .await?;
+    Ok(Json(report))
+}
+
+/// `POST /admin/v1/billing/sync`: every linked tenant checked against Stripe now.
+pub(super) async fn sync_all(State(state): State<AppState>) -> Result<Json<SyncSummary>, ApiError> {
+    let billing = state.billing.clone();
+    billing.sessions()?;
+    let summary = state
+        .billing
+        .in_background(async move { Ok(billing.sync_all(Trigger::Admin, false).await) })
+        .await?;
+    Ok(Json(summary))
+}
+
+/// `DELETE /admin/v1/tenants/{id}/billing`: the tenant unlinked from its Stripe customer.
+pub(super) async fn unlink(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Tenant>, ApiError> {
+    Ok(Json(state.billing.unlink(&id).await?))
 }

@@ -127,9 +127,12 @@ impl ApiError {
             ApiError::Stripe(StripeApiError::Refused { .. }) => {
                 (StatusCode::BAD_GATEWAY, "stripe_refused")
             }
-            ApiError::Stripe(StripeApiError::Unavailable(_)) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "stripe_unavailable")
+            ApiError::Stripe(StripeApiError::NotFound(_)) => {
+                (StatusCode::BAD_GATEWAY, "stripe_refused")
             }
+            ApiError::Stripe(
+                StripeApiError::Unavailable(_) | StripeApiError::RateLimited { .. },
+            ) => (StatusCode::SERVICE_UNAVAILABLE, "stripe_unavailable"),
             ApiError::Stripe(StripeApiError::Config(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
             }
@@ -182,6 +185,8 @@ impl From<BillingError> for ApiError {
             BillingError::NoBillingAccount => ApiError::NoBillingAccount,
             BillingError::Stripe(stripe) => ApiError::Stripe(stripe),
             BillingError::Store(store) => ApiError::TenantStore(store),
+            BillingError::TenantNotFound => ApiError::TenantNotFound,
+            BillingError::ShuttingDown => ApiError::Overloaded,
         }
     }
 }
@@ -245,6 +250,11 @@ impl IntoResponse for ApiError {
                 Some(exhausted.retry_after_ms)
             }
             ApiError::Overloaded => Some(1000),
+            ApiError::Stripe(StripeApiError::RateLimited { retry_after }) => {
+                Some(retry_after.map_or(1000, |after| {
+                    u64::try_from(after.as_millis()).unwrap_or(u64::MAX)
+                }))
+            }
             error @ (ApiError::TenantStore(_) | ApiError::WindowStore(_)) => {
                 Some(1000).filter(|_| error.is_transient())
             }

@@ -30,14 +30,20 @@ pub struct Tenant {
     pub suspended: bool,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
-    /// The tenant's Stripe subscription, as the last applied webhook event described it.
+    /// The tenant's Stripe customer and subscription, as Stripe last described them (a fetch,
+    /// or a webhook event when Stripe could not be asked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription: Option<Subscription>,
 }
 
+/// A tenant's billing link to Stripe. Every field added since the first release has a serde
+/// default, so state files and Redis records written before still load.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
+    /// The tenant's one Stripe customer, created (with `metadata.tenant_id`) before its first
+    /// checkout and passed to every later one.
     pub customer: Option<String>,
+    /// The subscription that sets the tier (the best-paying one when there are several).
     pub id: Option<String>,
     /// Stripe's status (active, trialing, past_due, canceled, …).
     pub status: Option<String>,
@@ -54,6 +60,58 @@ pub struct Subscription {
     /// period from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub past_due_since: Option<u64>,
+    /// The end of the subscription's current billing period (seconds), as Stripe said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_period_end: Option<u64>,
+    /// The prices (or, in old API versions, plans) of the subscription's items.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prices: Vec<String>,
+    /// Prices of a running subscription that no tier lists: it buys the default tier until
+    /// the tier table names them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmapped_prices: Vec<String>,
+    /// Other running subscriptions of this tenant at Stripe: it is billed more than once,
+    /// and an operator must cancel the extra ones. Until then the tenant keeps the best tier
+    /// it pays for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicting_subscriptions: Vec<String>,
+    /// When a sync with Stripe last changed this record (seconds); a sync that finds the
+    /// record right writes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_at: Option<u64>,
+    /// An event was applied as delivered because Stripe could not be asked; the next sync
+    /// checks it against Stripe.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_sync: bool,
+    /// Customers unlinked from this tenant (deleted at Stripe, or unlinked by an operator),
+    /// newest last: news about them never links them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub former_customers: Vec<String>,
+    /// Disputes and refunds of the tenant's payments, newest last (a bounded record for
+    /// operators; they change no tier).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incidents: Vec<PaymentIncident>,
+}
+
+/// A dispute or refund of one of the tenant's payments.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentIncident {
+    /// `dispute` or `refund`.
+    pub kind: String,
+    /// The dispute's id, or the refunded charge's.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge: Option<String>,
+    /// In the currency's smallest unit (for a refund: the amount refunded so far).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// The dispute's reason, or the refund's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When Stripe created the event (seconds).
+    pub at: u64,
 }
 
 impl Subscription {
@@ -63,6 +121,13 @@ impl Subscription {
             self.status.as_deref(),
             Some("active" | "trialing" | "past_due")
         )
+    }
+
+    /// Whether the tenant still holds a subscription it can go back to (paused, or unpaid
+    /// with invoices open) or is running: a second checkout would bill it twice, so changes
+    /// go through the portal.
+    pub fn blocks_checkout(&self) -> bool {
+        self.is_live() || matches!(self.status.as_deref(), Some("paused" | "unpaid"))
     }
 }
 
@@ -119,10 +184,17 @@ impl StoredTenant {
         })
     }
 
+    /// The Stripe ids that name this tenant: its customer, its subscription and any other
+    /// running one (so an invoice of either finds it).
     fn stripe_ids(&self) -> impl Iterator<Item = &str> {
         let subscription = self.tenant.subscription.as_ref();
         let ids = subscription.map(|s| [s.customer.as_deref(), s.id.as_deref()]);
-        ids.into_iter().flatten().flatten()
+        let conflicting =
+            subscription.map(|s| s.conflicting_subscriptions.iter().map(String::as_str));
+        ids.into_iter()
+            .flatten()
+            .flatten()
+            .chain(conflicting.into_iter().flatten())
     }
 }
 
@@ -185,5 +257,27 @@ mod tests {
         .apply(&mut tenant);
         assert!(tenant.suspended);
         assert_eq!(tenant.tier.as_ref(), "standard");
+    }
+
+    #[test]
+    fn records_written_before_the_billing_fields_still_load() {
+        // A state-file record of the first release: only the original subscription fields.
+        let old = r#"{"id":"tn_1","name":"Acme","tier":"pro","suspended":false,"created_at":1,
+            "subscription":{"customer":"cus_1","id":"sub_1","status":"active","updated_at":5,
+            "recent_events":["evt_1"]},"keys":[]}"#;
+        let record: StoredTenant = serde_json::from_str(old).unwrap();
+        let subscription = record.tenant.subscription.as_ref().unwrap();
+        assert_eq!(subscription.id.as_deref(), Some("sub_1"));
+        assert!(!subscription.needs_sync && subscription.conflicting_subscriptions.is_empty());
+        // And what is written now reads back the same, without empty new fields.
+        let written = serde_json::to_string(&record).unwrap();
+        assert!(
+            !written.contains("incidents") && !written.contains("needs_sync"),
+            "{written}"
+        );
+        assert_eq!(
+            serde_json::from_str::<StoredTenant>(&written).unwrap(),
+            record
+        );
     }
 }

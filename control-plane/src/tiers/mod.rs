@@ -5,6 +5,11 @@
 //! Names are restricted to `a-z 0-9 - _` because they travel as header values and as the policy
 //! name inside the `RateLimit` structured fields. [`source`] keeps the table in force and
 //! reloads it without a restart.
+//!
+//! A paid tier names the Stripe prices that buy it: `stripe_price` (the one Checkout sells),
+//! more in `stripe_prices` (annual, other currencies, grandfathered) and Stripe lookup keys in
+//! `stripe_lookup_keys`. A price or lookup key belongs to one tier only; a table that gives
+//! one to two tiers is refused, since a subscription to it could not say which tier it buys.
 
 pub mod source;
 
@@ -34,8 +39,13 @@ pub struct Tier {
     /// Shadow mode: decisions are made and counted but never enforced; a request that would
     /// be refused is let through, marked. For rolling out a new limit safely.
     pub shadow: bool,
-    /// For paid tiers: the Stripe price a subscription to the tier uses.
+    /// For paid tiers: the Stripe price Checkout sells the tier at (`stripe_price`, or else
+    /// the first of `stripe_prices`).
     pub stripe_price: Option<String>,
+    /// Every Stripe price a subscription to this tier may be on, `stripe_price` included.
+    pub stripe_prices: Vec<String>,
+    /// Stripe lookup keys whose prices buy this tier.
+    pub stripe_lookup_keys: Vec<String>,
     /// The price as shown to people, e.g. "$49 / month".
     pub display_price: Option<String>,
     /// Per-route costs that override the filter's default cost for the route.
@@ -60,12 +70,24 @@ impl Tier {
     pub fn window_seconds(&self) -> u32 {
         u32::try_from(self.window.as_secs()).unwrap_or(u32::MAX)
     }
+
+    /// How much the tier allows, to choose the better of two: units per day at its window's
+    /// rate, then the monthly cap (none is best). A tenant paying for two tiers at once keeps
+    /// the better one.
+    pub fn rank(&self) -> (u64, u64) {
+        let per_day = u64::from(self.limit) * 86_400 / self.window.as_secs().max(1);
+        (per_day, self.monthly_limit.unwrap_or(u64::MAX))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TierTable {
     tiers: HashMap<TierName, Arc<Tier>>,
     default_tier: TierName,
+    /// Stripe price id → the tier it buys.
+    by_price: HashMap<String, TierName>,
+    /// Stripe lookup key → the tier its price buys.
+    by_lookup_key: HashMap<String, TierName>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +111,13 @@ pub enum TierTableError {
     Cost { tier: String, route: String },
     #[error("the default tier {0:?} is not in the table")]
     DefaultTier(String),
+    /// A subscription to the price could not say which tier it buys.
+    #[error("Stripe price or lookup key {key:?} is given to two tiers, {first:?} and {second:?}")]
+    SharedPrice {
+        key: String,
+        first: String,
+        second: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +140,10 @@ struct TierWire {
     shadow: bool,
     #[serde(default)]
     stripe_price: Option<String>,
+    #[serde(default)]
+    stripe_prices: Vec<String>,
+    #[serde(default)]
+    stripe_lookup_keys: Vec<String>,
     #[serde(default)]
     display_price: Option<String>,
     #[serde(default)]
@@ -142,6 +175,51 @@ impl TierTable {
         // Present by construction: `from_str` and `Default` both check it.
         &self.tiers[&self.default_tier]
     }
+
+    /// The tier a subscription item buys: by its price id, else by its price's lookup key.
+    pub fn tier_for_price(
+        &self,
+        price: Option<&str>,
+        lookup_key: Option<&str>,
+    ) -> Option<&Arc<Tier>> {
+        let by_price = price.and_then(|p| self.by_price.get(p));
+        let name = by_price.or_else(|| lookup_key.and_then(|k| self.by_lookup_key.get(k)))?;
+        self.tiers.get(name)
+    }
+}
+
+/// Indexes every tier's prices and lookup keys; refuses one given to two tiers.
+#[allow(clippy::type_complexity)]
+fn index_prices(
+    tiers: &HashMap<TierName, Arc<Tier>>,
+) -> Result<(HashMap<String, TierName>, HashMap<String, TierName>), TierTableError> {
+    let mut by_price: HashMap<String, TierName> = HashMap::new();
+    let mut by_lookup_key: HashMap<String, TierName> = HashMap::new();
+    // Sorted, so the error names the same pair whatever the map's order.
+    let mut sorted: Vec<&Arc<Tier>> = tiers.values().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    for tier in sorted {
+        for (keys, index) in [
+            (&tier.stripe_prices, &mut by_price),
+            (&tier.stripe_lookup_keys, &mut by_lookup_key),
+        ] {
+            for key in keys {
+                match index.get(key) {
+                    Some(first) if *first != tier.name => {
+                        return Err(TierTableError::SharedPrice {
+                            key: key.clone(),
+                            first: first.to_string(),
+                            second: tier.name.to_string(),
+                        });
+                    }
+                    _ => {
+                        index.insert(key.clone(), tier.name.clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok((by_price, by_lookup_key))
 }
 
 impl std::str::FromStr for TierTable {
@@ -173,6 +251,12 @@ impl std::str::FromStr for TierTable {
                 });
             }
             let name: TierName = name.into();
+            let mut stripe_prices: Vec<String> = tier.stripe_price.iter().cloned().collect();
+            for price in tier.stripe_prices {
+                if !stripe_prices.contains(&price) {
+                    stripe_prices.push(price);
+                }
+            }
             tiers.insert(
                 name.clone(),
                 Arc::new(Tier {
@@ -182,7 +266,9 @@ impl std::str::FromStr for TierTable {
                     monthly_limit: tier.monthly_limit,
                     paid: tier.paid,
                     shadow: tier.shadow,
-                    stripe_price: tier.stripe_price,
+                    stripe_price: stripe_prices.first().cloned(),
+                    stripe_prices,
+                    stripe_lookup_keys: tier.stripe_lookup_keys,
                     display_price: tier.display_price,
                     costs: tier.costs,
                 }),
@@ -192,9 +278,12 @@ impl std::str::FromStr for TierTable {
         if !tiers.contains_key(&default_tier) {
             return Err(TierTableError::DefaultTier(default_tier.to_string()));
         }
+        let (by_price, by_lookup_key) = index_prices(&tiers)?;
         Ok(Self {
             tiers,
             default_tier,
+            by_price,
+            by_lookup_key,
         })
     }
 }
@@ -212,6 +301,8 @@ impl Default for TierTable {
                 paid,
                 shadow: false,
                 stripe_price: None,
+                stripe_prices: Vec::new(),
+                stripe_lookup_keys: Vec::new(),
                 display_price: None,
                 costs: HashMap::new(),
             };
@@ -220,6 +311,8 @@ impl Default for TierTable {
         Self {
             tiers: HashMap::from([tier("standard", 60, false), tier("pro", 1000, true)]),
             default_tier: "standard".into(),
+            by_price: HashMap::new(),
+            by_lookup_key: HashMap::new(),
         }
     }
 }
@@ -258,6 +351,58 @@ mod tests {
             Some("price_pro_monthly")
         );
         assert_eq!(table.get("standard").unwrap().cost("predict", 5), 5);
+    }
+
+    #[test]
+    fn a_tier_is_found_by_any_of_its_prices_or_lookup_keys_and_ranked_by_what_it_allows() {
+        let table: TierTable = r#"
+            default_tier = "free"
+            [tiers.free]
+            limit = 10
+            window_seconds = 60
+            [tiers.pro]
+            limit = 1000
+            window_seconds = 60
+            stripe_price = "price_pro_m"
+            stripe_prices = ["price_pro_y", "price_pro_m", "price_pro_eur"]
+            stripe_lookup_keys = ["pro_monthly"]
+            [tiers.team]
+            limit = 100
+            window_seconds = 1
+            stripe_prices = ["price_team"]
+        "#
+        .parse()
+        .unwrap();
+        let pro = table.get("pro").unwrap();
+        assert_eq!(
+            pro.stripe_price.as_deref(),
+            Some("price_pro_m"),
+            "checkout sells stripe_price"
+        );
+        assert_eq!(
+            pro.stripe_prices,
+            ["price_pro_m", "price_pro_y", "price_pro_eur"]
+        );
+        let team = table.get("team").unwrap();
+        assert_eq!(
+            team.stripe_price.as_deref(),
+            Some("price_team"),
+            "else the first of stripe_prices"
+        );
+        let found = |price, key| table.tier_for_price(price, key).map(|t| t.name.to_string());
+        assert_eq!(found(Some("price_pro_eur"), None).as_deref(), Some("pro"));
+        assert_eq!(
+            found(Some("price_other"), Some("pro_monthly")).as_deref(),
+            Some("pro")
+        );
+        assert_eq!(
+            found(Some("price_team"), Some("pro_monthly")).as_deref(),
+            Some("team"),
+            "the price id first"
+        );
+        assert_eq!(found(Some("price_other"), None), None);
+        assert!(team.rank() > pro.rank(), "100/s beats 1000/min");
+        assert!(pro.rank() > table.get("free").unwrap().rank());
     }
 
     #[test]
@@ -307,6 +452,19 @@ mod tests {
             refused("default_tier = \"y\"\n[tiers.x]\nlimit = 1\nwindow_seconds = 1"),
             TierTableError::DefaultTier(tier) if tier == "y"
         ));
+        let shared = refused(
+            "default_tier = \"x\"\n[tiers.x]\nlimit = 1\nwindow_seconds = 1\nstripe_prices = [\"p_1\"]\n\
+             [tiers.y]\nlimit = 2\nwindow_seconds = 1\nstripe_price = \"p_1\"",
+        );
+        assert!(
+            matches!(&shared, TierTableError::SharedPrice { key, first, second } if key == "p_1" && first == "x" && second == "y"),
+            "{shared}"
+        );
+        let shared_key = refused(
+            "default_tier = \"x\"\n[tiers.x]\nlimit = 1\nwindow_seconds = 1\nstripe_lookup_keys = [\"k\"]\n\
+             [tiers.y]\nlimit = 2\nwindow_seconds = 1\nstripe_lookup_keys = [\"k\"]",
+        );
+        assert!(matches!(shared_key, TierTableError::SharedPrice { .. }));
         let unknown_field =
             refused("default_tier = \"x\"\n[tiers.x]\nlimit = 1\nwindow_seconds = 1\nburst = 2");
         assert!(
