@@ -8,10 +8,11 @@
 
 use serde::Deserialize;
 use std::time::Duration;
-use tollgate_protocol::MAX_API_KEY_LEN;
+use tollgate_protocol::{MAX_API_KEY_LEN, MAX_LEASE_REQUESTS};
 
 use crate::deny_cache::DenyCache;
 use crate::invalid_keys::InvalidKeys;
+use crate::leases::LeaseTable;
 use crate::routes::{LimitedRoute, RouteTable};
 
 /// The longest callout timeout (and deny-cache `max_ttl`) accepted. A decision that takes
@@ -28,6 +29,11 @@ const DEFAULT_INVALID_KEY_WINDOW: Duration = Duration::from_secs(10);
 /// The longest invalid-key window accepted: an address refused for longer than an hour is a
 /// job for a firewall, not for a rate limiter's edge cache.
 const MAX_INVALID_KEY_WINDOW: Duration = Duration::from_secs(3600);
+/// Short, so a revocation, a suspension or a tier change waits at most this long at the edge.
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(1);
+/// Enough for a hot tenant's second at 1,000 requests per second per Envoy; the control-plane
+/// sizes each lease to the key's rate and remaining quota, never above what is asked.
+const DEFAULT_LEASE_REQUESTS: u32 = 1000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +47,8 @@ struct ConfigWire {
     deny_cache: DenyCacheWire,
     #[serde(default)]
     invalid_keys: InvalidKeysWire,
+    #[serde(default)]
+    lease: LeaseWire,
     routes: Vec<RouteWire>,
     #[serde(default)]
     usage_routes: Vec<String>,
@@ -97,6 +105,34 @@ impl Default for InvalidKeysWire {
 
 fn default_invalid_key_budget() -> u32 {
     DEFAULT_INVALID_KEY_BUDGET
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseWire {
+    #[serde(default = "default_true")]
+    enabled: bool,
+    #[serde(default)]
+    max_ttl: Option<String>,
+    #[serde(default = "default_lease_requests")]
+    max_requests: u32,
+    #[serde(default = "default_slots")]
+    slots: u32,
+}
+
+impl Default for LeaseWire {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_ttl: None,
+            max_requests: default_lease_requests(),
+            slots: default_slots(),
+        }
+    }
+}
+
+fn default_lease_requests() -> u32 {
+    DEFAULT_LEASE_REQUESTS
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,6 +228,8 @@ pub struct Settings {
     /// `None` when disabled: a client address may then try any number of unknown keys, each
     /// one a callout.
     pub invalid_keys: Option<InvalidKeys>,
+    /// `None` when disabled: every admitted request then makes a callout.
+    pub leases: Option<LeaseTable>,
     /// Prefixes of the control-plane's usage endpoint: requests there carry the key's
     /// cached denials not yet reported, so usage counts them.
     pub usage_routes: Vec<String>,
@@ -226,6 +264,15 @@ pub enum ConfigError {
     InvalidKeyWindow(String),
     #[error("invalid_keys.slots must be between 1 and 1048576")]
     InvalidKeySlots,
+    #[error("lease.max_ttl {0:?} is not a duration like \"1s\" or \"500ms\" between 1ms and 10s")]
+    LeaseTtl(String),
+    #[error(
+        "lease.max_requests must be between 2 and 1000000 (a lease of one request is no lease; \
+         set lease.enabled to false to turn leases off)"
+    )]
+    LeaseRequests,
+    #[error("lease.slots must be between 1 and 1048576")]
+    LeaseSlots,
     #[error("routes must list at least one limited route")]
     NoRoutes,
     #[error("route prefix {0:?} must start with '/' and hold no '?' or '#'")]
@@ -341,6 +388,27 @@ impl Settings {
             None
         };
 
+        let leases = if wire.lease.enabled {
+            let wire = wire.lease;
+            let max_ttl = match wire.max_ttl {
+                None => DEFAULT_LEASE_TTL,
+                Some(text) => parse_timeout(&text).ok_or(ConfigError::LeaseTtl(text))?,
+            };
+            if !(2..=MAX_LEASE_REQUESTS).contains(&wire.max_requests) {
+                return Err(ConfigError::LeaseRequests);
+            }
+            if !(1..=MAX_DENY_SLOTS).contains(&wire.slots) {
+                return Err(ConfigError::LeaseSlots);
+            }
+            Some(LeaseTable {
+                slots: wire.slots,
+                max_ttl_ms: millis(max_ttl),
+                max_requests: wire.max_requests,
+            })
+        } else {
+            None
+        };
+
         if let Some(prefix) = wire.usage_routes.iter().find(|p| !is_path_prefix(p)) {
             return Err(ConfigError::RoutePrefix(prefix.clone()));
         }
@@ -348,6 +416,7 @@ impl Settings {
         Ok(Settings {
             deny_cache,
             invalid_keys,
+            leases,
             forward_api_key: wire.api_key.forward,
             usage_routes: wire.usage_routes,
             cluster: wire.control_plane.cluster,
@@ -440,6 +509,74 @@ mod tests {
             "on by default"
         );
         assert!(!settings.forward_api_key, "the key stays at the edge");
+        assert_eq!(
+            settings.leases,
+            Some(LeaseTable {
+                slots: 4096,
+                max_ttl_ms: 1_000,
+                max_requests: 1_000
+            }),
+            "on by default"
+        );
+    }
+
+    #[test]
+    fn leases_can_be_tuned_or_disabled_and_bad_values_are_refused() {
+        let with = |lease: &str| {
+            parse(&format!(
+                r#"{{"control_plane":{{"cluster":"cp"}},"lease":{lease},
+                    "routes":[{{"prefix":"/a","name":"a"}}]}}"#
+            ))
+            .map(|s| s.leases)
+        };
+        assert_eq!(
+            with(r#"{"max_ttl":"250ms","max_requests":2,"slots":1}"#),
+            Ok(Some(LeaseTable {
+                slots: 1,
+                max_ttl_ms: 250,
+                max_requests: 2
+            }))
+        );
+        assert_eq!(
+            with(r#"{"max_ttl":"10s","max_requests":1000000,"slots":1048576}"#),
+            Ok(Some(LeaseTable {
+                slots: 1 << 20,
+                max_ttl_ms: 10_000,
+                max_requests: 1_000_000
+            }))
+        );
+        assert_eq!(with(r#"{"enabled":false,"max_requests":0}"#), Ok(None));
+        for ttl in ["0s", "0ms", "11s", "1", "one second", "-1s", ""] {
+            assert_eq!(
+                with(&format!(r#"{{"max_ttl":"{ttl}"}}"#)),
+                Err(ConfigError::LeaseTtl(ttl.to_owned())),
+                "{ttl:?}"
+            );
+        }
+        for requests in ["0", "1", "1000001"] {
+            assert_eq!(
+                with(&format!(r#"{{"max_requests":{requests}}}"#)),
+                Err(ConfigError::LeaseRequests),
+                "{requests}"
+            );
+        }
+        for slots in ["0", "1048577"] {
+            assert_eq!(
+                with(&format!(r#"{{"slots":{slots}}}"#)),
+                Err(ConfigError::LeaseSlots),
+                "{slots}"
+            );
+        }
+        assert!(
+            matches!(with(r#"{"max_requests":-5}"#), Err(ConfigError::Json(_))),
+            "not a number of requests"
+        );
+        assert!(
+            matches!(with(r#"{"ttl":"1s"}"#), Err(ConfigError::Json(m)) if m.contains("ttl")),
+            "a typo is refused"
+        );
+        let message = with(r#"{"max_requests":1}"#).unwrap_err().to_string();
+        assert!(message.contains("lease.max_requests"), "{message}");
     }
 
     #[test]

@@ -350,6 +350,23 @@ impl DenyCache {
         }
     }
 
+    /// Drops the cached over-quota denial of this key at this cost, if that is what its slot
+    /// holds (an unknown key or a suspended tenant stays refused): the filter has just stored
+    /// a lease of the key, whose requests have room reserved in the window. The denials the
+    /// entry answered and had not reported yet go uncounted; a lease is stored moments after
+    /// a concurrent callout's denial, so they are few.
+    pub fn forget_denial(&self, shared: &impl SharedData, fingerprint: Fingerprint) {
+        let Fingerprint(fingerprint) = fingerprint;
+        let slot = self.slot_key(fingerprint);
+        let (value, cas) = shared.get(&slot);
+        if value
+            .and_then(|v| Entry::decode(&v))
+            .is_some_and(|e| e.fingerprint == fingerprint && e.kind == Kind::Denied)
+        {
+            shared.set(&slot, b"", cas);
+        }
+    }
+
     /// Remembers a refusal decided at `now_ms`, keeping the count of cached denials of the
     /// same key not yet reported (another callout's answer may land after the cache already
     /// answered some requests, and a suspension may follow a denial). Returns whether it was
@@ -586,6 +603,34 @@ mod tests {
             one_slot.lookup(&shared, fingerprint("tg_b"), 1_060, 100),
             Lookup::Hit(Refusal::Denied(_))
         ));
+    }
+
+    #[test]
+    fn a_stored_lease_drops_only_an_over_quota_denial_of_its_key() {
+        let shared = FakeShared::default();
+        CACHE.settle(&shared, ticket("tg_a", false), &learned(deny(5_000)), || 0);
+        CACHE.settle(&shared, ticket("tg_b", false), &learned(suspended()), || 0);
+        CACHE.settle(
+            &shared,
+            ticket("tg_c", false),
+            &learned(Ok(Answer::UnknownKey)),
+            || 0,
+        );
+        for key in ["tg_a", "tg_b", "tg_c", "tg_nobody"] {
+            CACHE.forget_denial(&shared, fingerprint(key));
+        }
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_a"), 10, 100),
+            Lookup::Miss
+        );
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_b"), 10, 100),
+            Lookup::Hit(Refusal::Suspended)
+        );
+        assert_eq!(
+            CACHE.lookup(&shared, fingerprint("tg_c"), 10, 100),
+            Lookup::Hit(Refusal::UnknownKey)
+        );
     }
 
     #[test]

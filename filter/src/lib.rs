@@ -3,18 +3,21 @@
 //! Everything that decides lives in plain modules with no proxy-wasm import, tested natively and
 //! under Node (wasm32-unknown-unknown): configuration ([`config`]), key extraction
 //! (`tollgate_protocol::api_key_extraction`), route matching ([`routes`]), the edge deny cache
-//! and what each answer does to it ([`deny_cache`]), the invalid-key budget per client address
-//! ([`invalid_keys`]), both over [`shared_data`], the mapping of a decision to an action and
-//! its stats ([`outcome`], [`ratelimit_headers`]), and the rate limit on repeated failure log
-//! lines ([`log_limit`]). The `host` module is the only one that talks to Envoy; it moves bytes
+//! and what each answer does to it ([`deny_cache`]), the admissions leased by the control-plane
+//! and spent without callouts ([`leases`]), the invalid-key budget per client address
+//! ([`invalid_keys`]), all over [`shared_data`], the order a limited request goes through them
+//! ([`request_path`]), the mapping of a decision to an action and its stats ([`outcome`],
+//! [`ratelimit_headers`]), and the rate limit on repeated failure log lines ([`log_limit`]). The `host` module is the only one that talks to Envoy; it moves bytes
 //! between the host and those modules, and is built only for Envoy's wasm32-wasip1.
 
 pub mod config;
 pub mod deny_cache;
 pub mod invalid_keys;
+pub mod leases;
 pub mod log_limit;
 pub mod outcome;
 pub mod ratelimit_headers;
+pub mod request_path;
 pub mod routes;
 pub mod shared_data;
 

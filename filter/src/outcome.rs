@@ -7,13 +7,15 @@
 //! with the same match to the stats it counts under, what the deny cache learns from it and
 //! whether it spends the client address's invalid-key budget; the host glue only carries the
 //! [`Decision`] out. A refusal served from the deny cache gets its reply from the same
-//! function as the callout's ([`on_cached`]), so the two cannot differ.
+//! function as the callout's ([`on_cached`]), and so does an admission spent from a lease
+//! ([`on_leased`]), so the two cannot differ.
 
 use serde::Serialize;
 use tollgate_protocol::{Answer, ProtocolError, Quota};
 
 use crate::config::FailureMode;
 use crate::deny_cache::{CachedDeny, Learned, Refusal};
+use crate::leases::{Grant, Leased};
 use crate::ratelimit_headers::{RETRY_AFTER, ceil_seconds, quota_headers};
 use tollgate_protocol::api_key_extraction::KeyError;
 
@@ -117,6 +119,8 @@ pub struct Decision {
     pub learned: Learned,
     /// Whether it counts against the client address's invalid-key budget (an unknown key).
     pub unknown_key: bool,
+    /// The lease granted with an admission, for the lease table to keep.
+    pub grant: Option<Grant>,
     /// What happens to the request.
     pub action: Action,
 }
@@ -125,14 +129,20 @@ pub struct Decision {
 /// match, so the stats, the cache and the action cannot disagree about an answer.
 pub fn on_answer(failure_mode: FailureMode, answer: Result<Answer, CalloutFailure>) -> Decision {
     match answer {
-        Ok(Answer::Allow { tenant, quota, .. }) => Decision {
+        Ok(Answer::Allow {
+            tenant,
+            quota,
+            lease,
+        }) => Decision {
             stats: &[Stat::Allowed],
             learned: Learned::Admitted,
             unknown_key: false,
-            action: Action::Resume {
-                upstream: vec![(TENANT_ID, tenant), (TIER, quota.policy.clone())],
-                response: quota_headers(&quota),
-            },
+            action: admitted(&tenant, &quota),
+            grant: lease.map(|lease| Grant {
+                tenant,
+                quota,
+                lease,
+            }),
         },
         Ok(Answer::ShadowDeny { tenant, quota, .. }) => {
             let mut response = quota_headers(&quota);
@@ -143,6 +153,8 @@ pub fn on_answer(failure_mode: FailureMode, answer: Result<Answer, CalloutFailur
                 // not go on refusing it.
                 learned: Learned::Admitted,
                 unknown_key: false,
+                // A would-be denial is never leased: each one is decided and reported.
+                grant: None,
                 action: Action::Resume {
                     upstream: vec![(TENANT_ID, tenant), (TIER, quota.policy)],
                     response,
@@ -164,6 +176,7 @@ pub fn on_answer(failure_mode: FailureMode, answer: Result<Answer, CalloutFailur
                 stats: &[Stat::CalloutFailed, Stat::PassedFailOpen],
                 learned: Learned::Nothing,
                 unknown_key: false,
+                grant: None,
                 action: Action::Resume {
                     upstream: vec![(UNCHECKED, failure.reason().to_owned())],
                     response: Vec::new(),
@@ -173,6 +186,7 @@ pub fn on_answer(failure_mode: FailureMode, answer: Result<Answer, CalloutFailur
                 stats: &[Stat::CalloutFailed],
                 learned: Learned::Nothing,
                 unknown_key: false,
+                grant: None,
                 action: Action::Reply(problem(
                     503,
                     "rate_limiter_unavailable",
@@ -197,7 +211,25 @@ fn refused(refusal: Refusal) -> Decision {
         action: Action::Reply(refusal_reply(&refusal)),
         learned: Learned::Refused(refusal),
         unknown_key,
+        grant: None,
     }
+}
+
+/// An admission: the tenant's identity upstream, where it stands on the response.
+fn admitted(tenant: &str, quota: &Quota) -> Action {
+    Action::Resume {
+        upstream: vec![(TENANT_ID, tenant.to_owned()), (TIER, quota.policy.clone())],
+        response: quota_headers(quota),
+    }
+}
+
+/// An admission spent from a lease, without a callout: the stats it counts under and the
+/// action, the same as an admission from the control-plane got.
+pub fn on_leased(leased: &Leased) -> (&'static [Stat], Action) {
+    (
+        &[Stat::Allowed, Stat::AllowedLeased],
+        admitted(&leased.tenant, &leased.quota),
+    )
 }
 
 /// A refusal the deny cache answered, without a callout: the stats it counts under and the
@@ -265,10 +297,18 @@ pub fn internal_error() -> LocalReply {
     )
 }
 
-/// What happened to a limited request, for the filter's Envoy stats.
+/// What happened to a limited request, for the filter's Envoy stats. Most count requests; the
+/// lease stats count leases and the requests in them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stat {
+    /// Admitted (from a callout or from a lease).
     Allowed,
+    /// Admitted from a lease, without a callout (also counted as [`Stat::Allowed`]).
+    AllowedLeased,
+    /// Denied by the control-plane while the key held a live lease here (a lease granted to
+    /// a request sent beside it had taken the room), and admitted from that lease instead
+    /// (also counted as [`Stat::Allowed`] and [`Stat::AllowedLeased`]).
+    LeasedAfterDenial,
     Denied,
     /// Denied by the edge deny cache, without a callout.
     DeniedCached,
@@ -292,11 +332,24 @@ pub enum Stat {
     PassedFailOpen,
     /// Let through by a shadow-mode tier that would have refused it.
     ShadowDenied,
+    /// Leases granted by the control-plane.
+    LeasesGranted,
+    /// Requests in the leases granted (each lease's first one included).
+    LeaseRequestsGranted,
+    /// Requests handed back unused, in callouts, from leases that ended.
+    LeaseRequestsReturned,
+    /// Leases lost with requests left: overwritten in their slot, or not storable. Their
+    /// unused requests stay counted in the window until they leave it (under-admission).
+    LeasesLost,
+    /// The requests those lost leases had left.
+    LeaseRequestsLost,
 }
 
 impl Stat {
-    pub const ALL: [Stat; 12] = [
+    pub const ALL: [Stat; 19] = [
         Stat::Allowed,
+        Stat::AllowedLeased,
+        Stat::LeasedAfterDenial,
         Stat::Denied,
         Stat::DeniedCached,
         Stat::Unauthorized,
@@ -308,12 +361,19 @@ impl Stat {
         Stat::CalloutFailed,
         Stat::PassedFailOpen,
         Stat::ShadowDenied,
+        Stat::LeasesGranted,
+        Stat::LeaseRequestsGranted,
+        Stat::LeaseRequestsReturned,
+        Stat::LeasesLost,
+        Stat::LeaseRequestsLost,
     ];
 
     /// The Envoy stat name (Envoy shows it as `wasmcustom.<name>`).
     pub fn name(self) -> &'static str {
         match self {
             Stat::Allowed => "tollgate.requests_allowed",
+            Stat::AllowedLeased => "tollgate.requests_allowed_leased",
+            Stat::LeasedAfterDenial => "tollgate.requests_leased_after_denial",
             Stat::Denied => "tollgate.requests_denied",
             Stat::DeniedCached => "tollgate.requests_denied_cached",
             Stat::Unauthorized => "tollgate.requests_unauthorized",
@@ -325,6 +385,11 @@ impl Stat {
             Stat::CalloutFailed => "tollgate.callout_failures",
             Stat::PassedFailOpen => "tollgate.requests_passed_fail_open",
             Stat::ShadowDenied => "tollgate.requests_shadow_denied",
+            Stat::LeasesGranted => "tollgate.leases_granted",
+            Stat::LeaseRequestsGranted => "tollgate.lease_requests_granted",
+            Stat::LeaseRequestsReturned => "tollgate.lease_requests_returned",
+            Stat::LeasesLost => "tollgate.leases_lost",
+            Stat::LeaseRequestsLost => "tollgate.lease_requests_lost",
         }
     }
 }
@@ -480,6 +545,62 @@ mod tests {
             header(&response, "ratelimit"),
             Some("\"standard\";r=59;t=17")
         );
+    }
+
+    #[test]
+    fn an_allow_hands_its_lease_to_the_table_and_a_leased_admission_looks_the_same() {
+        let lease = tollgate_protocol::Lease {
+            id: "L1".into(),
+            requests: 40,
+            ttl_ms: 1_000,
+        };
+        let decision = on_answer(
+            FailureMode::Closed,
+            Ok(Answer::Allow {
+                tenant: "tn_1".into(),
+                quota: quota(20),
+                lease: Some(lease.clone()),
+            }),
+        );
+        assert_eq!(decision.stats, [Stat::Allowed]);
+        assert_eq!(
+            decision.grant,
+            Some(Grant {
+                tenant: "tn_1".into(),
+                quota: quota(20),
+                lease
+            })
+        );
+        let (stats, action) = on_leased(&Leased {
+            tenant: "tn_1".into(),
+            quota: quota(20),
+        });
+        assert_eq!(stats, [Stat::Allowed, Stat::AllowedLeased]);
+        assert_eq!(action, decision.action, "headers up and down alike");
+
+        let without = on_answer(
+            FailureMode::Closed,
+            Ok(Answer::Allow {
+                tenant: "tn_1".into(),
+                quota: quota(20),
+                lease: None,
+            }),
+        );
+        assert_eq!(without.grant, None);
+        let refusals = [
+            Ok(Answer::ShadowDeny {
+                tenant: "tn_1".into(),
+                quota: quota(0),
+                retry_after_ms: 1,
+            }),
+            Ok(Answer::UnknownKey),
+            Err(CalloutFailure::Timeout),
+        ];
+        for answer in refusals {
+            for mode in [FailureMode::Open, FailureMode::Closed] {
+                assert_eq!(on_answer(mode, answer.clone()).grant, None, "{answer:?}");
+            }
+        }
     }
 
     #[test]

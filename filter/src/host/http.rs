@@ -1,6 +1,7 @@
-//! One HTTP stream: strip spoofable identity headers, find the key, answer from the deny cache
-//! or the invalid-key budget when they can, else make the one callout, and carry out the
-//! [`Decision`](outcome::Decision) that [`outcome::on_answer`] made.
+//! One HTTP stream: strip spoofable identity headers, find the key, and let
+//! [`request_path`] say what happens: an answer from the deny cache, a lease or the
+//! invalid-key budget, or the one callout, whose answer it turns into an action this stream
+//! carries out.
 
 use std::rc::Rc;
 
@@ -13,9 +14,9 @@ use tollgate_protocol::{Answer, DECISION_PATH, DecisionRequest};
 
 use super::{HostSharedData, Worker, now_ms};
 use crate::config::Settings;
-use crate::deny_cache::{CacheTicket, Fingerprint, Lookup};
-use crate::invalid_keys::{ClientId, Recorded};
+use crate::deny_cache::Fingerprint;
 use crate::outcome::{self, Action, CalloutFailure, Headers, LocalReply, RESERVED_HEADERS, Stat};
+use crate::request_path::{self, Before, Pending};
 use crate::routes;
 use tollgate_protocol::api_key_extraction;
 
@@ -75,12 +76,9 @@ pub(super) struct RequestContext {
     /// ([`Settings::key_headers_to_remove`]). `None` off limited routes, where the key is the
     /// control-plane's to read (usage, billing).
     key_from_authorization: Option<bool>,
-    /// What the deny cache needs when this request's decision arrives; `None` when the
-    /// cache is off.
-    pending: Option<CacheTicket>,
-    /// The client address, read before the callout when the invalid-key budget is on, so an
-    /// unknown-key answer can be counted against it.
-    client: Option<ClientId>,
+    /// What the tables need when this request's decision arrives (see [`request_path`]);
+    /// `None` until a callout is made.
+    pending: Option<Pending>,
     /// Rate-limit headers for the response of an admitted request, set when the decision
     /// arrives and written in the response phase.
     response_headers: Headers,
@@ -94,7 +92,6 @@ impl RequestContext {
             reserved: Vec::new(),
             key_from_authorization: None,
             pending: None,
-            client: None,
             response_headers: Vec::new(),
         }
     }
@@ -224,30 +221,28 @@ impl RequestContext {
     /// Counts, caches and carries out a decision or its failure. Returns whether the stream
     /// may continue.
     fn decided(&mut self, answer: Result<Answer, CalloutFailure>) -> bool {
-        let mode = self.settings.failure_mode;
         if let Err(failure) = &answer {
+            let mode = self.settings.failure_mode;
             self.worker.log(
                 Level::Warn,
                 failure.log_cause(),
                 format_args!("{failure}; failure mode {mode:?}"),
             );
         }
-        let decision = outcome::on_answer(mode, answer);
-        self.worker.count(decision.stats);
-        if let (Some(cache), Some(ticket)) = (&self.settings.deny_cache, self.pending) {
-            cache.settle(&HostSharedData, ticket, &decision.learned, now_ms);
-        }
-        if decision.unknown_key
-            && let (Some(budget), Some(client)) = (&self.settings.invalid_keys, self.client)
-            && budget.record(&HostSharedData, client, now_ms()) == Recorded::BudgetExceeded
-        {
-            self.worker.count(&[Stat::InvalidKeyBudgetExceeded]);
-        }
-        self.apply(decision.action)
+        let Some(pending) = self.pending.take() else {
+            // Only a callout this stream sent gets here, and it set `pending` first; should a
+            // second answer ever come, the stream is not left hanging.
+            self.send(outcome::internal_error());
+            return false;
+        };
+        let (counts, action) =
+            request_path::after_answer(&self.settings, &HostSharedData, &pending, answer, now_ms);
+        self.worker.count_all(&counts);
+        self.apply(action)
     }
 
-    /// The limited-route part of the request phase: a reply from the deny cache or the
-    /// invalid-key budget, or the callout. Returns whether the stream may continue now.
+    /// The limited-route part of the request phase: an answer from the deny cache, a lease or
+    /// the invalid-key budget, or the callout. Returns whether the stream may continue now.
     fn limited(&mut self, headers: &RequestHeaders, route_name: &str, cost: u32) -> bool {
         let (key_header, authorization) = headers.key_headers(&self.settings);
         let api_key = match api_key_extraction::extract(key_header, authorization) {
@@ -261,55 +256,28 @@ impl RequestContext {
         // The key header wins whenever it is present (see `api_key_extraction::extract`).
         self.key_from_authorization = Some(key_header.is_none());
 
-        let mut request = DecisionRequest {
-            api_key,
-            route: route_name,
-            cost,
-            edge_denied: 0,
-            lease_max: 0,
-            returned: None,
-        };
-        let mut refreshing = false;
-        if let Some(cache) = &self.settings.deny_cache {
-            let fingerprint = Fingerprint::of(api_key, cost);
-            let lease = self.settings.timeout_ms();
-            match cache.lookup(&HostSharedData, fingerprint, now_ms(), lease) {
-                Lookup::Hit(refusal) => {
-                    let (stats, reply) = outcome::on_cached(&refusal);
-                    self.worker.count(stats);
-                    self.send(reply);
-                    return false;
-                }
-                Lookup::Refresh { edge_denied } => {
-                    request.edge_denied = edge_denied;
-                    refreshing = true;
-                }
-                Lookup::Miss => {}
+        let settings = Rc::clone(&self.settings);
+        let worker = Rc::clone(&self.worker);
+        // Read once, before the callout leaves: a lease's deadline counts from it.
+        let now = now_ms();
+        let request = (api_key, route_name, cost);
+        match request_path::before_callout(&settings, &HostSharedData, request, now, || {
+            worker.client()
+        }) {
+            Before::Answered { counts, action } => {
+                self.worker.count_all(&counts);
+                self.apply(action)
             }
-            self.pending = Some(CacheTicket {
-                fingerprint,
-                refreshing,
-            });
-        }
-
-        // The address is read only here, for a request about to cost a callout. A refresh
-        // goes out whatever the budget: the cache already holds it to one per `max_ttl`.
-        if let Some(budget) = &self.settings.invalid_keys {
-            self.client = self.worker.client();
-            if !refreshing
-                && let Some(client) = self.client
-                && let Some(retry_after_ms) = budget.refused_for(&HostSharedData, client, now_ms())
-            {
-                self.worker.count(&[Stat::InvalidKeysThrottled]);
-                self.send(outcome::too_many_invalid_keys(retry_after_ms));
-                return false;
+            Before::Callout { counts, pending } => {
+                self.worker.count_all(&counts);
+                let sent = self.dispatch(&pending.request(api_key, route_name, cost));
+                self.pending = Some(pending);
+                match sent {
+                    // Paused until the answer arrives.
+                    Ok(()) => false,
+                    Err(failure) => self.decided(Err(failure)),
+                }
             }
-        }
-
-        match self.dispatch(&request) {
-            // Paused until the answer arrives.
-            Ok(()) => false,
-            Err(failure) => self.decided(Err(failure)),
         }
     }
 }

@@ -62,13 +62,23 @@ impl Worker {
 
     fn count(&self, stats: &[Stat]) {
         for stat in stats {
-            if let Err(status) = self.stats.increment(*stat) {
-                self.log(
-                    log::Level::Warn,
-                    "cannot count a stat",
-                    format_args!("{}: {status:?}", stat.name()),
-                );
-            }
+            self.count_by(*stat, 1);
+        }
+    }
+
+    fn count_all(&self, counts: &[(Stat, u64)]) {
+        for (stat, amount) in counts {
+            self.count_by(*stat, *amount);
+        }
+    }
+
+    fn count_by(&self, stat: Stat, amount: u64) {
+        if let Err(status) = self.stats.increment(stat, amount) {
+            self.log(
+                log::Level::Warn,
+                "cannot count a stat",
+                format_args!("{}: {status:?}", stat.name()),
+            );
         }
     }
 
@@ -122,7 +132,8 @@ impl Worker {
 }
 
 /// The filter's Envoy counters, one per [`Stat`]. Envoy sums same-named counters across the
-/// workers' VMs, so `/stats` shows the listener-wide totals.
+/// workers' VMs, so `/stats` shows the listener-wide totals. Most go up by one per request;
+/// the lease stats by the requests they count.
 struct Stats {
     ids: [u32; Stat::ALL.len()],
 }
@@ -136,9 +147,9 @@ impl Stats {
         Ok(Self { ids })
     }
 
-    fn increment(&self, stat: Stat) -> Result<(), Status> {
+    fn increment(&self, stat: Stat, amount: u64) -> Result<(), Status> {
         let index = Stat::ALL.iter().position(|s| *s == stat).unwrap_or(0);
         let id = self.ids.get(index).copied().unwrap_or(0);
-        hostcalls::increment_metric(id, 1)
+        hostcalls::increment_metric(id, i64::try_from(amount).unwrap_or(i64::MAX))
     }
 }

@@ -64,12 +64,14 @@ impl RootContext for FilterRoot {
             Ok(settings) => {
                 log::info!(
                     "tollgate: configured: cluster {}, timeout {:?}, failure mode {:?}, \
-                     deny cache {:?}, invalid-key budget {:?}, API key forwarded upstream: {}",
+                     deny cache {:?}, invalid-key budget {:?}, leases {:?}, API key forwarded \
+                     upstream: {}",
                     settings.cluster,
                     settings.timeout,
                     settings.failure_mode,
                     settings.deny_cache,
                     settings.invalid_keys,
+                    settings.leases,
                     settings.forward_api_key
                 );
                 self.settings = Some(Rc::new(settings));

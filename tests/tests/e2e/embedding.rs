@@ -143,7 +143,11 @@ async fn serve_file(State(site): State<Arc<Site>>, uri: Uri) -> Response {
 /// tenant that has made `requests` calls through Envoy, and the site serving its key.
 async fn stack_with_site(requests: usize) -> (Stack, Tenant, ExampleSite) {
     let (listener, origin) = ExampleSite::bind().await;
-    let options = StackOptions::default().control_plane_env("TOLLGATE_CORS_ORIGINS", &origin);
+    // Leases off: the panel must read exactly the calls made (a lease's units count as used
+    // until handed back; leases.rs covers leases).
+    let options = StackOptions::default()
+        .control_plane_env("TOLLGATE_CORS_ORIGINS", &origin)
+        .filter("lease", json!({"enabled": false}));
     let stack = Stack::start(options).await;
     let tenant = stack.create_tenant("standard").await;
     for _ in 0..requests {

@@ -8,6 +8,7 @@ mod edge_defense;
 mod edge_shedding;
 mod embedding;
 mod envoy_hardening;
+mod leases;
 mod monthly;
 mod observability;
 mod operations;

@@ -35,20 +35,38 @@ async fn two_replicas_on_one_redis_admit_exactly_the_limit() {
     stack.wait_until_known(1, &tenant.id).await;
 
     let statuses = stack.burst("/api/v1/ingest", &tenant.key, 5000, 64).await;
+    let admitted = count(&statuses, StatusCode::OK) as u64;
     assert_eq!(
-        count(&statuses, StatusCode::OK),
-        1000,
-        "exactly the limit, across replicas"
+        count(&statuses, StatusCode::TOO_MANY_REQUESTS) as u64,
+        5000 - admitted
     );
-    assert_eq!(count(&statuses, StatusCode::TOO_MANY_REQUESTS), 4000);
-    for replica in 0..2 {
-        let served = stack
+    // Exactly the limit, across replicas: every unit was admitted, or is held by a lease at
+    // the edge that the burst ended before spending (handed back by the key's next callout).
+    let stats = stack.envoy_stats().await;
+    let stat = |name: &str| stats[&format!("wasmcustom.tollgate.{name}")];
+    let unspent = stat("lease_requests_granted")
+        - stat("leases_granted")
+        - stat("requests_allowed_leased")
+        - stat("lease_requests_returned");
+    assert_eq!(
+        admitted + unspent,
+        1000,
+        "{admitted} admitted, {unspent} leased and unspent"
+    );
+    // Both replicas decided a fair share (most admissions were spent from leases at the
+    // edge, without a decision).
+    let mut served = [0; 2];
+    for (replica, served) in served.iter_mut().enumerate() {
+        *served = stack
             .metric(replica, "tollgate_decision_requests_total")
             .await
             .unwrap();
+    }
+    let total: u64 = served.iter().sum();
+    for (replica, served) in served.iter().enumerate() {
         assert!(
-            served > 500,
-            "replica {replica} served only {served} decisions"
+            *served >= total / 4,
+            "replica {replica} served only {served} of {total} decisions"
         );
     }
 }

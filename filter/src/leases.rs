@@ -1,0 +1,1061 @@
+//! The edge lease table: admissions the control-plane granted in advance, spent by the filter
+//! without callouts.
+//!
+//! An admission may come with a lease: this request and up to `requests - 1` more of the same
+//! key on the same route at the same cost, usable until `ttl_ms` after the callout was sent.
+//! The control-plane has already counted every one of them in the tenant's window, stamped so
+//! that none leaves the window earlier than a window after its real use, so spending them
+//! here keeps the limit exact. The filter ends a lease at the earlier of
+//! `dispatch time + ttl_ms` and `dispatch time + max_ttl` (dispatch time read before the
+//! callout left, so never later than the control-plane's own deadline), or when its requests
+//! are used up. The next request of the key then claims the slot and makes the callout that
+//! hands back what the lease left unused ([`Claim::returned`], once: a return the
+//! control-plane might not have heard of is never sent twice, since that would free units
+//! twice) and asks for a new lease. A lease that is never returned (lost to a slot collision,
+//! or to a stream reset before its answer) only keeps its units counted until they leave the
+//! window: under-admission, never over.
+//!
+//! The table lives in proxy-wasm shared data like [`crate::deny_cache`]: every worker of one
+//! Envoy sees it (one Envoy never sees another's leases), nothing expires by itself, so it is
+//! direct-mapped: a fixed number of slots (`tollgate.lease.<n>`), chosen by a 64-bit
+//! fingerprint of (key, route, cost), never the key itself. Memory is bounded by the slot
+//! count. Every write is a compare-and-swap, so two workers never spend the same request or
+//! both claim one slot.
+//!
+//! A slot holds one of:
+//! - a placeholder: a request of this key is asking for a lease, until its callout's timeout.
+//!   Requests arriving meanwhile make plain callouts (asking for no lease) rather than wait;
+//! - a lease: its id, when its callout was sent, its deadline, the requests left, and what an
+//!   admission needs to look like one from a callout (tenant, tier, limit, window, remaining
+//!   and reset at the grant, monthly quota). Admissions from it report the remaining of the
+//!   grant, which already counted the whole lease as used: never more than the control-plane
+//!   said.
+//!
+//! Route and cost are part of the fingerprint because a tier may price routes differently
+//! (the tier table's per-route costs): a lease granted for one route is spent only on it.
+//! A slot holding another key's live lease or placeholder is left alone (its key is using
+//! it); a request then makes a plain callout. One holding another key's ended lease or expired
+//! placeholder is taken over. A grant is always stored, overwriting whatever the slot holds by
+//! then; a lease overwritten with requests left is counted as lost ([`Settled::lost`]).
+//!
+//! This module is pure: the host hands it a [`SharedData`] and the time.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use tollgate_protocol::{Lease, MonthlyQuota, Quota};
+
+use crate::shared_data::{CAS_ATTEMPTS, SharedData};
+
+/// The table's settings: its slots, the longest the filter uses a lease whatever its TTL, and
+/// the most requests it asks for in one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTable {
+    pub slots: u32,
+    pub max_ttl_ms: u64,
+    pub max_requests: u32,
+}
+
+/// Identifies a (key, route, cost) triple; all the table keeps of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseKey(u64);
+
+impl LeaseKey {
+    pub fn of(api_key: &str, route: &str, cost: u32) -> Self {
+        // SipHash with fixed keys: the same in every worker's VM.
+        let mut hasher = DefaultHasher::new();
+        api_key.hash(&mut hasher);
+        route.hash(&mut hasher);
+        cost.hash(&mut hasher);
+        Self(hasher.finish())
+    }
+}
+
+/// An admission spent from a lease: who it is, and where the tenant stands as far as the
+/// edge knows (the grant's remaining, the reset counting down).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leased {
+    pub tenant: String,
+    pub quota: Quota,
+}
+
+/// A lease granted with an admission, as the control-plane answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub tenant: String,
+    pub quota: Quota,
+    pub lease: Lease,
+}
+
+/// Requests of an ended lease that were never used, to hand back in the next callout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unused {
+    pub id: String,
+    pub requests: u32,
+}
+
+/// A request's claim on its key's slot: it alone asks for a lease until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTicket {
+    pub key: LeaseKey,
+    /// When the placeholder ends (the callout's timeout); also identifies it, so the request
+    /// clears its own placeholder and never a later claimant's.
+    pub until: u64,
+}
+
+/// This request claimed its key's slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub ticket: LeaseTicket,
+    /// What the key's ended lease left unused, handed back in this request's callout.
+    pub returned: Option<Unused>,
+    /// Requests another key's ended lease left unused and never returned: taking its slot
+    /// over loses them (they stay counted in that tenant's window until they leave it).
+    pub evicted: Option<u32>,
+}
+
+/// What the table says about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseLookup {
+    /// One request of a live lease was spent on it: admit without a callout.
+    Taken(Leased),
+    /// It claimed the slot: ask for a lease (handing back the old one's unused requests).
+    Claimed(Claim),
+    /// Another request is asking, another key's lease holds the slot, or the slot was
+    /// contended: a plain callout.
+    Busy,
+}
+
+/// What storing an answer did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// A lease of this many requests was granted.
+    pub granted: Option<u32>,
+    /// The lease was stored: its requests are spent here from now on.
+    pub stored: bool,
+    /// A lease with this many requests left was lost: overwritten by this grant, or this
+    /// grant could not be stored.
+    pub lost: Option<u32>,
+}
+
+/// Longest tenant id or tier name a lease is stored with. Both are short (a tier is a policy
+/// name of at most 64 characters); the bound keeps a slot's size bounded whatever the
+/// control-plane says. A lease that does not fit is not stored, and counted as lost.
+const MAX_TEXT: usize = 256;
+
+const KIND_ASKING: u64 = 0;
+const KIND_LEASE: u64 = 1;
+/// A lease starts with this many little-endian numbers, then id, tenant and tier.
+const LEASE_NUMBERS: usize = 16;
+/// Where the requests left sit in an encoded lease: spending one rewrites these 8 bytes only.
+const LEFT_OFFSET: usize = 16;
+
+/// One slot's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    /// A request of this key is asking for a lease until `until`.
+    Asking {
+        fingerprint: u64,
+        until: u64,
+    },
+    Lease(LeaseEntry),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LeaseEntry {
+    fingerprint: u64,
+    left: u32,
+    /// Host time read before the callout was sent. A clock earlier than this went back: the
+    /// lease is then over, since its deadline no longer measures real time.
+    dispatched_at: u64,
+    deadline: u64,
+    reset_at: u64,
+    limit: u32,
+    window_seconds: u32,
+    /// The grant's remaining, which counts the whole lease as used.
+    remaining: u32,
+    /// The monthly quota's limit, remaining at the grant, and when the month starts over.
+    month: Option<(u64, u64, u64)>,
+    id: String,
+    tenant: String,
+    policy: String,
+}
+
+impl LeaseEntry {
+    fn live(&self, now_ms: u64) -> bool {
+        self.left > 0 && self.dispatched_at <= now_ms && now_ms < self.deadline
+    }
+
+    fn leased(&self, now_ms: u64) -> Leased {
+        Leased {
+            tenant: self.tenant.clone(),
+            quota: Quota {
+                policy: self.policy.clone(),
+                limit: self.limit,
+                window_seconds: self.window_seconds,
+                remaining: self.remaining,
+                reset_ms: self.reset_at.saturating_sub(now_ms),
+                monthly: self.month.map(|(limit, remaining, reset_at)| MonthlyQuota {
+                    limit,
+                    remaining,
+                    reset_ms: reset_at.saturating_sub(now_ms),
+                }),
+            },
+        }
+    }
+}
+
+impl Entry {
+    fn fingerprint(&self) -> u64 {
+        match self {
+            Entry::Asking { fingerprint, .. } => *fingerprint,
+            Entry::Lease(lease) => lease.fingerprint,
+        }
+    }
+
+    /// Fixed little-endian numbers, then the texts: read on every leased admission, so no
+    /// text formatting or parsing.
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Entry::Asking { fingerprint, until } => [*fingerprint, KIND_ASKING, *until]
+                .iter()
+                .flat_map(|n| n.to_le_bytes())
+                .collect(),
+            Entry::Lease(lease) => {
+                let (month_limit, month_remaining, month_reset_at) =
+                    lease.month.unwrap_or_default();
+                let numbers: [u64; LEASE_NUMBERS] = [
+                    lease.fingerprint,
+                    KIND_LEASE,
+                    u64::from(lease.left),
+                    lease.dispatched_at,
+                    lease.deadline,
+                    lease.reset_at,
+                    u64::from(lease.limit),
+                    u64::from(lease.window_seconds),
+                    u64::from(lease.remaining),
+                    u64::from(lease.month.is_some()),
+                    month_limit,
+                    month_remaining,
+                    month_reset_at,
+                    lease.id.len() as u64,
+                    lease.tenant.len() as u64,
+                    lease.policy.len() as u64,
+                ];
+                let texts = lease.id.len() + lease.tenant.len() + lease.policy.len();
+                let mut bytes = Vec::with_capacity(LEASE_NUMBERS * 8 + texts);
+                for number in numbers {
+                    bytes.extend_from_slice(&number.to_le_bytes());
+                }
+                for text in [&lease.id, &lease.tenant, &lease.policy] {
+                    bytes.extend_from_slice(text.as_bytes());
+                }
+                bytes
+            }
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Entry> {
+        let mut numbers = bytes
+            .chunks_exact(8)
+            .map(|chunk| chunk.try_into().ok().map(u64::from_le_bytes));
+        let mut number = || numbers.next().flatten();
+        let (fingerprint, kind) = (number()?, number()?);
+        if kind == KIND_ASKING {
+            let until = number()?;
+            return (bytes.len() == 24).then_some(Entry::Asking { fingerprint, until });
+        }
+        if kind != KIND_LEASE {
+            return None;
+        }
+        let left = u32::try_from(number()?).ok()?;
+        let (dispatched_at, deadline, reset_at) = (number()?, number()?, number()?);
+        let limit = u32::try_from(number()?).ok()?;
+        let window_seconds = u32::try_from(number()?).ok()?;
+        let remaining = u32::try_from(number()?).ok()?;
+        let has_month = number()?;
+        let month = (number()?, number()?, number()?);
+        let lengths = [number()?, number()?, number()?];
+        let mut rest = bytes.get(LEASE_NUMBERS * 8..)?;
+        let mut texts = Vec::with_capacity(3);
+        for length in lengths {
+            let (text, tail) = rest.split_at_checked(usize::try_from(length).ok()?)?;
+            texts.push(std::str::from_utf8(text).ok()?.to_owned());
+            rest = tail;
+        }
+        let [id, tenant, policy]: [String; 3] = texts.try_into().ok()?;
+        (rest.is_empty() && has_month <= 1).then_some(Entry::Lease(LeaseEntry {
+            fingerprint,
+            left,
+            dispatched_at,
+            deadline,
+            reset_at,
+            limit,
+            window_seconds,
+            remaining,
+            month: (has_month == 1).then_some(month),
+            id,
+            tenant,
+            policy,
+        }))
+    }
+}
+
+/// What a lookup does with the slot it read.
+enum Step {
+    /// Done, nothing to write.
+    Done(LeaseLookup),
+    /// Write these bytes (compare-and-swap), then answer this.
+    Write(Vec<u8>, LeaseLookup),
+}
+
+impl LeaseTable {
+    fn slot_key(&self, key: LeaseKey) -> String {
+        format!("tollgate.lease.{}", key.0 % u64::from(self.slots.max(1)))
+    }
+
+    /// Spends one request of the key's live lease, if it has one; writes nothing otherwise.
+    /// `None`: the request needs a callout.
+    pub fn take(&self, shared: &impl SharedData, key: LeaseKey, now_ms: u64) -> Option<Leased> {
+        match self.lookup(shared, key, now_ms, None) {
+            LeaseLookup::Taken(leased) => Some(leased),
+            LeaseLookup::Claimed(_) | LeaseLookup::Busy => None,
+        }
+    }
+
+    /// For a request about to make a callout: spends a request of a live lease if one arrived
+    /// meanwhile; else claims the slot (a placeholder until `until`, the callout's timeout),
+    /// taking the ended lease's unused requests to hand back; else [`LeaseLookup::Busy`].
+    pub fn take_or_claim(
+        &self,
+        shared: &impl SharedData,
+        key: LeaseKey,
+        now_ms: u64,
+        until: u64,
+    ) -> LeaseLookup {
+        self.lookup(shared, key, now_ms, Some(until))
+    }
+
+    fn lookup(
+        &self,
+        shared: &impl SharedData,
+        key: LeaseKey,
+        now_ms: u64,
+        claim_until: Option<u64>,
+    ) -> LeaseLookup {
+        let slot = self.slot_key(key);
+        // Compare-and-swap can lose to another worker writing the slot; a few rounds settle
+        // it, and giving up only costs a plain callout.
+        for _ in 0..CAS_ATTEMPTS {
+            let (value, cas) = shared.get(&slot);
+            match Self::step(key, value.unwrap_or_default(), now_ms, claim_until) {
+                Step::Done(lookup) => return lookup,
+                Step::Write(bytes, lookup) => {
+                    if shared.set(&slot, &bytes, cas) {
+                        return lookup;
+                    }
+                }
+            }
+        }
+        LeaseLookup::Busy
+    }
+
+    /// What to do with the slot's current bytes.
+    fn step(key: LeaseKey, mut bytes: Vec<u8>, now_ms: u64, claim_until: Option<u64>) -> Step {
+        let LeaseKey(fingerprint) = key;
+        let entry = Entry::decode(&bytes);
+        let ours = entry
+            .as_ref()
+            .is_some_and(|e| e.fingerprint() == fingerprint);
+        let (returned, evicted) = match entry {
+            Some(Entry::Lease(lease)) if lease.live(now_ms) => {
+                if !ours {
+                    return Step::Done(LeaseLookup::Busy);
+                }
+                // Only the count changes: rewrite its 8 bytes in the slot's own copy.
+                let left = u64::from(lease.left.saturating_sub(1)).to_le_bytes();
+                let Some(field) = bytes.get_mut(LEFT_OFFSET..LEFT_OFFSET + 8) else {
+                    return Step::Done(LeaseLookup::Busy);
+                };
+                field.copy_from_slice(&left);
+                return Step::Write(bytes, LeaseLookup::Taken(lease.leased(now_ms)));
+            }
+            Some(Entry::Asking { until, .. }) if now_ms < until => {
+                return Step::Done(LeaseLookup::Busy);
+            }
+            Some(Entry::Lease(lease)) if lease.left > 0 => {
+                if ours {
+                    let unused = Unused {
+                        id: lease.id,
+                        requests: lease.left,
+                    };
+                    (Some(unused), None)
+                } else {
+                    (None, Some(lease.left))
+                }
+            }
+            // Used up, an expired placeholder, nothing, or garbage.
+            _ => (None, None),
+        };
+        let Some(until) = claim_until else {
+            return Step::Done(LeaseLookup::Busy);
+        };
+        let placeholder = Entry::Asking { fingerprint, until }.encode();
+        let claim = Claim {
+            ticket: LeaseTicket { key, until },
+            returned,
+            evicted,
+        };
+        Step::Write(placeholder, LeaseLookup::Claimed(claim))
+    }
+
+    /// Stores what a callout's answer granted, or clears this request's placeholder.
+    ///
+    /// `ticket` is the request's claim, if it made one; `dispatched_at` the host time read
+    /// before its callout was sent, which the lease's deadline counts from. The clock (a host
+    /// call in Envoy) is read only to store a lease, for its reset time.
+    pub fn settle(
+        &self,
+        shared: &impl SharedData,
+        key: LeaseKey,
+        ticket: Option<LeaseTicket>,
+        grant: Option<&Grant>,
+        dispatched_at: u64,
+        now_ms: impl FnOnce() -> u64,
+    ) -> Settled {
+        let Some(grant) = grant else {
+            if let Some(ticket) = ticket {
+                self.clear(shared, ticket);
+            }
+            return Settled::default();
+        };
+        let requests = grant.lease.requests;
+        let mut settled = Settled {
+            granted: Some(requests),
+            ..Settled::default()
+        };
+        let left = requests.saturating_sub(1);
+        if left == 0 {
+            // This request was the whole lease: nothing to keep.
+            if let Some(ticket) = ticket {
+                self.clear(shared, ticket);
+            }
+            return settled;
+        }
+        if grant.tenant.len() > MAX_TEXT || grant.quota.policy.len() > MAX_TEXT {
+            if let Some(ticket) = ticket {
+                self.clear(shared, ticket);
+            }
+            settled.lost = Some(left);
+            return settled;
+        }
+        let now_ms = now_ms();
+        let quota = &grant.quota;
+        let ttl_ms = u64::from(grant.lease.ttl_ms).min(self.max_ttl_ms);
+        let entry = Entry::Lease(LeaseEntry {
+            fingerprint: key.0,
+            left,
+            dispatched_at,
+            deadline: dispatched_at.saturating_add(ttl_ms),
+            reset_at: now_ms.saturating_add(quota.reset_ms),
+            limit: quota.limit,
+            window_seconds: quota.window_seconds,
+            remaining: quota.remaining,
+            month: quota
+                .monthly
+                .map(|m| (m.limit, m.remaining, now_ms.saturating_add(m.reset_ms))),
+            id: grant.lease.id.clone(),
+            tenant: grant.tenant.clone(),
+            policy: quota.policy.clone(),
+        })
+        .encode();
+        let slot = self.slot_key(key);
+        for _ in 0..CAS_ATTEMPTS {
+            let (value, cas) = shared.get(&slot);
+            let overwritten = match value.as_deref().and_then(Entry::decode) {
+                Some(Entry::Lease(old)) if old.left > 0 => Some(old.left),
+                _ => None,
+            };
+            if shared.set(&slot, &entry, cas) {
+                settled.lost = overwritten;
+                settled.stored = true;
+                return settled;
+            }
+        }
+        settled.lost = Some(left);
+        settled
+    }
+
+    /// Clears this request's own placeholder; a slot that holds anything else by now (a
+    /// later claimant's placeholder, another key, a lease) is left alone.
+    fn clear(&self, shared: &impl SharedData, ticket: LeaseTicket) {
+        let slot = self.slot_key(ticket.key);
+        let (value, cas) = shared.get(&slot);
+        let ours = Entry::Asking {
+            fingerprint: ticket.key.0,
+            until: ticket.until,
+        };
+        if value.as_deref().and_then(Entry::decode) == Some(ours) {
+            shared.set(&slot, b"", cas);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use crate::shared_data::FakeShared;
+
+    const TABLE: LeaseTable = LeaseTable {
+        slots: 64,
+        max_ttl_ms: 1_000,
+        max_requests: 1_000,
+    };
+
+    /// The callout's timeout, and so how long a placeholder lasts.
+    const TIMEOUT: u64 = 100;
+
+    fn key(api_key: &str) -> LeaseKey {
+        LeaseKey::of(api_key, "ingest", 1)
+    }
+
+    fn quota(remaining: u32) -> Quota {
+        Quota {
+            policy: "pro".into(),
+            limit: 1_000,
+            window_seconds: 60,
+            remaining,
+            reset_ms: 30_000,
+            monthly: None,
+        }
+    }
+
+    fn grant(id: &str, requests: u32, ttl_ms: u32) -> Grant {
+        Grant {
+            tenant: "tn_1".into(),
+            quota: quota(500),
+            lease: Lease {
+                id: id.into(),
+                requests,
+                ttl_ms,
+            },
+        }
+    }
+
+    /// Claims `api_key`'s slot at `now_ms`, failing the test otherwise.
+    fn claim(table: &LeaseTable, shared: &FakeShared, api_key: &str, now_ms: u64) -> Claim {
+        match table.take_or_claim(shared, key(api_key), now_ms, now_ms + TIMEOUT) {
+            LeaseLookup::Claimed(claim) => claim,
+            other => panic!("{api_key} at {now_ms}: expected a claim, got {other:?}"),
+        }
+    }
+
+    /// Claims the slot at `dispatched_at` and stores `grant` answered at `answered_at`.
+    fn granted(
+        table: &LeaseTable,
+        shared: &FakeShared,
+        api_key: &str,
+        grant: &Grant,
+        dispatched_at: u64,
+        answered_at: u64,
+    ) -> Settled {
+        let claim = claim(table, shared, api_key, dispatched_at);
+        table.settle(
+            shared,
+            key(api_key),
+            Some(claim.ticket),
+            Some(grant),
+            dispatched_at,
+            || answered_at,
+        )
+    }
+
+    /// How many requests in a row are admitted from the lease at `now_ms`.
+    fn spend_all(table: &LeaseTable, shared: &FakeShared, api_key: &str, now_ms: u64) -> u32 {
+        let mut spent = 0;
+        while table.take(shared, key(api_key), now_ms).is_some() {
+            spent += 1;
+            assert!(spent <= 1_000_000, "a lease never ends");
+        }
+        spent
+    }
+
+    #[test]
+    fn a_lease_admits_its_other_requests_then_the_next_one_asks_again() {
+        let shared = FakeShared::default();
+        let first = claim(&TABLE, &shared, "tg_a", 10_000);
+        assert_eq!(
+            (first.returned.clone(), first.evicted),
+            (None, None),
+            "nothing to hand back"
+        );
+        let settled = TABLE.settle(
+            &shared,
+            key("tg_a"),
+            Some(first.ticket),
+            Some(&grant("L1", 5, 1_000)),
+            10_000,
+            || 10_020,
+        );
+        assert_eq!(
+            settled,
+            Settled {
+                granted: Some(5),
+                stored: true,
+                lost: None
+            }
+        );
+        for now in [10_100, 10_200, 10_300, 10_400] {
+            let leased = TABLE.take(&shared, key("tg_a"), now).expect("leased");
+            assert_eq!(leased.tenant, "tn_1");
+            assert_eq!(
+                leased.quota,
+                Quota {
+                    reset_ms: 30_000 - (now - 10_020),
+                    ..quota(500)
+                },
+                "the grant's remaining, never more; the reset counting down from the answer"
+            );
+        }
+        assert_eq!(
+            TABLE.take(&shared, key("tg_a"), 10_500),
+            None,
+            "the first request and four more: five"
+        );
+        let next = claim(&TABLE, &shared, "tg_a", 10_500);
+        assert_eq!(next.returned, None, "used up: nothing to return");
+    }
+
+    #[test]
+    fn an_expired_lease_hands_back_its_unused_requests_exactly_once() {
+        let shared = FakeShared::default();
+        granted(&TABLE, &shared, "tg_a", &grant("L1", 10, 1_000), 0, 5);
+        for now in [1, 2, 3] {
+            assert!(TABLE.take(&shared, key("tg_a"), now).is_some());
+        }
+        assert_eq!(
+            TABLE.take(&shared, key("tg_a"), 1_000),
+            None,
+            "over at its deadline"
+        );
+        let returning = claim(&TABLE, &shared, "tg_a", 1_000);
+        assert_eq!(
+            returning.returned,
+            Some(Unused {
+                id: "L1".into(),
+                requests: 6
+            }),
+            "10 granted, the first request and 3 more used"
+        );
+        for now in [1_000, 1_050, 1_099] {
+            assert_eq!(
+                TABLE.take_or_claim(&shared, key("tg_a"), now, now + TIMEOUT),
+                LeaseLookup::Busy,
+                "one request is asking: the others make plain callouts at {now}"
+            );
+        }
+        // Its callout failed: the return is not sent again.
+        TABLE.settle(
+            &shared,
+            key("tg_a"),
+            Some(returning.ticket),
+            None,
+            1_000,
+            || panic!("nothing is stored"),
+        );
+        let after = claim(&TABLE, &shared, "tg_a", 1_060);
+        assert_eq!(
+            after.returned, None,
+            "handed back once, whatever became of it"
+        );
+    }
+
+    #[test]
+    fn the_deadline_counts_from_the_dispatch_and_is_capped_by_max_ttl() {
+        let shared = FakeShared::default();
+        // Sent at 1,000, answered 300 ms later: usable until 1,500, not 1,800.
+        granted(
+            &TABLE,
+            &shared,
+            "tg_a",
+            &grant("L1", 100, 500),
+            1_000,
+            1_300,
+        );
+        assert!(TABLE.take(&shared, key("tg_a"), 1_499).is_some());
+        assert_eq!(TABLE.take(&shared, key("tg_a"), 1_500), None);
+
+        // A TTL above max_ttl is cut to it.
+        granted(
+            &TABLE,
+            &shared,
+            "tg_b",
+            &grant("L2", 100, 60_000),
+            1_000,
+            1_010,
+        );
+        assert!(TABLE.take(&shared, key("tg_b"), 1_999).is_some());
+        assert_eq!(TABLE.take(&shared, key("tg_b"), 2_000), None);
+        assert_eq!(
+            claim(&TABLE, &shared, "tg_b", 2_000).returned,
+            Some(Unused {
+                id: "L2".into(),
+                requests: 98
+            })
+        );
+
+        // An answer that arrives after the deadline leaves a lease that is already over.
+        granted(&TABLE, &shared, "tg_c", &grant("L3", 7, 50), 3_000, 3_080);
+        assert_eq!(TABLE.take(&shared, key("tg_c"), 3_080), None);
+        assert_eq!(
+            claim(&TABLE, &shared, "tg_c", 3_080).returned,
+            Some(Unused {
+                id: "L3".into(),
+                requests: 6
+            })
+        );
+    }
+
+    #[test]
+    fn a_clock_that_goes_back_ends_the_lease() {
+        let shared = FakeShared::default();
+        granted(
+            &TABLE,
+            &shared,
+            "tg_a",
+            &grant("L1", 10, 1_000),
+            5_000,
+            5_010,
+        );
+        assert_eq!(TABLE.take(&shared, key("tg_a"), 4_999), None);
+        assert_eq!(
+            claim(&TABLE, &shared, "tg_a", 4_999).returned,
+            Some(Unused {
+                id: "L1".into(),
+                requests: 9
+            })
+        );
+    }
+
+    #[test]
+    fn concurrent_requests_claim_once_and_never_spend_a_request_twice() {
+        let shared = FakeShared::default();
+        let claims: Vec<LeaseLookup> = (0..5)
+            .map(|_| TABLE.take_or_claim(&shared, key("tg_a"), 100, 200))
+            .collect();
+        assert!(matches!(claims[0], LeaseLookup::Claimed(_)));
+        assert!(
+            claims[1..].iter().all(|c| *c == LeaseLookup::Busy),
+            "{claims:?}"
+        );
+        let LeaseLookup::Claimed(first) = &claims[0] else {
+            unreachable!()
+        };
+        TABLE.settle(
+            &shared,
+            key("tg_a"),
+            Some(first.ticket),
+            Some(&grant("L1", 50, 1_000)),
+            100,
+            || 110,
+        );
+        assert_eq!(spend_all(&TABLE, &shared, "tg_a", 120), 49);
+    }
+
+    /// Shared data where another worker writes the slot between every read and write of the
+    /// first `races` rounds: it spends a request of the same lease.
+    struct Racing<'a> {
+        inner: &'a FakeShared,
+        races: std::cell::Cell<u32>,
+        now_ms: u64,
+    }
+
+    impl SharedData for Racing<'_> {
+        fn get(&self, slot: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            let read = self.inner.get(slot);
+            if self.races.get() > 0 {
+                self.races.set(self.races.get() - 1);
+                assert!(TABLE.take(self.inner, key("tg_a"), self.now_ms).is_some());
+            }
+            read
+        }
+
+        fn set(&self, slot: &str, value: &[u8], cas: Option<u32>) -> bool {
+            self.inner.set(slot, value, cas)
+        }
+    }
+
+    #[test]
+    fn a_lost_compare_and_swap_is_retried_and_each_request_spent_once() {
+        let shared = FakeShared::default();
+        granted(&TABLE, &shared, "tg_a", &grant("L1", 10, 1_000), 0, 1);
+        let racing = Racing {
+            inner: &shared,
+            races: std::cell::Cell::new(2),
+            now_ms: 10,
+        };
+        assert!(TABLE.take(&racing, key("tg_a"), 10).is_some(), "third try");
+        assert_eq!(
+            spend_all(&TABLE, &shared, "tg_a", 10),
+            6,
+            "9 left, 2 by the other worker, 1 by this one"
+        );
+        let always = Racing {
+            inner: &shared,
+            races: std::cell::Cell::new(u32::MAX),
+            now_ms: 30,
+        };
+        granted(&TABLE, &shared, "tg_a", &grant("L2", 100, 1_000), 20, 21);
+        assert_eq!(
+            TABLE.take_or_claim(&always, key("tg_a"), 30, 130),
+            LeaseLookup::Busy,
+            "giving up costs a plain callout"
+        );
+    }
+
+    #[test]
+    fn a_placeholder_lasts_until_the_callouts_timeout() {
+        let shared = FakeShared::default();
+        let first = claim(&TABLE, &shared, "tg_a", 1_000);
+        assert_eq!(first.ticket.until, 1_100);
+        assert_eq!(
+            TABLE.take_or_claim(&shared, key("tg_a"), 1_099, 1_199),
+            LeaseLookup::Busy
+        );
+        let second = claim(&TABLE, &shared, "tg_a", 1_100);
+        // The first request's answer arrives late: it clears nothing of the second's.
+        TABLE.settle(
+            &shared,
+            key("tg_a"),
+            Some(first.ticket),
+            None,
+            1_000,
+            || panic!("nothing is stored"),
+        );
+        assert_eq!(
+            TABLE.take_or_claim(&shared, key("tg_a"), 1_150, 1_250),
+            LeaseLookup::Busy,
+            "the second claim stands"
+        );
+        TABLE.settle(
+            &shared,
+            key("tg_a"),
+            Some(second.ticket),
+            None,
+            1_100,
+            || panic!("nothing is stored"),
+        );
+        claim(&TABLE, &shared, "tg_a", 1_150);
+    }
+
+    #[test]
+    fn taking_never_claims_and_writes_nothing_without_a_live_lease() {
+        let shared = FakeShared::default();
+        assert_eq!(TABLE.take(&shared, key("tg_a"), 0), None);
+        assert!(shared.0.borrow().is_empty());
+        granted(&TABLE, &shared, "tg_a", &grant("L1", 3, 1_000), 0, 1);
+        let before = shared.0.borrow().clone();
+        assert_eq!(TABLE.take(&shared, key("tg_a"), 1_000), None);
+        assert_eq!(*shared.0.borrow(), before);
+    }
+
+    #[test]
+    fn another_keys_live_lease_keeps_its_slot_until_it_ends() {
+        let one_slot = LeaseTable { slots: 1, ..TABLE };
+        let shared = FakeShared::default();
+        granted(&one_slot, &shared, "tg_a", &grant("LA", 10, 1_000), 0, 1);
+        assert_eq!(
+            one_slot.take_or_claim(&shared, key("tg_b"), 10, 110),
+            LeaseLookup::Busy,
+            "tg_b makes plain callouts while tg_a's lease lives"
+        );
+        assert!(one_slot.take(&shared, key("tg_a"), 20).is_some());
+        let taken_over = claim(&one_slot, &shared, "tg_b", 1_000);
+        assert_eq!(
+            taken_over.returned, None,
+            "tg_a's lease is not tg_b's to return"
+        );
+        assert_eq!(
+            taken_over.evicted,
+            Some(8),
+            "tg_a's 8 unused requests are lost"
+        );
+    }
+
+    #[test]
+    fn a_grant_overwrites_whatever_took_the_slot_meanwhile_and_counts_the_loss() {
+        let one_slot = LeaseTable { slots: 1, ..TABLE };
+        let shared = FakeShared::default();
+        let slow = claim(&one_slot, &shared, "tg_a", 0);
+        // tg_a's placeholder ran out before its answer; tg_b claimed the slot and got a lease.
+        granted(
+            &one_slot,
+            &shared,
+            "tg_b",
+            &grant("LB", 20, 1_000),
+            100,
+            110,
+        );
+        assert!(one_slot.take(&shared, key("tg_b"), 120).is_some());
+        let settled = one_slot.settle(
+            &shared,
+            key("tg_a"),
+            Some(slow.ticket),
+            Some(&grant("LA", 5, 1_000)),
+            0,
+            || 130,
+        );
+        assert_eq!(
+            settled,
+            Settled {
+                granted: Some(5),
+                stored: true,
+                lost: Some(18)
+            },
+            "tg_b's lease had 18 left"
+        );
+        assert_eq!(one_slot.take(&shared, key("tg_b"), 140), None);
+        assert_eq!(spend_all(&one_slot, &shared, "tg_a", 140), 4);
+    }
+
+    #[test]
+    fn a_lease_of_one_request_keeps_nothing_and_frees_the_slot() {
+        let shared = FakeShared::default();
+        let settled = granted(&TABLE, &shared, "tg_a", &grant("L1", 1, 1_000), 0, 1);
+        assert_eq!(settled.granted, Some(1));
+        assert!(!settled.stored);
+        assert_eq!(TABLE.take(&shared, key("tg_a"), 2), None);
+        assert_eq!(claim(&TABLE, &shared, "tg_a", 2).returned, None);
+    }
+
+    #[test]
+    fn a_lease_too_large_to_store_is_counted_as_lost() {
+        let shared = FakeShared::default();
+        let mut huge = grant("L1", 10, 1_000);
+        huge.tenant = "t".repeat(MAX_TEXT + 1);
+        let settled = granted(&TABLE, &shared, "tg_a", &huge, 0, 1);
+        assert_eq!(
+            settled,
+            Settled {
+                granted: Some(10),
+                stored: false,
+                lost: Some(9)
+            }
+        );
+        assert_eq!(TABLE.take(&shared, key("tg_a"), 2), None);
+        claim(&TABLE, &shared, "tg_a", 2);
+    }
+
+    #[test]
+    fn routes_and_costs_have_leases_of_their_own() {
+        let shared = FakeShared::default();
+        granted(&TABLE, &shared, "tg_a", &grant("L1", 10, 1_000), 0, 1);
+        for other in [
+            LeaseKey::of("tg_a", "predict", 1),
+            LeaseKey::of("tg_a", "ingest", 5),
+            LeaseKey::of("tg_b", "ingest", 1),
+        ] {
+            assert_eq!(TABLE.take(&shared, other, 2), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn ten_thousand_keys_stay_within_the_slots_and_no_key_is_stored() {
+        let shared = FakeShared::default();
+        for i in 0..10_000u64 {
+            let api_key = format!("tg_secret_{i}");
+            if let LeaseLookup::Claimed(claim) =
+                TABLE.take_or_claim(&shared, key(&api_key), i * 2_000, i * 2_000 + TIMEOUT)
+            {
+                TABLE.settle(
+                    &shared,
+                    key(&api_key),
+                    Some(claim.ticket),
+                    Some(&grant("L", 10, 1_000)),
+                    i * 2_000,
+                    || i * 2_000,
+                );
+            }
+        }
+        let stored = shared.0.borrow();
+        assert!(stored.len() <= 64, "{} slots", stored.len());
+        let bytes: Vec<u8> = stored.values().flat_map(|(v, _)| v.clone()).collect();
+        assert!(!String::from_utf8_lossy(&bytes).contains("tg_secret"));
+    }
+
+    #[test]
+    fn a_monthly_quota_is_kept_with_its_reset_counting_down() {
+        let shared = FakeShared::default();
+        let mut monthly = grant("L1", 3, 1_000);
+        monthly.quota.monthly = Some(MonthlyQuota {
+            limit: 100_000,
+            remaining: 4_000,
+            reset_ms: 86_400_000,
+        });
+        granted(&TABLE, &shared, "tg_a", &monthly, 0, 100);
+        let leased = TABLE.take(&shared, key("tg_a"), 600).expect("leased");
+        assert_eq!(
+            leased.quota.monthly,
+            Some(MonthlyQuota {
+                limit: 100_000,
+                remaining: 4_000,
+                reset_ms: 86_400_000 - 500
+            })
+        );
+    }
+
+    #[test]
+    fn entries_survive_encoding_and_garbage_is_no_entry() {
+        let lease = Entry::Lease(LeaseEntry {
+            fingerprint: u64::MAX,
+            left: u32::MAX,
+            dispatched_at: 1,
+            deadline: 2,
+            reset_at: 3,
+            limit: 4,
+            window_seconds: 5,
+            remaining: 6,
+            month: Some((7, 8, 9)),
+            id: "1700000001000.17.40".into(),
+            tenant: "tn_ü".into(),
+            policy: "pro".into(),
+        });
+        let bytes = lease.encode();
+        assert_eq!(Entry::decode(&bytes), Some(lease.clone()));
+        assert_eq!(
+            bytes[LEFT_OFFSET..LEFT_OFFSET + 8],
+            u64::from(u32::MAX).to_le_bytes(),
+            "the requests left sit where spending one rewrites them"
+        );
+        let asking = Entry::Asking {
+            fingerprint: 3,
+            until: 4,
+        };
+        assert_eq!(Entry::decode(&asking.encode()), Some(asking));
+        assert_eq!(Entry::decode(b""), None);
+        assert_eq!(Entry::decode(&bytes[..bytes.len() - 1]), None, "cut short");
+        let mut longer = bytes.clone();
+        longer.push(b'x');
+        assert_eq!(Entry::decode(&longer), None, "trailing bytes");
+        let mut kind = bytes.clone();
+        kind[8..16].copy_from_slice(&2u64.to_le_bytes());
+        assert_eq!(Entry::decode(&kind), None, "a kind from nowhere");
+        let mut huge_length = bytes.clone();
+        huge_length[13 * 8..14 * 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(Entry::decode(&huge_length), None);
+        let mut not_utf8 = bytes;
+        let last = not_utf8.len() - 1;
+        not_utf8[last] = 0xff;
+        assert_eq!(Entry::decode(&not_utf8), None);
+    }
+
+    #[test]
+    fn garbage_in_a_slot_is_claimed_over() {
+        let shared = FakeShared::default();
+        shared.set(&TABLE.slot_key(key("tg_a")), b"garbage", None);
+        assert_eq!(TABLE.take(&shared, key("tg_a"), 0), None);
+        claim(&TABLE, &shared, "tg_a", 0);
+    }
+}
