@@ -319,9 +319,10 @@ fn asking(max: u32) -> WindowRequest {
     }
 }
 
-/// A hundred plain admissions now: a recent rate of 100 units a second.
+/// Five hundred plain admissions now: a recent rate of 100 units a second (measured over at
+/// least five seconds).
 async fn warm_up(store: &impl WindowStore, limit: Limit) {
-    for _ in 0..100 {
+    for _ in 0..500 {
         assert!(store.decide("t1", limit, 1, 0).await.unwrap().admitted);
     }
 }
@@ -341,14 +342,14 @@ async fn a_lease_counts_its_units_at_once_sized_by_rate_ask_and_room(
     assert_eq!(lease.id.units, 49);
     assert_eq!(
         granted.remaining,
-        1_000 - 101 - 49,
+        1_000 - 501 - 49,
         "the whole lease counts now"
     );
     let usage = store.usage("t1", limit, 0).await.unwrap();
-    assert_eq!((usage.used, usage.leased), (150, 49));
+    assert_eq!((usage.used, usage.leased), (550, 49));
 
     // Near the limit: a quarter of the room at most, shrinking to none, and never over it.
-    let small = per(160, 60);
+    let small = per(560, 60);
     let mut sizes = Vec::new();
     let mut admitted = 0;
     loop {
@@ -365,7 +366,7 @@ async fn a_lease_counts_its_units_at_once_sized_by_rate_ask_and_room(
         [3, 2, 2, 1, 1, 1],
         "room 9, 6, 4, 2, 1, 0 after each"
     );
-    assert_eq!(150 + admitted, 160, "exactly the limit, leases included");
+    assert_eq!(550 + admitted, 560, "exactly the limit, leases included");
 }
 
 async fn leased_units_leave_a_window_after_the_lease_deadline(
@@ -408,7 +409,7 @@ async fn returned_units_leave_at_once_and_from_the_counters(
         .lease
         .expect("a lease");
     let before = store.usage("t1", limit, 0).await.unwrap();
-    assert_eq!((before.used, before.month_to_date), (111, 111));
+    assert_eq!((before.used, before.month_to_date), (511, 511));
     clock.advance(Duration::from_millis(500));
     let returning = WindowRequest {
         returned: Some(Returned {
@@ -418,16 +419,16 @@ async fn returned_units_leave_at_once_and_from_the_counters(
         ..WindowRequest::plain(1, 0)
     };
     let decided = store.decide_request("t1", limit, returning).await.unwrap();
-    assert_eq!(decided.remaining, 1_000 - 111 + 7 - 1);
+    assert_eq!(decided.remaining, 1_000 - 511 + 7 - 1);
     let after = store.usage("t1", limit, 0).await.unwrap();
     assert_eq!(
         (after.used, after.leased),
-        (105, 3),
+        (505, 3),
         "7 back, one more admitted"
     );
-    assert_eq!(after.month_to_date, 105);
+    assert_eq!(after.month_to_date, 505);
     let minutes: u64 = after.history.iter().map(|m| m.admitted).sum();
-    assert_eq!(minutes, 105, "the history forgets what came back");
+    assert_eq!(minutes, 505, "the history forgets what came back");
 
     // Handing it back twice, or what was never ours, takes nothing more.
     for returned in [
@@ -453,7 +454,7 @@ async fn returned_units_leave_at_once_and_from_the_counters(
     let last = store.usage("t1", limit, 0).await.unwrap();
     assert_eq!(
         (last.used, last.leased),
-        (107, 3),
+        (507, 3),
         "two more admitted, nothing more taken back"
     );
 }

@@ -119,14 +119,31 @@ pub struct GrantedLease {
 /// The share of the room one lease may take.
 const ROOM_SHARE: u64 = 4;
 
-/// Requests beside the granting one a lease should hold: about `rate` (units per ms, recent)
-/// times `ttl_ms`, at most `max − 1`, at most a quarter of `room` (units left after the
-/// granting request). Zero: no lease.
+/// A lease lasts at most this share of the window. Its units stay counted up to a lease
+/// longer than their use, so a tenant at its limit rate gets about `window / (window + ttl)`
+/// of it: at most a fiftieth of the window keeps that at 98 % or more (a 60 s window: 1.2 s;
+/// a 1 s window: 20 ms).
+const WINDOW_SHARE: u64 = 50;
+
+/// The rate is measured over at least this long, so a tenant's first few requests do not
+/// look like a stream worth leasing to.
+const MIN_RATE_SPAN_MS: u64 = 5_000;
+
+/// How long a lease granted in a window of `window_ms` lasts: the configured TTL, at most a
+/// fiftieth of the window.
+pub fn ttl_for(configured_ms: u64, window_ms: u64) -> u64 {
+    configured_ms.min(window_ms / WINDOW_SHARE)
+}
+
+/// Requests beside the granting one a lease should hold: the whole requests `rate` (units per
+/// ms, recent) spends in `ttl_ms`, at most `max − 1`, at most a quarter of `room` (units left
+/// after the granting request). Zero: no lease (a tenant sending less than two requests per
+/// lease gains nothing from one and would only see its usage run ahead).
 pub fn extra_requests(rate: f64, ttl_ms: u64, cost: u32, max: u32, room: u64) -> u32 {
     if max <= 1 || ttl_ms == 0 || cost == 0 {
         return 0;
     }
-    let wanted = (rate * ttl_ms as f64 / f64::from(cost)).ceil();
+    let wanted = (rate * ttl_ms as f64 / f64::from(cost)).floor();
     let wanted = if wanted.is_finite() && wanted > 0.0 {
         wanted.min(f64::from(u32::MAX)) as u32
     } else {
@@ -139,11 +156,11 @@ pub fn extra_requests(rate: f64, ttl_ms: u64, cost: u32, max: u32, room: u64) ->
 }
 
 /// The recent rate in units per ms: the units in the window over the time they span since the
-/// oldest (at least a second, so a first burst does not look infinite).
+/// oldest (at least five seconds, so a first burst does not look like a flood).
 pub fn recent_rate(units_in_window: u64, oldest_ms: Option<u64>, now_ms: u64) -> f64 {
     let span = oldest_ms
         .map_or(0, |oldest| now_ms.saturating_sub(oldest))
-        .max(1000);
+        .max(MIN_RATE_SPAN_MS);
     units_in_window as f64 / span as f64
 }
 
@@ -199,6 +216,16 @@ mod tests {
         assert_eq!(extra_requests(0.01, 1000, 1, 1000, 1_000_000), 10);
         assert_eq!(extra_requests(0.01, 1000, 5, 1000, 1_000_000), 2, "cost 5");
         assert_eq!(
+            extra_requests(0.0015, 1000, 1, 1000, 1_000_000),
+            1,
+            "whole requests only"
+        );
+        assert_eq!(
+            extra_requests(0.0009, 1000, 1, 1000, 1_000_000),
+            0,
+            "a trickle"
+        );
+        assert_eq!(
             extra_requests(10.0, 1000, 1, 500, 1_000_000),
             499,
             "the ask caps it"
@@ -222,13 +249,20 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_counts_from_the_oldest_unit_and_at_least_a_second() {
+    fn the_rate_counts_from_the_oldest_unit_and_at_least_five_seconds() {
         assert_eq!(recent_rate(600, Some(0), 60_000), 0.01);
         assert_eq!(
             recent_rate(50, Some(59_900), 60_000),
-            0.05,
-            "a burst spans a second"
+            0.01,
+            "a burst spans five seconds"
         );
         assert_eq!(recent_rate(0, None, 60_000), 0.0);
+    }
+
+    #[test]
+    fn a_lease_lasts_at_most_a_fiftieth_of_its_window() {
+        assert_eq!(ttl_for(1_000, 60_000), 1_000);
+        assert_eq!(ttl_for(1_000, 1_000), 20);
+        assert_eq!(ttl_for(0, 60_000), 0);
     }
 }

@@ -107,8 +107,9 @@ impl WindowStore for MemoryWindows {
         &self,
         tenant: &str,
         limit: Limit,
-        request: WindowRequest,
+        mut request: WindowRequest,
     ) -> Result<WindowDecision, StoreError> {
+        request.lease_ttl_ms = lease::ttl_for(request.lease_ttl_ms, limit.window_ms());
         let now = self.inner.clock.now_ms();
         Ok(self.with_window(tenant, limit, |window| {
             if let Some(returned) = request.returned {

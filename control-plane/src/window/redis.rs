@@ -189,7 +189,7 @@ impl WindowStore for RedisWindows {
         let key = BatchKey {
             tenant: tenant.to_owned(),
             limit,
-            lease_ttl_ms: request.lease_ttl_ms,
+            lease_ttl_ms: super::lease::ttl_for(request.lease_ttl_ms, limit.window_ms()),
         };
         // The timeout bounds each decision, also one queued behind a call in flight.
         let timeout = self.client.timeout;

@@ -187,14 +187,15 @@ local used_before = used
 local month_used = 0
 if monthly then month_used = tonumber(redis.call('HGET', KEYS[4], month)) or 0 end
 
--- The recent rate (units per ms) that sizes leases: the window's units over the time since
--- its oldest, at least a second. Read only when a lease is asked for.
+-- The recent rate (units per ms) that sizes leases, as `window::lease::recent_rate`: the
+-- window's units over the time since its oldest, at least five seconds. Read only when a
+-- lease is asked for.
 local rate = nil
 local function recent_rate()
   if not rate then
     local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    local span = 1000
-    if oldest[2] then span = math.max(1000, now - tonumber(oldest[2])) end
+    local span = 5000
+    if oldest[2] then span = math.max(5000, now - tonumber(oldest[2])) end
     rate = used_before / span
   end
   return rate
@@ -218,7 +219,7 @@ for i = 6, #ARGV, PER do
     if lease_max > 1 and ttl > 0 then
       local room = limit - used
       if monthly then room = math.min(room, monthly - month_used) end
-      extra = math.ceil(recent_rate() * ttl / cost)
+      extra = math.floor(recent_rate() * ttl / cost)
       extra = math.min(extra, lease_max - 1, math.floor(room / 4 / cost))
       if extra < 0 then extra = 0 end
       used = used + extra * cost
