@@ -22,7 +22,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::AppState;
 
-const COMPONENT: &str = include_str!("../../ui/tollgate-usage.js");
+/// One file, two ways to ship it: served from here, and installed as the npm package.
+const COMPONENT: &str = include_str!("../../../packages/tollgate-usage/tollgate-usage.js");
 const DASHBOARD: &str = include_str!("../../ui/dashboard.html");
 const DASHBOARD_SCRIPT: &str = include_str!("../../ui/dashboard.js");
 
