@@ -91,3 +91,23 @@ pub fn filter_wasm() -> PathBuf {
         .map(|target| target.join("wasm32-wasip1/release/tollgate_filter.wasm"))
         .unwrap_or_default()
 }
+
+/// Runs a browser script of `tests/browser` (Node, playwright-core, Debian's Chromium) to its
+/// end with `env`, and returns its output; fails the test if it fails or runs over 90 s.
+/// Blocking: call it from a blocking thread when the test also serves something on its
+/// runtime.
+pub fn drive_browser(script: &str, env: &[(&str, String)]) -> String {
+    let logs = tempfile::TempDir::new().expect("tempdir");
+    let mut node = std::process::Command::new("node");
+    node.arg(workspace().join("tests/browser").join(script))
+        .current_dir(workspace().join("tests/browser"))
+        .envs(env.iter().map(|(k, v)| (*k, v)));
+    let mut driver = Process::spawn("browser", node, logs.path());
+    let status = driver.wait_for_exit(Duration::from_secs(90));
+    let output = driver.log();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{script} failed ({status:?}):\n{output}"
+    );
+    output
+}

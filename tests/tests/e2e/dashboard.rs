@@ -2,29 +2,9 @@
 //! `tests/browser` (playwright-core), against the dashboard served through Envoy. Each test
 //! leaves a screenshot in `tests/artifacts`: `dashboard.png` (usage) and `billing.png`.
 
-use std::process::Command;
-use std::time::Duration;
-
 use tollgate_e2e::stripe::PAID_TIERS;
 use tollgate_e2e::stripe_stand_in::StripeStandIn;
-use tollgate_e2e::{Process, Stack, StackOptions, workspace};
-
-/// Runs a browser script to its end; returns its output.
-fn drive_browser(script: &str, env: &[(&str, String)]) -> String {
-    let logs = tempfile::TempDir::new().expect("tempdir");
-    let mut node = Command::new("node");
-    node.arg(workspace().join("tests/browser").join(script))
-        .current_dir(workspace().join("tests/browser"))
-        .envs(env.iter().map(|(k, v)| (*k, v)));
-    let mut driver = Process::spawn("browser", node, logs.path());
-    let status = driver.wait_for_exit(Duration::from_secs(90));
-    let output = driver.log();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the browser test failed ({status:?}):\n{output}"
-    );
-    output
-}
+use tollgate_e2e::{Stack, StackOptions, drive_browser, workspace};
 
 #[tokio::test]
 async fn the_dashboard_shows_usage_and_keeps_up_in_a_real_browser() {

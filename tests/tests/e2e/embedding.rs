@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -20,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use tollgate_e2e::{Process, Stack, StackOptions, Tenant, workspace};
+use tollgate_e2e::{Stack, StackOptions, Tenant, workspace};
 
 /// The control-plane's URL as the examples are written (their production deployment);
 /// [`ExampleSite`] serves them with the test stack's Envoy URL instead, as a deployment step
@@ -161,23 +160,9 @@ async fn stack_with_site(requests: usize) -> (Stack, Tenant, ExampleSite) {
 /// Runs a browser script to its end, off the runtime (the example site runs on it); returns
 /// its output.
 async fn drive_browser(script: &'static str, env: Vec<(&'static str, String)>) -> String {
-    tokio::task::spawn_blocking(move || {
-        let logs = tempfile::TempDir::new().expect("tempdir");
-        let mut node = Command::new("node");
-        node.arg(workspace().join("tests/browser").join(script))
-            .current_dir(workspace().join("tests/browser"))
-            .envs(env.iter().map(|(k, v)| (*k, v)));
-        let mut driver = Process::spawn("browser", node, logs.path());
-        let status = driver.wait_for_exit(Duration::from_secs(90));
-        let output = driver.log();
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "{script} failed ({status:?}):\n{output}"
-        );
-        output
-    })
-    .await
-    .expect("browser driver")
+    tokio::task::spawn_blocking(move || tollgate_e2e::drive_browser(script, &env))
+        .await
+        .expect("browser driver")
 }
 
 /// Removes the screenshots a run is about to take, so that only fresh ones count.
