@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts the local stack in the foreground: control-plane (in-memory store), demo upstream and
+# Starts the local stack in the foreground: control-plane (embedded store), demo upstream and
 # Envoy with 2 workers. Ctrl-C stops all three. Called by `make run` after building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,8 +17,14 @@ secret() {
 }
 export TOLLGATE_ADMIN_TOKEN=${TOLLGATE_ADMIN_TOKEN:-$(secret admin-token 24)}
 export TOLLGATE_KEY_SECRET=${TOLLGATE_KEY_SECRET:-$(secret key-secret 32)}
-# Tenants survive a restart of `make run` (unless REDIS_URL points the stack at Redis).
-[[ -n ${REDIS_URL:-} ]] || export TOLLGATE_STATE_FILE=${TOLLGATE_STATE_FILE:-$state/state.json}
+# Tenants survive a restart of `make run` (unless REDIS_URL points the stack at Redis): they
+# live in the embedded registry, .tollgate/registry.redb, created on first start. A state file
+# an earlier `make run` left (.tollgate/state.json) is imported into it once, then renamed
+# state.json.migrated.
+if [[ -z ${REDIS_URL:-} ]]; then
+  export TOLLGATE_REGISTRY=${TOLLGATE_REGISTRY:-$state/registry.redb}
+  export TOLLGATE_STATE_FILE=${TOLLGATE_STATE_FILE:-$state/state.json}
+fi
 
 pids=()
 stop() {

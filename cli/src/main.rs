@@ -2,7 +2,9 @@
 //!
 //! Every command prints the API's JSON answer (pretty) on success and exits 0; on failure it
 //! prints one line, `error: <code>: <detail>`, to stderr and exits 1 (the API refused) or 2
-//! (the control-plane could not be reached or answered nonsense).
+//! (the control-plane could not be reached or answered nonsense). `tenant list` follows the
+//! list's cursor page by page and prints every tenant as one JSON array, written as the pages
+//! come (memory stays one page, however many tenants there are).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -73,8 +75,12 @@ enum TenantCommand {
         #[arg(long)]
         tier: Option<String>,
     },
-    /// Lists tenants with their current use.
-    List,
+    /// Lists every tenant with its current use, page by page.
+    List {
+        /// Tenants per request (1 to 1000).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        page_size: u16,
+    },
     Show {
         tenant: String,
     },
@@ -137,7 +143,11 @@ fn request(command: Command) -> (Method, String, Option<Value>) {
             "/admin/v1/tenants".into(),
             Some(json!({"name": name, "tier": tier})),
         ),
-        Command::Tenant(TenantCommand::List) => (Method::GET, "/admin/v1/tenants".into(), None),
+        Command::Tenant(TenantCommand::List { page_size }) => (
+            Method::GET,
+            format!("/admin/v1/tenants?limit={page_size}"),
+            None,
+        ),
         Command::Tenant(TenantCommand::Show { tenant }) => {
             (Method::GET, tenant_path(&tenant), None)
         }
@@ -192,17 +202,97 @@ fn request(command: Command) -> (Method, String, Option<Value>) {
     }
 }
 
-async fn run(cli: Cli) -> Result<Option<Value>, CliError> {
+/// What a command prints on success.
+enum Output {
+    /// The answer, pretty.
+    Answer(Value),
+    /// Already printed (the tenant list).
+    Printed,
+    Nothing,
+}
+
+async fn run(cli: Cli) -> Result<Output, CliError> {
+    let following = matches!(cli.command, Command::Tenant(TenantCommand::List { .. }));
     let (method, path, body) = request(cli.command);
-    let url = format!("{}{path}", cli.url.trim_end_matches('/'));
-    let mut call = reqwest::Client::new()
-        .request(method, &url)
-        .bearer_auth(&cli.token);
+    let client = reqwest::Client::new();
+    if following {
+        return list_all(&client, &cli.url, &cli.token, &path).await;
+    }
+    Ok(
+        match call(&client, &cli.url, &cli.token, method, &path, body).await? {
+            Some(answer) => Output::Answer(answer),
+            None => Output::Nothing,
+        },
+    )
+}
+
+/// Follows the tenant list's `next_cursor` from `path` on, printing the tenants of each page
+/// as it comes: together, one JSON array, as pretty as any other answer.
+async fn list_all(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    path: &str,
+) -> Result<Output, CliError> {
+    let mut out = std::io::stdout().lock();
+    let mut cursor: Option<String> = None;
+    let mut first = true;
+    loop {
+        let page_path = match &cursor {
+            Some(cursor) => format!("{path}&cursor={}", percent_encode(cursor)),
+            None => path.to_owned(),
+        };
+        let page = call(client, url, token, Method::GET, &page_path, None)
+            .await?
+            .ok_or(CliError::Garbled(StatusCode::NO_CONTENT))?;
+        let Some(tenants) = page["tenants"].as_array() else {
+            return Err(CliError::Garbled(StatusCode::OK));
+        };
+        for tenant in tenants {
+            let text = serde_json::to_string_pretty(tenant).unwrap_or_default();
+            let indented = text.replace('\n', "\n  ");
+            // `let _ =`: a closed pipe (`tollgate tenant list | head`) is not a failure.
+            let _ = write!(out, "{}\n  {indented}", if first { "[" } else { "," });
+            first = false;
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let _ = writeln!(out, "{}", if first { "[]" } else { "\n]" });
+    Ok(Output::Printed)
+}
+
+/// A cursor as a query value (tenant ids are `tn_` and hex; anything else is escaped).
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One admin API call: the answer (`None`: 204), or why not.
+async fn call(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Option<Value>, CliError> {
+    let full = format!("{}{path}", url.trim_end_matches('/'));
+    let mut call = client.request(method, &full).bearer_auth(token);
     if let Some(body) = body {
         call = call.json(&body);
     }
     let response = call.send().await.map_err(|source| CliError::Unreachable {
-        url: cli.url.clone(),
+        url: url.to_owned(),
         source,
     })?;
     let status = response.status();
@@ -226,9 +316,9 @@ async fn run(cli: Cli) -> Result<Option<Value>, CliError> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     match run(Cli::parse()).await {
-        Ok(answer) => {
+        Ok(output) => {
             // `writeln!`, not `println!`: a closed pipe (`tollgate … | head`) is not a panic.
-            if let Some(answer) = answer {
+            if let Output::Answer(answer) = output {
                 let text = serde_json::to_string_pretty(&answer).unwrap_or_default();
                 let _ = writeln!(std::io::stdout(), "{text}");
             }
@@ -249,6 +339,32 @@ mod tests {
         let cli = Cli::try_parse_from(["tollgate", "--token", "t"].iter().chain(args)).unwrap();
         let (method, path, _) = request(cli.command);
         (method, path)
+    }
+
+    #[test]
+    fn the_tenant_list_asks_for_pages() {
+        assert_eq!(
+            call(&["tenant", "list"]),
+            (Method::GET, "/admin/v1/tenants?limit=500".into())
+        );
+        assert_eq!(
+            call(&["tenant", "list", "--page-size", "2"]),
+            (Method::GET, "/admin/v1/tenants?limit=2".into())
+        );
+        assert!(
+            Cli::try_parse_from([
+                "tollgate",
+                "--token",
+                "t",
+                "tenant",
+                "list",
+                "--page-size",
+                "0"
+            ])
+            .is_err()
+        );
+        assert_eq!(percent_encode("tn_0a1b"), "tn_0a1b");
+        assert_eq!(percent_encode("a b&c"), "a%20b%26c");
     }
 
     #[test]

@@ -52,10 +52,28 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_REDIS_CLOCK", value_enum, default_value_t = RedisClock::Redis)]
     pub redis_clock: RedisClock,
 
-    /// With the in-memory store: keep tenants in this JSON file, rewritten atomically on
-    /// every change, so a restart keeps them.
+    /// Without Redis: keep tenants in this embedded database (redb; created if absent), one
+    /// record per tenant and per key hash, written transactionally, so a restart keeps them.
+    /// One control-plane per file. Without it (and without `--state-file`), tenants last as
+    /// long as the process.
+    #[arg(long, env = "TOLLGATE_REGISTRY", conflicts_with_all = ["redis_url", "redis_cluster_urls"])]
+    pub registry: Option<PathBuf>,
+
+    /// The JSON state file of earlier versions: imported into the registry once, then renamed
+    /// `<file>.migrated`. Without `--registry`, the registry is kept beside it, as
+    /// `<file without extension>.redb`.
     #[arg(long, env = "TOLLGATE_STATE_FILE", conflicts_with_all = ["redis_url", "redis_cluster_urls"])]
     pub state_file: Option<PathBuf>,
+
+    /// Tenants each replica keeps in memory (the active ones, least recently used out first);
+    /// a key of any other costs one store read.
+    #[arg(long, env = "TOLLGATE_TENANT_CACHE", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(16..=100_000_000))]
+    pub tenant_cache: u64,
+
+    /// With Redis: changes the tenant change log keeps. A replica cut off from Redis for more
+    /// changes than this re-reads the tenants it has cached when it comes back.
+    #[arg(long, env = "TOLLGATE_TENANT_CHANGE_LOG", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=100_000_000))]
+    pub tenant_change_log: u64,
 
     /// The header tenants send their API key in (besides `Authorization: Bearer`) to the
     /// usage and billing endpoints; the same as the filter's `api_key.header`.
@@ -238,7 +256,7 @@ impl Config {
             }
             (None, None) => {
                 return StoreConfig::Memory {
-                    state_file: self.state_file.clone(),
+                    registry: self.registry_files(),
                 };
             }
         };
@@ -248,13 +266,40 @@ impl Config {
             clock: self.redis_clock,
         }
     }
+
+    /// The embedded registry's file, and the state file to import into it, if any.
+    fn registry_files(&self) -> Option<RegistryFiles> {
+        let database = match (&self.registry, &self.state_file) {
+            (Some(database), _) => database.clone(),
+            (None, Some(state_file)) if state_file.extension().is_some_and(|e| e == "redb") => {
+                // Pointed at a registry already: nothing to import.
+                return Some(RegistryFiles {
+                    database: state_file.clone(),
+                    import_from: None,
+                });
+            }
+            (None, Some(state_file)) => state_file.with_extension("redb"),
+            (None, None) => return None,
+        };
+        Some(RegistryFiles {
+            database,
+            import_from: self.state_file.clone(),
+        })
+    }
+}
+
+/// Where the embedded registry lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryFiles {
+    pub database: PathBuf,
+    /// A state file of earlier versions to import once.
+    pub import_from: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
-    Memory {
-        state_file: Option<PathBuf>,
-    },
+    /// Windows in memory; tenants in the embedded registry (`None`: in memory too).
+    Memory { registry: Option<RegistryFiles> },
     Redis {
         target: RedisTarget,
         timeout: Duration,
@@ -395,7 +440,39 @@ mod tests {
     fn the_store_is_memory_unless_redis_is_named() {
         let base = ["cp", "--admin-token", TOKEN, "--key-secret", KEY_SECRET];
         let memory = Config::try_parse_from(base).unwrap();
-        assert_eq!(memory.store(), StoreConfig::Memory { state_file: None });
+        assert_eq!(memory.store(), StoreConfig::Memory { registry: None });
+        let legacy = Config::try_parse_from(
+            base.iter()
+                .copied()
+                .chain(["--state-file", "/var/lib/tollgate/state.json"]),
+        )
+        .unwrap();
+        assert_eq!(
+            legacy.store(),
+            StoreConfig::Memory {
+                registry: Some(RegistryFiles {
+                    database: "/var/lib/tollgate/state.redb".into(),
+                    import_from: Some("/var/lib/tollgate/state.json".into()),
+                })
+            },
+            "an old state file is imported into a registry beside it"
+        );
+        let both = Config::try_parse_from(base.iter().copied().chain([
+            "--state-file",
+            "old.json",
+            "--registry",
+            "tenants.redb",
+        ]))
+        .unwrap();
+        assert_eq!(
+            both.store(),
+            StoreConfig::Memory {
+                registry: Some(RegistryFiles {
+                    database: "tenants.redb".into(),
+                    import_from: Some("old.json".into()),
+                })
+            }
+        );
 
         let redis = Config::try_parse_from(
             base.iter()

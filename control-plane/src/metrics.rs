@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -39,6 +40,71 @@ pub struct WhatLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByLabel {
+    pub by: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// The tenant registry's cache and change feed (see `tenants::directory`). Cloning shares the
+/// counters; a default one counts without being served (tests, tools).
+#[derive(Clone, Default)]
+pub struct RegistryMetrics {
+    /// Key lookups answered by a cached tenant.
+    pub cache_hits: Counter,
+    /// Key lookups that read the store (one round trip each).
+    pub cache_misses: Counter,
+    /// Unknown keys answered from memory, by what knew: `unknown_keys` (the cache of keys
+    /// the store said nobody has) or `key_filter` (never stored).
+    pub unknown_from_memory: Family<ByLabel, Counter>,
+    /// Tenants in the cache.
+    pub cache_entries: Gauge,
+    /// Changes applied from the change log (Redis).
+    pub changes_applied: Counter,
+    /// Times the replica attached to the change log from its end, by reason: start, gap
+    /// (changes missed), reset (the store's version went back).
+    pub resyncs: Family<ReasonLabel, Counter>,
+}
+
+impl RegistryMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "tenant_cache_hits",
+            "Key lookups answered by a cached tenant",
+            self.cache_hits.clone(),
+        );
+        registry.register(
+            "tenant_cache_misses",
+            "Key lookups that read the tenant store",
+            self.cache_misses.clone(),
+        );
+        registry.register(
+            "tenant_cache_unknown",
+            "Unknown keys answered from memory, by what knew",
+            self.unknown_from_memory.clone(),
+        );
+        registry.register(
+            "tenant_cache_entries",
+            "Tenants in the cache",
+            self.cache_entries.clone(),
+        );
+        registry.register(
+            "tenant_changes_applied",
+            "Tenant changes applied from the change log",
+            self.changes_applied.clone(),
+        );
+        registry.register(
+            "tenant_resyncs",
+            "Attachments to the tenant change log from its end, by reason",
+            self.resyncs.clone(),
+        );
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -89,6 +155,8 @@ pub struct Metrics {
     pub billing_incidents: Family<KindLabel, Counter>,
     /// Calls to Stripe's API by outcome: ok, refused, not_found, rate_limited, unavailable.
     pub stripe_calls: Family<OutcomeLabel, Counter>,
+    /// The tenant registry's cache and change feed.
+    pub tenant_registry: RegistryMetrics,
 }
 
 impl Default for Metrics {
@@ -192,8 +260,11 @@ impl Default for Metrics {
             "Calls to Stripe's API by outcome",
             stripe_calls.clone(),
         );
+        let tenant_registry = RegistryMetrics::default();
+        tenant_registry.register(&mut registry);
         Self {
             registry,
+            tenant_registry,
             leases_granted,
             lease_requests_returned,
             billing_syncs,

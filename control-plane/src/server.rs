@@ -4,7 +4,7 @@
 //! Threads: decisions are never queued behind public traffic. The internal listener
 //! (decisions, admin API, metrics) runs on a runtime of its own, on its own threads
 //! (`--decision-threads`, one by default); the public listener (usage, tiers, billing,
-//! dashboard) and the background tasks (tier reloads, the tenant change listener, the window
+//! dashboard) and the background tasks (tier reloads, the tenant change feed, the window
 //! sweeper) run on another (`--public-threads`, one by default), whose threads also run at a
 //! lower CPU priority. Each runtime drives its own Redis connection for the window store, so
 //! a busy public thread cannot delay a decision's round trip either. Billing's syncs with
@@ -33,8 +33,8 @@ use crate::decision::{Decider, Policy};
 use crate::metrics::Metrics;
 use crate::storage::StoreError;
 use crate::storage::redis::{RedisConnection, RedisTarget};
-use crate::storage::state_file::StateFileError;
-use crate::tenants::{Directory, KeyHasher};
+use crate::tenants::embedded::RegistryError;
+use crate::tenants::{Directory, KeyHasher, RegistrySettings};
 use crate::tiers::{TierSource, TierTableError, spawn_reloader};
 use crate::window::{MemoryWindows, RedisWindows, Windows};
 
@@ -66,7 +66,7 @@ pub enum StartupError {
     #[error(transparent)]
     Tiers(#[from] TierTableError),
     #[error(transparent)]
-    StateFile(#[from] StateFileError),
+    Registry(#[from] RegistryError),
     #[error("cannot set up Redis: {0}")]
     Redis(#[from] StoreError),
     #[error(transparent)]
@@ -107,16 +107,36 @@ struct Parts {
 }
 
 impl Parts {
-    /// Loads tiers and tenants; background tasks go to the current runtime.
+    /// Opens tiers and tenants; background tasks go to the current runtime.
     async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
         let tiers = Arc::new(TierSource::load(config.tiers.clone())?);
+        let metrics = Arc::new(Metrics::default());
+        let settings = RegistrySettings {
+            cache_capacity: usize::try_from(config.tenant_cache).unwrap_or(usize::MAX),
+            change_log: usize::try_from(config.tenant_change_log).unwrap_or(usize::MAX),
+            ..RegistrySettings::default()
+        };
+        let registry_metrics = metrics.tenant_registry.clone();
         let (tenants, windows) = match config.store() {
-            StoreConfig::Memory { state_file } => {
+            StoreConfig::Memory { registry } => {
                 let windows = MemoryWindows::new(clock.clone());
                 windows.spawn_sweeper(SWEEP_PERIOD);
-                let tenants = match state_file {
-                    Some(path) => Directory::file(path)?,
-                    None => Directory::in_process(),
+                let tenants = match registry {
+                    Some(files) => {
+                        let started = std::time::Instant::now();
+                        let directory = Directory::open_embedded(
+                            &files.database,
+                            files.import_from.as_deref(),
+                            settings,
+                            registry_metrics,
+                        )?;
+                        tracing::info!(path = %files.database.display(), open_ms = started.elapsed().as_millis() as u64, "tenant registry open");
+                        directory
+                    }
+                    None => Directory::in_process().map_err(|source| RegistryError::Store {
+                        path: "(in memory)".into(),
+                        source,
+                    })?,
                 };
                 (tenants, WindowSource::Memory(windows))
             }
@@ -127,8 +147,8 @@ impl Parts {
             } => {
                 tracing::info!(redis = %target.redacted(), "using Redis");
                 let connection = RedisConnection::connect(&target, timeout).await?;
-                let tenants = Directory::redis(connection, timeout);
-                tenants.spawn_listener(target.clone());
+                let tenants = Directory::redis(connection, timeout, settings, registry_metrics);
+                tenants.spawn_feed(target.clone());
                 let script_clock = match script_clock {
                     RedisClock::Redis => None,
                     RedisClock::Local => Some(clock.clone()),
@@ -142,7 +162,6 @@ impl Parts {
             }
         };
         let tenants = Arc::new(tenants);
-        let metrics = Arc::new(Metrics::default());
         let billing = Billing::new(BillingParts {
             webhook_secret: config.stripe_webhook_secret.clone(),
             stripe: stripe_api(config, metrics.clone())?,
@@ -204,6 +223,10 @@ impl Parts {
                 timeout,
                 clock,
             } => {
+                // The tenant registry's reads on this runtime (a decision's cache miss) get a
+                // connection of their own too.
+                let reads = RedisConnection::connect(target, *timeout).await?;
+                self.tenants.serve_reads_on_this_runtime(reads);
                 let connection = RedisConnection::connect(target, *timeout).await?;
                 Ok(Windows::Redis(RedisWindows::new(
                     connection,
@@ -322,11 +345,24 @@ pub fn run(config: Config) -> Result<(), StartupError> {
     let public_state = parts.state(public.block_on(parts.windows())?, &config);
     {
         let _context = public.enter();
-        let tenants = parts.tenants.clone();
+        let (tenants, tiers) = (parts.tenants.clone(), parts.tiers.clone());
+        // Tiers in use, from the counts the registry keeps: no tenant is read. When the counts
+        // cannot be had, every tier counts as in use, so a reload can drop none.
+        let in_use = move || {
+            tenants.tiers_in_use().unwrap_or_else(|error| {
+                tracing::warn!(%error, "tiers in use unknown; no tier may be dropped now");
+                tiers
+                    .current()
+                    .tiers()
+                    .iter()
+                    .map(|t| t.name.clone())
+                    .collect()
+            })
+        };
         spawn_reloader(
             parts.tiers.clone(),
             config.tiers_poll(),
-            move || tenants.list().into_iter().map(|tenant| tenant.tier),
+            in_use,
             parts.metrics.clone(),
         );
     }

@@ -25,6 +25,8 @@ pub struct StackOptions {
     redis_url: Option<String>,
     replicas: Option<usize>,
     state_file: bool,
+    /// A state file of an earlier version to start from (see [`StackOptions::old_state_file`]).
+    old_state: Option<Value>,
     without_filter: bool,
     direct_response: bool,
     callout_http1: bool,
@@ -66,9 +68,18 @@ impl StackOptions {
         self
     }
 
-    /// Keeps tenants in a state file (in-memory store), so a restart keeps them.
+    /// Keeps tenants in the embedded registry (`TOLLGATE_STATE_FILE=<dir>/state.json`, so the
+    /// registry is `<dir>/state.redb`), so a restart keeps them.
     pub fn state_file(mut self) -> Self {
         self.state_file = true;
+        self
+    }
+
+    /// As [`StackOptions::state_file`], with `<dir>/state.json` written first with `records`:
+    /// the state file an earlier version left, which the control-plane imports.
+    pub fn old_state_file(mut self, records: Value) -> Self {
+        self.state_file = true;
+        self.old_state = Some(records);
         self
     }
 
@@ -222,6 +233,10 @@ impl Stack {
         let dir = TempDir::new().expect("tempdir");
         let (envoy_port, envoy_admin_port, upstream_port) = (free_port(), free_port(), free_port());
 
+        if let Some(records) = &options.old_state {
+            let text = serde_json::to_vec_pretty(records).expect("state file JSON");
+            std::fs::write(dir.path().join("state.json"), text).expect("write state file");
+        }
         let tiers = options.tiers.as_ref().map(|tiers| {
             let path = dir.path().join("tiers.toml");
             std::fs::write(&path, tiers).expect("write tiers");
@@ -278,6 +293,12 @@ impl Stack {
         set_cluster_port(&mut config, "control_plane_public", public_port);
         set_cluster_port(&mut config, "demo_upstream", upstream_port);
         let mut filter = filter_config(&mut config);
+        if cfg!(debug_assertions) {
+            // Tests run debug builds of everything on two shared cores, where a 100 ms callout
+            // timeout turns a scheduling stall into a 503 and an exact count into a flake.
+            // Tests of the timeout set their own; benchmarks (release) keep the shipped one.
+            filter["control_plane"]["timeout"] = json!("2s");
+        }
         for (field, value) in options.filter {
             filter[field] = value;
         }
@@ -332,6 +353,39 @@ impl Stack {
         self.control_planes[replica].restart();
         let url = self.control_planes[replica].url("/readyz");
         self.wait_ready(&url).await;
+    }
+
+    /// Kills control-plane `replica` with SIGKILL (and waits for it to be gone): a crash.
+    pub fn kill_control_plane(&mut self, replica: usize) {
+        self.control_planes[replica].process.kill();
+    }
+
+    /// Starts control-plane `replica` again (after [`Stack::kill_control_plane`]) and waits
+    /// until it is ready.
+    pub async fn start_control_plane(&mut self, replica: usize) {
+        self.restart_control_plane(replica).await;
+    }
+
+    /// Stops control-plane `replica` in its tracks (SIGSTOP): it holds its connections but
+    /// reads nothing, as if cut off. [`Stack::resume_control_plane`] lets it go on.
+    pub fn pause_control_plane(&self, replica: usize) {
+        self.signal_control_plane(replica, libc::SIGSTOP);
+    }
+
+    pub fn resume_control_plane(&self, replica: usize) {
+        self.signal_control_plane(replica, libc::SIGCONT);
+    }
+
+    fn signal_control_plane(&self, replica: usize, signal: libc::c_int) {
+        let pid = self.control_planes[replica].process.pid().expect("running");
+        // SAFETY: kill(2) on the PID of a child the harness has not reaped.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "signal {signal} to control-plane {replica}");
+    }
+
+    /// The folder of the stack's files (configs, logs, the embedded registry).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
     }
 
     pub async fn wait_ready(&self, url: &str) {

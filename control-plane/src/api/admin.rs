@@ -129,6 +129,7 @@ async fn get_tenant(
     state
         .tenants
         .get(&id)
+        .await?
         .map(Json)
         .ok_or(ApiError::TenantNotFound)
 }

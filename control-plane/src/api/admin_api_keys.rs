@@ -51,7 +51,11 @@ pub async fn list(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<KeyInfo>>, ApiError> {
-    let record = state.tenants.record(&id).ok_or(ApiError::TenantNotFound)?;
+    let record = state
+        .tenants
+        .record(&id)
+        .await?
+        .ok_or(ApiError::TenantNotFound)?;
     let now = state.clock.now_secs();
     Ok(Json(
         record

@@ -45,7 +45,7 @@ async fn checkout(
     body: Result<Json<CheckoutRequest>, JsonRejection>,
 ) -> Result<Json<HostedSession>, ApiError> {
     // Who asks comes first: a stranger learns nothing about how billing is set up.
-    let tenant = caller::tenant(&state, &headers)?;
+    let tenant = caller::tenant(&state, &headers).await?;
     state.billing.sessions()?;
     if tenant.suspended {
         return Err(ApiError::TenantSuspended);
@@ -59,7 +59,7 @@ async fn portal(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<HostedSession>, ApiError> {
-    let tenant = caller::tenant(&state, &headers)?;
+    let tenant = caller::tenant(&state, &headers).await?;
     Ok(Json(state.billing.portal(&tenant).await?))
 }
 

@@ -1,14 +1,15 @@
 //! Usage and tiers as tenants and operators read them: `GET /api/v1/usage` on the public
 //! listener (authenticated by the tenant's own API key, not counted against its quota, CORS
 //! for configured dashboard origins), `GET /api/v1/tiers`, and the same usage for operators
-//! on the admin API. The figures come from [`crate::decision::usage`].
+//! on the admin API, one tenant or a page of them. The figures come from
+//! [`crate::decision::usage`].
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::error::ApiError;
@@ -65,7 +66,7 @@ async fn tenant_usage(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tenant = caller::tenant(&state, &headers)?;
+    let tenant = caller::tenant(&state, &headers).await?;
     // Envoy's filter attaches the key's denials it answered from its cache and has not
     // reported yet. A client that sets the header itself (bypassing Envoy) can only inflate
     // its own denied count.
@@ -80,10 +81,18 @@ pub async fn admin_usage(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let tenant = state.tenants.get(&id).ok_or(ApiError::TenantNotFound)?;
+    let tenant = state
+        .tenants
+        .get(&id)
+        .await?
+        .ok_or(ApiError::TenantNotFound)?;
     let usage = state.decider.usage(&tenant, 0).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(usage)).into_response())
 }
+
+/// Tenants per page of the admin list unless asked otherwise, and at most.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
 
 #[derive(Debug, Serialize)]
 pub struct TenantSummary {
@@ -93,19 +102,52 @@ pub struct TenantSummary {
     limit: u32,
 }
 
-/// `GET /admin/v1/tenants` (behind the admin token): every tenant with its current use, one
-/// store round trip per tenant.
+#[derive(Debug, Serialize)]
+pub struct TenantPage {
+    tenants: Vec<TenantSummary>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// `GET /admin/v1/tenants?limit=&cursor=` (behind the admin token): a page of tenants in id
+/// order (`limit`, 1 to 1000, default 100), each with its current use, read in one batch: the
+/// page's usage reads go out together (over Redis, pipelined on one connection).
 pub async fn list_tenants(
     State(state): State<AppState>,
-) -> Result<Json<Vec<TenantSummary>>, ApiError> {
-    let mut summaries = Vec::new();
-    for tenant in state.tenants.list() {
-        let usage = state.decider.usage(&tenant, 0).await?;
-        summaries.push(TenantSummary {
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<TenantPage>, ApiError> {
+    let Query(query) = query.map_err(|_| {
+        ApiError::InvalidField("the query takes limit (1 to 1000) and cursor, nothing else")
+    })?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::InvalidField("limit must be 1 to 1000"));
+    }
+    let page = state.tenants.list(query.cursor.as_deref(), limit).await?;
+    let usages = futures_util::future::join_all(
+        page.tenants
+            .iter()
+            .map(|tenant| state.decider.usage(tenant, 0)),
+    )
+    .await;
+    let mut tenants = Vec::with_capacity(page.tenants.len());
+    for (tenant, usage) in page.tenants.into_iter().zip(usages) {
+        let usage = usage?;
+        tenants.push(TenantSummary {
             tenant,
             used: usage.used,
             limit: usage.limit,
         });
     }
-    Ok(Json(summaries))
+    Ok(Json(TenantPage {
+        tenants,
+        next_cursor: page.next_cursor,
+    }))
 }

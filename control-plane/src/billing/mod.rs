@@ -207,7 +207,7 @@ mod tests {
         Billing::new(BillingParts {
             webhook_secret: None,
             stripe: None,
-            tenants: Arc::new(Directory::in_process()),
+            tenants: Arc::new(Directory::in_process().unwrap()),
             tiers: Arc::new(TierSource::load(None).unwrap()),
             clock: Arc::new(crate::clock::ManualClock::new(0)),
             metrics: Arc::default(),

@@ -95,11 +95,6 @@ pub struct SyncFailure {
     pub error: String,
 }
 
-/// Whether a tenant has anything at Stripe to sync.
-fn is_linked(subscription: Option<&Subscription>) -> bool {
-    subscription.is_some_and(|s| s.customer.is_some() || s.id.is_some())
-}
-
 impl Billing {
     /// Brings one tenant in line with Stripe.
     pub async fn sync_tenant(
@@ -128,7 +123,11 @@ impl Billing {
         let lock = self.sync_lock(id);
         let _one_at_a_time = lock.lock().await;
         let started = self.clock.now_secs();
-        let tenant = self.tenants.get(id).ok_or(BillingError::TenantNotFound)?;
+        let tenant = self
+            .tenants
+            .get(id)
+            .await?
+            .ok_or(BillingError::TenantNotFound)?;
         let record = tenant.subscription.clone().unwrap_or_default();
         let mut named: Vec<String> = Vec::new();
         for subscription in hint
@@ -252,7 +251,11 @@ impl Billing {
         let (before, after, outcome, changes, tenant) = match stored {
             None => return Err(BillingError::TenantNotFound),
             Some(Err(())) => {
-                let tenant = self.tenants.get(id).ok_or(BillingError::TenantNotFound)?;
+                let tenant = self
+                    .tenants
+                    .get(id)
+                    .await?
+                    .ok_or(BillingError::TenantNotFound)?;
                 return Ok(SyncReport {
                     tenant,
                     outcome: "unchanged",
@@ -335,14 +338,14 @@ impl Billing {
     /// Syncs every linked tenant (or only those marked for a re-sync), a bounded number at a
     /// time, waiting out Stripe's rate limit.
     pub async fn sync_all(&self, trigger: Trigger, only_marked: bool) -> SyncSummary {
-        let ids: VecDeque<String> = self
-            .tenants
-            .list()
-            .into_iter()
-            .filter(|t| is_linked(t.subscription.as_ref()))
-            .filter(|t| !only_marked || t.subscription.as_ref().is_some_and(|s| s.needs_sync))
-            .map(|t| t.id.to_string())
-            .collect();
+        // The registry keeps the linked (and the marked) tenants' ids: no other tenant is read.
+        let ids: VecDeque<String> = match self.tenants.linked(only_marked).await {
+            Ok(ids) => ids.into(),
+            Err(error) => {
+                tracing::warn!(trigger = trigger.label(), %error, "billing sync cannot list the linked tenants; next time");
+                return SyncSummary::default();
+            }
+        };
         let workers = self.settings.sync_concurrency.clamp(1, 64).min(ids.len());
         let queue = Arc::new(std::sync::Mutex::new(ids));
         // Milliseconds since the epoch (the clock's) before which nobody calls Stripe.

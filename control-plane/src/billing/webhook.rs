@@ -108,7 +108,7 @@ impl Billing {
             tracing::warn!(event = %change.id, "webhook event names no known tenant");
             return Ok("no_tenant");
         };
-        let known = self.tenants.get(&tenant);
+        let known = self.tenants.get(&tenant).await?;
         let Some(known) = known else {
             tracing::warn!(%tenant, event = %change.id, "webhook event for an unknown tenant");
             return Ok("no_tenant");
@@ -163,10 +163,16 @@ impl Billing {
         if let Some(tenant) = &change.tenant {
             return Ok(Some(tenant.clone()));
         }
-        let linked = [&change.subscription, &change.customer]
+        let mut linked = None;
+        for stripe_id in [&change.subscription, &change.customer]
             .into_iter()
             .flatten()
-            .find_map(|stripe_id| self.tenants.by_stripe_id(stripe_id));
+        {
+            linked = self.tenants.by_stripe_id(stripe_id).await?;
+            if linked.is_some() {
+                break;
+            }
+        }
         if linked.is_some() || change.kind != EventKind::Dispute {
             return Ok(linked);
         }
@@ -178,7 +184,10 @@ impl Billing {
             .charge(charge)
             .await?
             .and_then(|c| id_of(&c["customer"]));
-        Ok(customer.and_then(|c| self.tenants.by_stripe_id(&c)))
+        match customer {
+            Some(customer) => Ok(self.tenants.by_stripe_id(&customer).await?),
+            None => Ok(None),
+        }
     }
 
     async fn record_incident(
@@ -610,6 +619,7 @@ mod tests {
                 subscription: None,
             },
             keys: Vec::new(),
+            version: 1,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The decision: whose key this is, which tier is in force for it, and what its window says.
 //!
-//! One key hash, two in-memory lookups (tenant, tier) and one window-store operation. The
-//! [`Decider`] holds exactly what that takes (tenant directory, tier source, window store, key
+//! One key hash, two lookups (the tenant, in memory or one store read on a cache miss; the
+//! tier) and one window-store operation. The [`Decider`] holds exactly what that takes (tenant directory, tier source, window store, key
 //! hasher, clock) and knows nothing of HTTP: the decision endpoint only parses the callout's
 //! headers into a [`DecisionRequest`] and encodes the [`Answer`]. The usage a tenant sees is
 //! read through the same rules ([`usage`]), so the two never disagree about the tier.
@@ -59,7 +59,8 @@ impl Decider {
     /// The answer to one callout.
     pub async fn decide(&self, request: &DecisionRequest<'_>) -> Result<Answer, DecisionError> {
         let key = self.keys.hash(request.api_key);
-        let owner = self.tenants.by_key(&key, self.clock.now_secs())?;
+        // A cached tenant is a memory lookup; a miss is one store read (see `tenants::directory`).
+        let owner = self.tenants.by_key(&key, self.clock.now_secs()).await?;
         self.metrics.count_lookup(owner.is_some());
         let Some(owner) = owner else {
             return Ok(Answer::UnknownKey);
@@ -204,7 +205,7 @@ mod tests {
         let clock = ManualClock::new(1_800_000_000_000);
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
         let decider = Decider {
-            tenants: Arc::new(Directory::in_process()),
+            tenants: Arc::new(Directory::in_process().unwrap()),
             tiers: Arc::new(TierSource::load(None).unwrap()),
             windows: Arc::new(Windows::Memory(MemoryWindows::new(shared.clone()))),
             keys: KeyHasher::new(&Secret::new("a-key-secret-for-these-tests".into())),
@@ -369,12 +370,18 @@ mod tests {
     #[tokio::test]
     async fn before_the_tenants_are_loaded_no_key_is_refused_the_decision_fails() {
         use crate::storage::redis::{RedisConnection, RedisTarget};
-        // A Redis directory whose listener never ran: nothing is loaded.
+        // A Redis directory whose change feed never ran: not attached.
         let target = RedisTarget::Standalone("redis://127.0.0.1:1".into());
         let timeout = Duration::from_millis(50);
         let connection = RedisConnection::connect(&target, timeout).await.unwrap();
         let mut fixture = fixture(false);
-        fixture.decider.tenants = Arc::new(Directory::redis(connection, timeout));
+        let settings = crate::tenants::RegistrySettings::default();
+        fixture.decider.tenants = Arc::new(Directory::redis(
+            connection,
+            timeout,
+            settings,
+            Default::default(),
+        ));
         let request = DecisionRequest {
             api_key: "tg_any",
             route: "ingest",

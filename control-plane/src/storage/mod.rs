@@ -1,13 +1,14 @@
-//! The storage layer, at the bottom: Redis (connection, key layout, every Lua script) and the
-//! embedded state file, with the one error type every store operation returns.
+//! The storage layer, at the bottom: Redis (connection, key layout, every Lua script), the
+//! embedded database file and the state file of earlier versions, with the one error type
+//! every store operation returns.
 //!
 //! Nothing here knows tenants, tiers or HTTP; the window store and the tenant directory build
 //! on it.
 
+pub mod embedded;
 pub mod redis;
 pub mod state_file;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::{RedisError, RetryMethod};
@@ -26,25 +27,19 @@ pub enum StoreError {
     /// What the store holds or answered is not in the shape this version writes.
     #[error("unreadable {what}: {detail}")]
     Malformed { what: &'static str, detail: String },
-    /// The state file could not be written.
-    #[error("cannot write the state file {path}: {source}")]
-    StateFile {
-        path: String,
-        #[source]
-        source: Arc<std::io::Error>,
-    },
+    /// The embedded database failed (a disk error, a full disk); nothing was changed.
+    #[error("the embedded registry failed: {0}")]
+    Embedded(String),
     /// Another writer changed the record between every read and write attempted.
     #[error("the record kept changing under {attempts} attempts to write it")]
     Contended { attempts: usize },
     /// A record that must be new already exists (a fresh random id collided).
     #[error("the id {0} is taken")]
     IdTaken(String),
-    /// The records have not been loaded from the store yet (a replica starting).
+    /// The replica is not following the store's changes yet (starting): what it would answer
+    /// from memory could be stale.
     #[error("the records are not loaded from the store yet")]
     NotLoaded,
-    /// Redis closed the change subscription.
-    #[error("the change subscription closed")]
-    SubscriptionClosed,
 }
 
 impl StoreError {
@@ -54,11 +49,10 @@ impl StoreError {
             StoreError::TimedOut(_)
             | StoreError::Contended { .. }
             | StoreError::IdTaken(_)
-            | StoreError::NotLoaded
-            | StoreError::SubscriptionClosed => true,
+            | StoreError::NotLoaded => true,
             StoreError::Redis(error) => !matches!(error.retry_method(), RetryMethod::NoRetry),
             // A full disk or a permission fixed by an operator: worth retrying.
-            StoreError::StateFile { .. } => true,
+            StoreError::Embedded(_) => true,
             StoreError::Malformed { .. } => false,
         }
     }

@@ -3,14 +3,21 @@
 //!
 //! - this module: the records, as stored and as the decision path sees them;
 //! - [`api_key_hashing`]: minting keys and hashing them;
-//! - [`registry`]: the in-memory index the decision path reads (by key hash, by id, by Stripe
-//!   id);
-//! - [`directory`]: where records live durably (process, state file or Redis) and how every
-//!   replica's registry learns of changes.
+//! - [`directory`]: the registry as the rest of the control-plane uses it: lookups through a
+//!   bounded cache, writes to the durable store, pages for the admin list;
+//! - [`cache`]: the bounded cache of active tenants (by key hash and by id) and of unknown
+//!   keys, and [`key_filter`], which answers most unknown keys without a store read;
+//! - [`changes`]: what a write changes in the indexes, the same for both stores;
+//! - [`embedded`]: the embedded store (redb), and the import of the old state file;
+//! - [`redis_registry`]: the Redis store, and the change log every replica follows.
 
 pub mod api_key_hashing;
+pub mod cache;
+pub mod changes;
 pub mod directory;
-pub mod registry;
+pub mod embedded;
+pub mod key_filter;
+pub mod redis_registry;
 
 use std::sync::Arc;
 
@@ -18,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::tiers::TierName;
 pub use api_key_hashing::{KeyHash, KeyHasher, NewApiKey, RandomError};
-pub use directory::Directory;
+pub use directory::{Directory, Page, RegistrySettings};
 
 pub type TenantId = Arc<str>;
 
@@ -149,6 +156,21 @@ pub struct StoredTenant {
     #[serde(flatten)]
     pub tenant: Tenant,
     pub keys: Vec<StoredKey>,
+    /// One more at every write of this record (0: never written since versions were
+    /// introduced). Of two copies, a replica keeps the higher: a change it hears late never
+    /// replaces one it already has.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub version: u64,
+}
+
+fn is_zero(version: &u64) -> bool {
+    *version == 0
+}
+
+/// A record as read from a store: parsed, and the bytes a compare-and-set compares.
+pub struct Stored {
+    pub record: StoredTenant,
+    pub json: Vec<u8>,
 }
 
 /// One API key of a tenant, as stored: never the key itself.
@@ -172,11 +194,24 @@ impl StoredTenant {
         Self {
             tenant,
             keys: vec![key],
+            version: 1,
         }
     }
 
+    /// Linked to a Stripe customer or subscription: the periodic billing sync checks it.
+    pub fn is_linked(&self) -> bool {
+        let subscription = self.tenant.subscription.as_ref();
+        subscription.is_some_and(|s| s.customer.is_some() || s.id.is_some())
+    }
+
+    /// Its last billing event was applied as delivered: the next sync checks it first.
+    pub fn needs_sync(&self) -> bool {
+        let subscription = self.tenant.subscription.as_ref();
+        self.is_linked() && subscription.is_some_and(|s| s.needs_sync)
+    }
+
     /// The hashes of the tenant's keys, with when each stops working.
-    fn key_hashes(&self) -> impl Iterator<Item = (KeyHash, Option<u64>)> + '_ {
+    pub fn key_hashes(&self) -> impl Iterator<Item = (KeyHash, Option<u64>)> + '_ {
         self.keys.iter().filter_map(|k| {
             let mut hash = KeyHash::default();
             hex::decode_to_slice(&k.hash, &mut hash).ok()?;
@@ -186,7 +221,7 @@ impl StoredTenant {
 
     /// The Stripe ids that name this tenant: its customer, its subscription and any other
     /// running one (so an invoice of either finds it).
-    fn stripe_ids(&self) -> impl Iterator<Item = &str> {
+    pub fn stripe_ids(&self) -> impl Iterator<Item = &str> {
         let subscription = self.tenant.subscription.as_ref();
         let ids = subscription.map(|s| [s.customer.as_deref(), s.id.as_deref()]);
         let conflicting =

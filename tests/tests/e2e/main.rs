@@ -16,5 +16,6 @@ mod redis_store;
 mod request_path;
 mod self_defense;
 mod shadow;
+mod tenant_registry;
 mod tier_reload;
 mod usage;

@@ -205,7 +205,7 @@ async fn operators_see_any_tenants_usage_and_the_list() {
         .json()
         .await
         .unwrap();
-    let list = list.as_array().unwrap();
+    let list = list["tenants"].as_array().unwrap();
     assert_eq!(list.len(), 2);
     let find = |id: &str| list.iter().find(|t| t["id"] == id).cloned().unwrap();
     assert_eq!(

@@ -81,6 +81,26 @@ fn no_delay() -> TcpSettings {
 
 impl RedisConnection {
     pub async fn connect(target: &RedisTarget, timeout: Duration) -> Result<Self, StoreError> {
+        Self::connect_with(target, timeout, timeout).await
+    }
+
+    /// A connection of its own for blocking reads (the tenant change log's `XREAD BLOCK`): a
+    /// blocked call on a shared connection would hold up every call queued behind it. Calls
+    /// on it may take `block` longer than `timeout`.
+    pub async fn connect_for_blocking(
+        target: &RedisTarget,
+        timeout: Duration,
+        block: Duration,
+    ) -> Result<Self, StoreError> {
+        Self::connect_with(target, timeout, timeout + block).await
+    }
+
+    /// `response_timeout` bounds each attempt of a cluster call (see below).
+    async fn connect_with(
+        target: &RedisTarget,
+        timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<Self, StoreError> {
         match target {
             RedisTarget::Standalone(url) => {
                 let info = url
@@ -107,7 +127,7 @@ impl RedisConnection {
                 let client = ClusterClientBuilder::new(urls.clone())
                     .tcp_settings(no_delay())
                     .connection_timeout(timeout)
-                    .response_timeout(timeout)
+                    .response_timeout(response_timeout)
                     .build()?;
                 let connection = tokio::time::timeout(timeout * 10, client.get_async_connection())
                     .await

@@ -1,5 +1,5 @@
 //! Every Lua script Tollgate runs on Redis: the window store's decision and usage, and the
-//! tenant directory's compare-and-set. One script per operation, so each is one round trip (EVALSHA; the redis crate reloads the script on NOSCRIPT) and atomic: Redis runs a
+//! tenant registry's write, reads and change-log position. One script per operation, so each is one round trip (EVALSHA; the redis crate reloads the script on NOSCRIPT) and atomic: Redis runs a
 //! script without interleaving other commands, which is what makes the window exact across
 //! any number of control-plane replicas. `MULTI` could not do this: the admit-or-deny choice
 //! depends on the count read inside the same transaction.
@@ -350,15 +350,112 @@ end
 return result
 "#;
 
-/// The tenant directory's write: stores a tenant record only if the stored one is still the
-/// one read (absent: empty), and announces the change, in one atomic step, so two replicas
-/// changing one tenant never overwrite each other.
+/// The tenant registry's write: stores a tenant record only if the stored one is still the
+/// one read (absent: empty), keeps every index in step with it, bumps the registry's version
+/// and appends the change to the change log, in one atomic step: two replicas changing one
+/// tenant never overwrite each other, and no replica can see a record without its indexes, or
+/// a version without its change.
 ///
-/// KEYS[1] the registry hash. ARGV: tenant id, record read, new record, change channel.
-/// Returns 1 when written, 0 when another writer came first.
-pub const COMPARE_AND_SET: &str = r"
-if (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('PUBLISH', ARGV[4], ARGV[1])
-return 1
+/// KEYS: see `key_layout::REGISTRY_WRITE_KEYS` (1 records, 2 key hashes, 3 Stripe ids, 4 ids,
+/// 5 tier counts, 6 linked, 7 needs-sync, 8 version, 9 change log, 10 key filter).
+/// ARGV: 1 tenant id, 2 record read ('' none), 3 new record, 4 tier before ('' none), 5 tier
+/// after, 6 linked (0/1), 7 needs sync (0/1), 8 change-log length, then five lists, each its
+/// length followed by its items: key hashes removed, key hashes added, Stripe ids removed,
+/// Stripe ids added, key-filter bit offsets to set.
+/// Returns the new registry version, or 0 when another writer came first.
+pub const REGISTRY_WRITE: &str = r"
+local id = ARGV[1]
+if (redis.call('HGET', KEYS[1], id) or '') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], id, ARGV[3])
+local at = 9
+local function list()
+  local n, items = tonumber(ARGV[at]), {}
+  for j = 1, n do items[j] = ARGV[at + j] end
+  at = at + n + 1
+  return items
+end
+local keys_removed, keys_added = list(), list()
+local stripe_removed, stripe_added = list(), list()
+local bits = list()
+-- An index entry is dropped only if it still names this tenant.
+for _, k in ipairs(keys_removed) do
+  if redis.call('HGET', KEYS[2], k) == id then redis.call('HDEL', KEYS[2], k) end
+end
+for _, k in ipairs(keys_added) do redis.call('HSET', KEYS[2], k, id) end
+for _, s in ipairs(stripe_removed) do
+  if redis.call('HGET', KEYS[3], s) == id then redis.call('HDEL', KEYS[3], s) end
+end
+for _, s in ipairs(stripe_added) do redis.call('HSET', KEYS[3], s, id) end
+if ARGV[2] == '' then redis.call('ZADD', KEYS[4], 0, id) end
+if ARGV[4] ~= ARGV[5] then
+  if ARGV[4] ~= '' and redis.call('HINCRBY', KEYS[5], ARGV[4], -1) <= 0 then
+    redis.call('HDEL', KEYS[5], ARGV[4])
+  end
+  redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
+end
+if ARGV[6] == '1' then redis.call('SADD', KEYS[6], id) else redis.call('SREM', KEYS[6], id) end
+if ARGV[7] == '1' then redis.call('SADD', KEYS[7], id) else redis.call('SREM', KEYS[7], id) end
+for _, b in ipairs(bits) do redis.call('SETBIT', KEYS[10], b, 1) end
+local version = redis.call('INCR', KEYS[8])
+redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[8], '*',
+  'v', version, 'id', id, 'r', ARGV[3], 'tb', ARGV[4])
+return version
+";
+
+/// The tenant a key hash belongs to, in one round trip (a replica's cache miss).
+///
+/// KEYS[1] key hashes, KEYS[2] records, KEYS[3] version. ARGV[1] the key hash.
+/// Returns {version, record} or {version} when no tenant has the key: the version the answer
+/// is as of, so a replica never caches an answer older than a change it already applied.
+pub const REGISTRY_BY_KEY: &str = r"
+local version = redis.call('GET', KEYS[3]) or '0'
+local id = redis.call('HGET', KEYS[1], ARGV[1])
+if not id then return {version} end
+return {version, redis.call('HGET', KEYS[2], id)}
+";
+
+/// Records by id, with the version they are as of.
+///
+/// KEYS[1] records, KEYS[2] version. ARGV: tenant ids (at most a thousand).
+/// Returns {version, record or nil per id}.
+pub const REGISTRY_READ: &str = r"
+local reply = {redis.call('GET', KEYS[2]) or '0'}
+if #ARGV > 0 then
+  local records = redis.call('HMGET', KEYS[1], unpack(ARGV))
+  for i = 1, #ARGV do reply[i + 1] = records[i] end
+end
+return reply
+";
+
+/// One page of tenants in id order, after a cursor (the last id of the page before).
+///
+/// KEYS[1] ids, KEYS[2] records. ARGV: 1 the cursor ('' from the start), 2 page size.
+/// Returns {id, record, id, record, ...}.
+pub const REGISTRY_PAGE: &str = r"
+local from = '-'
+if ARGV[1] ~= '' then from = '(' .. ARGV[1] end
+local ids = redis.call('ZRANGEBYLEX', KEYS[1], from, '+', 'LIMIT', 0, tonumber(ARGV[2]))
+if #ids == 0 then return {} end
+local records = redis.call('HMGET', KEYS[2], unpack(ids))
+local reply = {}
+for i, id in ipairs(ids) do
+  reply[#reply + 1] = id
+  reply[#reply + 1] = records[i]
+end
+return reply
+";
+
+/// Where the change log stands, for a replica attaching to it: the registry's version, the
+/// id of the log's last entry (the change of that version) and the tier counts, as of one
+/// instant.
+///
+/// KEYS[1] version, KEYS[2] change log, KEYS[3] tier counts.
+/// Returns {version, last entry id ('0-0': none), tier, count, tier, count, ...}.
+pub const REGISTRY_POSITION: &str = r"
+local version = redis.call('GET', KEYS[1]) or '0'
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local reply = {version, '0-0'}
+if last[1] then reply[2] = last[1][1] end
+for _, field in ipairs(redis.call('HGETALL', KEYS[3])) do reply[#reply + 1] = field end
+return reply
 ";
