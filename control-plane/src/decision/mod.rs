@@ -75,7 +75,7 @@ impl Decider {
         let window_request = WindowRequest {
             cost,
             reported_denials: request.edge_denied,
-            lease_max: request.lease_max,
+            lease_max: if tier.lease { request.lease_max } else { 0 },
             lease_ttl_ms: u64::try_from(self.policy.lease_ttl.as_millis()).unwrap_or(u64::MAX),
             returned: self.returned(request),
         };
@@ -451,6 +451,37 @@ mod tests {
             1000 - 103,
             "a lease not ours takes nothing back"
         );
+    }
+
+    #[tokio::test]
+    async fn a_tier_without_leases_decides_every_request_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiers.toml");
+        std::fs::write(
+            &path,
+            "default_tier = \"exact\"\n[tiers.exact]\nlimit = 100\nwindow_seconds = 60\nlease = false\n",
+        )
+        .unwrap();
+        let mut fixture = fixture(false);
+        fixture.decider.tiers = Arc::new(TierSource::load(Some(path)).unwrap());
+        let (_, key) = fixture.tenant("exact").await;
+        for _ in 0..50 {
+            fixture.decide(&key).await;
+        }
+        let asking = DecisionRequest {
+            api_key: &key,
+            route: "ingest",
+            cost: 1,
+            edge_denied: 0,
+            lease_max: 10,
+            returned: None,
+        };
+        let Answer::Allow { quota, lease, .. } = fixture.decider.decide(&asking).await.unwrap()
+        else {
+            panic!("an admission")
+        };
+        assert_eq!(lease, None, "the tier says no leases");
+        assert_eq!(quota.remaining, 100 - 51, "only this request counted");
     }
 
     #[tokio::test]

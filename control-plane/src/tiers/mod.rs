@@ -39,6 +39,9 @@ pub struct Tier {
     /// Shadow mode: decisions are made and counted but never enforced; a request that would
     /// be refused is let through, marked. For rolling out a new limit safely.
     pub shadow: bool,
+    /// Whether admissions on this tier may come with leases (see `window::lease`); a tier
+    /// whose every request must be decided on its own says `lease = false`.
+    pub lease: bool,
     /// For paid tiers: the Stripe price Checkout sells the tier at (`stripe_price`, or else
     /// the first of `stripe_prices`).
     pub stripe_price: Option<String>,
@@ -138,6 +141,8 @@ struct TierWire {
     paid: bool,
     #[serde(default)]
     shadow: bool,
+    #[serde(default = "leases_by_default")]
+    lease: bool,
     #[serde(default)]
     stripe_price: Option<String>,
     #[serde(default)]
@@ -148,6 +153,10 @@ struct TierWire {
     display_price: Option<String>,
     #[serde(default)]
     costs: HashMap<String, u32>,
+}
+
+fn leases_by_default() -> bool {
+    true
 }
 
 impl TierTable {
@@ -266,6 +275,7 @@ impl std::str::FromStr for TierTable {
                     monthly_limit: tier.monthly_limit,
                     paid: tier.paid,
                     shadow: tier.shadow,
+                    lease: tier.lease,
                     stripe_price: stripe_prices.first().cloned(),
                     stripe_prices,
                     stripe_lookup_keys: tier.stripe_lookup_keys,
@@ -300,6 +310,7 @@ impl Default for TierTable {
                 monthly_limit: None,
                 paid,
                 shadow: false,
+                lease: true,
                 stripe_price: None,
                 stripe_prices: Vec::new(),
                 stripe_lookup_keys: Vec::new(),
@@ -413,6 +424,7 @@ mod tests {
             limit = 10
             window_seconds = 2
             shadow = true
+            lease = false
             costs = { predict = 3 }
         "#
         .parse()
@@ -422,7 +434,13 @@ mod tests {
         assert_eq!(free.cost("ingest", 2), 2);
         assert_eq!(free.window, Duration::from_secs(2));
         assert!(free.shadow);
-        assert!(!TierTable::default().default_tier().shadow);
+        assert!(!free.lease, "this tier opts out of leases");
+        let built_in = TierTable::default();
+        assert!(!built_in.default_tier().shadow);
+        assert!(
+            built_in.default_tier().lease,
+            "leases unless a tier says no"
+        );
     }
 
     #[test]
