@@ -26,30 +26,35 @@ if [[ -z ${REDIS_URL:-} ]]; then
   export TOLLGATE_STATE_FILE=${TOLLGATE_STATE_FILE:-$state/state.json}
 fi
 
-pids=()
-stop() {
-  trap - INT TERM EXIT
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-# Ctrl-C (or SIGTERM) is the documented way to stop: noted here, acted on after `wait` below.
-interrupted=0
-trap 'interrupted=1' INT TERM
-trap stop EXIT
+# The stack, in the foreground until Ctrl-C or until one of its processes exits.
+serve() {
+  # (Inside the job, without job control: Ctrl-C reaches this shell, whose trap stops the
+  # three.)
+  set +m
+  pids=()
+  stop() {
+    trap - INT TERM EXIT
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+  }
+  # Ctrl-C (or SIGTERM) is the documented way to stop: noted here, acted on after `wait` below.
+  interrupted=0
+  trap 'interrupted=1' INT TERM
+  trap stop EXIT
 
-target/debug/tollgate-control-plane & pids+=($!)
-target/debug/tollgate-demo-upstream & pids+=($!)
-.venv/bin/envoy -c envoy/envoy.yaml --concurrency 2 --disable-hot-restart \
-  --log-level warn --component-log-level wasm:info & pids+=($!)
+  target/debug/tollgate-control-plane & pids+=($!)
+  target/debug/tollgate-demo-upstream & pids+=($!)
+  .venv/bin/envoy -c envoy/envoy.yaml --concurrency 2 --disable-hot-restart \
+    --log-level warn --component-log-level wasm:info & pids+=($!)
 
-for _ in $(seq 100); do
-  if curl -fs http://127.0.0.1:9901/ready >/dev/null && curl -fs http://127.0.0.1:8080/healthz >/dev/null; then
-    break
-  fi
-  sleep 0.1
-done
+  for _ in $(seq 100); do
+    if curl -fs http://127.0.0.1:9901/ready >/dev/null && curl -fs http://127.0.0.1:8080/healthz >/dev/null; then
+      break
+    fi
+    sleep 0.1
+  done
 
-cat <<MSG
+  cat <<MSG
 
 Tollgate is running. Envoy: http://127.0.0.1:10000   Control-plane admin (internal): http://127.0.0.1:8081
 Admin token: $TOLLGATE_ADMIN_TOKEN
@@ -67,13 +72,27 @@ The 61st call of the minute (the last code printed) is 429, answered by Envoy at
 Press Ctrl-C to stop.
 MSG
 
-# Stop everything as soon as any one of the three exits (e.g. a port already in use), or on
-# Ctrl-C, which reaches the three too (one process group) and is a clean stop, not a failure.
-wait -n "${pids[@]}" || true
-stop
-if (( interrupted )); then
-  echo "Tollgate stopped."
-  exit 0
+  # Stop everything as soon as any one of the three exits (e.g. a port already in use), or on
+  # Ctrl-C, which reaches the three too (one process group) and is a clean stop, not a failure.
+  wait -n "${pids[@]}" || true
+  stop
+  if (( interrupted )); then
+    echo "Tollgate stopped."
+    exit 0
+  fi
+  echo "a Tollgate process exited (see its output above); stopped the rest" >&2
+  exit 1
+}
+
+# On a terminal, Ctrl-C goes to the whole foreground process group, `make` included, which
+# then reports the stop as an error ("make: *** [run] Interrupt") whatever this script
+# returns. So the stack runs as a job of its own in the foreground (job control: its own
+# process group, given the terminal): Ctrl-C reaches only the stack, and `make run` ends with
+# this script's status, 0 for a Ctrl-C.
+if [[ -t 0 ]]; then
+  set -m
+  serve &
+  fg %% >/dev/null
+else
+  serve
 fi
-echo "a Tollgate process exited (see its output above); stopped the rest" >&2
-exit 1

@@ -9,6 +9,7 @@ mod edge_shedding;
 mod embedding;
 mod envoy_hardening;
 mod leases;
+mod make_run;
 mod monthly;
 mod observability;
 mod operations;
