@@ -31,6 +31,8 @@ pub struct StackOptions {
     direct_response: bool,
     callout_http1: bool,
     control_plane_env: Vec<(&'static str, String)>,
+    /// Envoys beside the first, with the same configuration on ports of their own.
+    more_envoys: usize,
 }
 
 /// Where the filter's callouts go.
@@ -102,6 +104,14 @@ impl StackOptions {
         self
     }
 
+    /// Runs `count` Envoys (at least one), each with the filter, its own shared data (deny
+    /// cache, leases) and its own callouts to the same control-plane(s): several edges of one
+    /// platform.
+    pub fn envoys(mut self, count: usize) -> Self {
+        self.more_envoys = count.saturating_sub(1);
+        self
+    }
+
     /// Calls the control-plane over HTTP/1.1 instead of HTTP/2.
     pub fn callout_http1(mut self) -> Self {
         self.callout_http1 = true;
@@ -126,8 +136,17 @@ pub struct Tenant {
     pub key: String,
 }
 
+/// An Envoy beside the stack's first one (see [`StackOptions::envoys`]).
+pub struct Edge {
+    pub process: Process,
+    pub port: u16,
+    pub admin_port: u16,
+}
+
 pub struct Stack {
     pub envoy: Process,
+    /// The Envoys beside `envoy`, if the test asked for several.
+    pub more_envoys: Vec<Edge>,
     pub control_planes: Vec<ControlPlane>,
     pub upstream: Process,
     pub envoy_port: u16,
@@ -320,7 +339,21 @@ impl Stack {
                 .as_object_mut()
                 .map(|c| c.remove("typed_extension_protocol_options"));
         }
-        let envoy = start_envoy(&config, dir.path());
+        let envoy = start_envoy("envoy", &config, dir.path());
+        let more_envoys: Vec<Edge> = (0..options.more_envoys)
+            .map(|n| {
+                let (port, admin_port) = (free_port(), free_port());
+                config["admin"]["address"]["socket_address"]["port_value"] = json!(admin_port);
+                public_listener(&mut config)["address"]["socket_address"]["port_value"] =
+                    json!(port);
+                let process = start_envoy(&format!("envoy-{}", n + 1), &config, dir.path());
+                Edge {
+                    process,
+                    port,
+                    admin_port,
+                }
+            })
+            .collect();
 
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -329,6 +362,7 @@ impl Stack {
             .expect("http client");
         let stack = Stack {
             envoy,
+            more_envoys,
             control_planes,
             upstream,
             envoy_port,
@@ -345,6 +379,11 @@ impl Stack {
         stack
             .wait_ready(&format!("http://127.0.0.1:{envoy_admin_port}/ready"))
             .await;
+        for edge in &stack.more_envoys {
+            stack
+                .wait_ready(&format!("http://127.0.0.1:{}/ready", edge.admin_port))
+                .await;
+        }
         stack
     }
 
@@ -411,6 +450,14 @@ impl Stack {
     /// A URL on Envoy's public listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.envoy_port)
+    }
+
+    /// `path` on every Envoy's public listener, the first Envoy's first.
+    pub fn urls(&self, path: &str) -> Vec<String> {
+        std::iter::once(self.envoy_port)
+            .chain(self.more_envoys.iter().map(|edge| edge.port))
+            .map(|port| format!("http://127.0.0.1:{port}{path}"))
+            .collect()
     }
 
     /// A URL on the first control-plane's internal listener.
@@ -548,27 +595,33 @@ impl Stack {
         }
     }
 
-    /// Envoy's counters whose names contain `tollgate`, by name (as `/stats` shows them).
+    /// Envoy's counters whose names contain `tollgate`, by name (as `/stats` shows them),
+    /// summed over the stack's Envoys.
     pub async fn envoy_stats(&self) -> std::collections::HashMap<String, u64> {
-        let url = format!(
-            "http://127.0.0.1:{}/stats?filter=tollgate",
-            self.envoy_admin_port
-        );
-        let text = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .expect("envoy /stats")
-            .text()
-            .await
-            .expect("stats text");
-        text.lines()
-            .filter_map(|line| {
-                let (name, value) = line.split_once(": ")?;
-                Some((name.to_owned(), value.trim().parse().ok()?))
-            })
-            .collect()
+        let mut stats = std::collections::HashMap::new();
+        let admin_ports = std::iter::once(self.envoy_admin_port)
+            .chain(self.more_envoys.iter().map(|edge| edge.admin_port));
+        for admin_port in admin_ports {
+            let url = format!("http://127.0.0.1:{admin_port}/stats?filter=tollgate");
+            let text = self
+                .client
+                .get(url)
+                .send()
+                .await
+                .expect("envoy /stats")
+                .text()
+                .await
+                .expect("stats text");
+            for line in text.lines() {
+                let Some((name, value)) = line.split_once(": ") else {
+                    continue;
+                };
+                if let Ok(value) = value.trim().parse::<u64>() {
+                    *stats.entry(name.to_owned()).or_default() += value;
+                }
+            }
+        }
+        stats
     }
 
     /// The control-planes' count of callouts received, all replicas together.
@@ -658,8 +711,9 @@ fn start_control_plane(name: &str, env: &[(&'static str, String)], dir: &Path) -
     Process::spawn(name, command, dir)
 }
 
-fn start_envoy(config: &Value, dir: &Path) -> Process {
-    let path = dir.join("envoy.json");
+/// Starts Envoy `name` (its log and config files are named after it) on `config`.
+fn start_envoy(name: &str, config: &Value, dir: &Path) -> Process {
+    let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, config.to_string()).expect("write envoy config");
     let mut envoy = Command::new(envoy_bin());
     envoy
@@ -673,5 +727,5 @@ fn start_envoy(config: &Value, dir: &Path) -> Process {
             "warn",
         ])
         .args(["--component-log-level", "wasm:info"]);
-    Process::spawn("envoy", envoy, dir)
+    Process::spawn(name, envoy, dir)
 }
