@@ -65,5 +65,8 @@ fn make_run_stops_cleanly_on_ctrl_c() {
         shown.contains("Tollgate stopped.") && shown.trim_end().ends_with("exit: 0"),
         "Ctrl-C is a clean stop and make exits 0:\n{shown}"
     );
-    assert!(!shown.contains("make: ***"), "make reported an error:\n{shown}");
+    assert!(
+        !shown.contains("make: ***"),
+        "make reported an error:\n{shown}"
+    );
 }
