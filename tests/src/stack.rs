@@ -1,6 +1,7 @@
 //! A whole Tollgate stack for one test: control-plane (one or more replicas), demo upstream
 //! and Envoy (2 workers).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -597,31 +598,34 @@ impl Stack {
 
     /// Envoy's counters whose names contain `tollgate`, by name (as `/stats` shows them),
     /// summed over the stack's Envoys.
-    pub async fn envoy_stats(&self) -> std::collections::HashMap<String, u64> {
-        let mut stats = std::collections::HashMap::new();
-        let admin_ports = std::iter::once(self.envoy_admin_port)
-            .chain(self.more_envoys.iter().map(|edge| edge.admin_port));
-        for admin_port in admin_ports {
-            let url = format!("http://127.0.0.1:{admin_port}/stats?filter=tollgate");
-            let text = self
-                .client
-                .get(url)
-                .send()
-                .await
-                .expect("envoy /stats")
-                .text()
-                .await
-                .expect("stats text");
-            for line in text.lines() {
-                let Some((name, value)) = line.split_once(": ") else {
-                    continue;
-                };
-                if let Ok(value) = value.trim().parse::<u64>() {
-                    *stats.entry(name.to_owned()).or_default() += value;
-                }
+    pub async fn envoy_stats(&self) -> HashMap<String, u64> {
+        let mut stats = self.envoy_stats_at(self.envoy_admin_port).await;
+        for edge in &self.more_envoys {
+            for (name, value) in self.envoy_stats_at(edge.admin_port).await {
+                *stats.entry(name).or_default() += value;
             }
         }
         stats
+    }
+
+    /// The counters of the one Envoy whose admin listener is on `admin_port`.
+    pub async fn envoy_stats_at(&self, admin_port: u16) -> HashMap<String, u64> {
+        let url = format!("http://127.0.0.1:{admin_port}/stats?filter=tollgate");
+        let text = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .expect("envoy /stats")
+            .text()
+            .await
+            .expect("stats text");
+        text.lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(": ")?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect()
     }
 
     /// The control-planes' count of callouts received, all replicas together.

@@ -153,7 +153,7 @@ async fn a_hot_tenants_requests_are_admitted_from_leases_with_few_callouts() {
     assert_eq!(stat(&stack, "leases_lost").await, 0, "one key, one slot");
 }
 
-const LIMIT: usize = 2_000;
+const LIMIT: usize = 1_000;
 const WINDOW: Duration = Duration::from_secs(4);
 
 fn hot_tier() -> String {
@@ -194,7 +194,8 @@ async fn the_limit_holds_and_leases_hold_back_a_bounded_share(stack: Stack) {
         stack.wait_until_known(replica, &tenant.id).await;
     }
 
-    // Faster than the limit (500 a second): it binds in every window.
+    // Faster than the limit (250 a second; a debug build on a loaded machine still sends
+    // twice that): it binds in every window.
     let run = Duration::from_secs(11);
     let sent = drive(&stack, &tenant.key, 8, Instant::now(), run).await;
     let admitted = admitted(&sent);
@@ -218,27 +219,11 @@ async fn the_limit_holds_and_leases_hold_back_a_bounded_share(stack: Stack) {
         "leases were used"
     );
     for edge in &stack.more_envoys {
-        let url = format!(
-            "http://127.0.0.1:{}/stats?filter=requests_allowed_leased",
-            edge.admin_port
-        );
-        let text = stack
-            .client()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let leased: u64 = text
-            .lines()
-            .find_map(|line| line.strip_prefix("wasmcustom.tollgate.requests_allowed_leased: "))
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or(0);
+        let stats = stack.envoy_stats_at(edge.admin_port).await;
+        let leased = stats.get("wasmcustom.tollgate.requests_allowed_leased");
         assert!(
-            leased > 0,
-            "the second Envoy spent leases of its own too: {text}"
+            leased.is_some_and(|n| *n > 0),
+            "the second Envoy spent leases of its own too: {leased:?}"
         );
     }
     // A unit leaves the window at most a window and a lease TTL after its use (stamped at
