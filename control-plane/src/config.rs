@@ -209,6 +209,12 @@ pub struct Config {
     #[arg(long, env = "TOLLGATE_PUBLIC_BUDGET", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub public_budget: u32,
 
+    /// How long a usage token (`POST /api/v1/usage/tokens`: read-only access to
+    /// `GET /api/v1/usage`, for a dashboard that should not hold the API key) stays valid,
+    /// in seconds: 1 second to 1 hour.
+    #[arg(long, env = "TOLLGATE_USAGE_TOKEN_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub usage_token_ttl_secs: u64,
+
     /// How long a lease lasts (admissions granted ahead to an Envoy that asks; see
     /// `window::lease`): revocations, suspensions and tier changes reach leased traffic
     /// within it. 0: no leases.

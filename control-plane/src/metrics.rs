@@ -114,6 +114,15 @@ pub struct DecisionLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The control-plane's crate version.
+    pub version: &'static str,
+    /// The decision endpoint it serves, whose path carries the protocol version
+    /// (`/v1/decision`, see `tollgate_protocol`).
+    pub decision_path: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Every callout that reached the decision endpoint, readable or not. The end-to-end tests
@@ -127,7 +136,7 @@ pub struct Metrics {
     /// Window-store calls that failed (Redis down or slow).
     pub store_errors: Counter,
     /// Duration of window-store calls.
-    pub store_seconds: Histogram,
+    pub store_duration_seconds: Histogram,
     /// Tier table reloads by outcome: ok, refused.
     pub tier_reloads: Family<OutcomeLabel, Counter>,
     /// Stripe webhook deliveries by event type and outcome: applied (checked against Stripe,
@@ -136,7 +145,12 @@ pub struct Metrics {
     /// refused.
     pub webhook_events: Family<WebhookLabels, Counter>,
     /// Time from a callout's arrival to its answer, store round trip included.
-    pub decision_seconds: Histogram,
+    pub decision_duration_seconds: Histogram,
+    /// Units of quota the decided callouts asked for (a request's cost, after the tier's
+    /// route prices), by tier and outcome: calls and units differ once routes cost more than
+    /// one. Outcome `leased`: the units of a granted lease's other requests, counted at the
+    /// grant (spent at the edge; what comes back unused is `lease_requests_returned`).
+    pub decision_units: Family<DecisionLabels, Counter>,
     /// Leases granted with admissions (see `window::lease`).
     pub leases_granted: Counter,
     /// Requests of ended leases handed back unused.
@@ -186,11 +200,11 @@ impl Default for Metrics {
             "Window-store calls that failed",
             store_errors.clone(),
         );
-        let store_seconds = Histogram::new(exponential_buckets(0.000_01, 2.0, 16));
+        let store_duration_seconds = Histogram::new(exponential_buckets(0.000_01, 2.0, 16));
         registry.register(
-            "store_seconds",
+            "store_duration_seconds",
             "Duration of window-store calls",
-            store_seconds.clone(),
+            store_duration_seconds.clone(),
         );
         let webhook_events = Family::<WebhookLabels, Counter>::default();
         registry.register(
@@ -206,11 +220,31 @@ impl Default for Metrics {
         );
         // 50 µs to ~0.8 s: an in-memory decision takes tens of microseconds, a Redis one
         // around a millisecond, and the filter gives up at its timeout (100 ms by default).
-        let decision_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 15));
+        let decision_duration_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 15));
         registry.register(
-            "decision_seconds",
+            "decision_duration_seconds",
             "Time to decide a callout, store included",
-            decision_seconds.clone(),
+            decision_duration_seconds.clone(),
+        );
+        let decision_units = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decision_units",
+            "Units of quota decided callouts asked for, by tier and outcome (leased: units granted in leases)",
+            decision_units.clone(),
+        );
+        // The usual `build_info` gauge: always 1, its labels say which build is running, so
+        // a dashboard can join on it and a rollout shows as two versions side by side.
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                decision_path: tollgate_protocol::DECISION_PATH,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running build: always 1, labelled with its version",
+            build_info,
         );
         let leases_granted = Counter::default();
         registry.register(
@@ -262,6 +296,27 @@ impl Default for Metrics {
         );
         let tenant_registry = RegistryMetrics::default();
         tenant_registry.register(&mut registry);
+        // The series the alert rules (deploy/prometheus/alerts.yaml) watch exist at zero from
+        // the start: a series born with its first event hides that event from `increase()`,
+        // and an empty family is not exposed at all, so a dashboard would show "no data".
+        // (`get_or_create` creates the series; its read guard is dropped at once.)
+        for outcome in ["ok", "refused"] {
+            drop(tier_reloads.get_or_create(&OutcomeLabel { outcome }));
+        }
+        for what in ["price", "status"] {
+            drop(billing_unmapped.get_or_create(&WhatLabel { what }));
+        }
+        drop(webhook_events.get_or_create(&WebhookLabels {
+            r#type: String::new(),
+            outcome: "refused",
+        }));
+        for reason in ["start", "gap", "reset"] {
+            drop(
+                tenant_registry
+                    .resyncs
+                    .get_or_create(&ReasonLabel { reason }),
+            );
+        }
         Self {
             registry,
             tenant_registry,
@@ -277,10 +332,11 @@ impl Default for Metrics {
             decisions,
             tenant_lookups,
             store_errors,
-            store_seconds,
+            store_duration_seconds,
             tier_reloads,
             webhook_events,
-            decision_seconds,
+            decision_duration_seconds,
+            decision_units,
         }
     }
 }
@@ -292,6 +348,15 @@ impl Metrics {
             outcome,
         };
         self.decisions.get_or_create(&labels).inc();
+    }
+
+    /// Counts `units` of quota decided for `tier` with `outcome` (see `decision_units`).
+    pub fn count_units(&self, tier: &str, outcome: &'static str, units: u64) {
+        let labels = DecisionLabels {
+            tier: tier.to_owned(),
+            outcome,
+        };
+        self.decision_units.get_or_create(&labels).inc_by(units);
     }
 
     pub fn count_lookup(&self, hit: bool) {

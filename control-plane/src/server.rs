@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::admission::{Admission, ClientAddress, PublicBudgets};
 use crate::api::budgets::Budget;
 use crate::api::listener::{self, ListenerLimits};
+use crate::api::usage_tokens::UsageTokens;
 use crate::api::{AppState, internal_router, public_router};
 use crate::billing::{
     Billing, BillingParts, BillingSettings, CheckoutSettings, StripeApi, StripeApiError,
@@ -263,6 +264,7 @@ impl Parts {
             api_key_header: config.api_key_header.clone(),
             admin_token: config.admin_token.clone(),
             admission: self.admission.clone(),
+            usage_tokens: UsageTokens::new(&config.key_secret, config.usage_token_ttl_secs),
         }
     }
 }

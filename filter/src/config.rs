@@ -18,6 +18,9 @@ use crate::routes::{LimitedRoute, RouteTable};
 /// The longest callout timeout (and deny-cache `max_ttl`) accepted. A decision that takes
 /// longer than this is not a rate limiter any more but an outage; the default is far lower.
 const MAX_TIMEOUT: Duration = Duration::from_secs(10);
+/// Each route name gets its own set of Envoy stats (see `outcome::Stat::route_name`), so the
+/// number of routes bounds the filter's stats.
+pub const MAX_ROUTES: usize = 100;
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 /// Short, so a tenant who upgrades mid-flood is let through within a second.
 const DEFAULT_DENY_TTL: Duration = Duration::from_secs(1);
@@ -275,6 +278,8 @@ pub enum ConfigError {
     LeaseSlots,
     #[error("routes must list at least one limited route")]
     NoRoutes,
+    #[error("routes may list at most {MAX_ROUTES} limited routes")]
+    TooManyRoutes,
     #[error("route prefix {0:?} must start with '/' and hold no '?' or '#'")]
     RoutePrefix(String),
     #[error("route name {0:?} must be 1-64 characters of a-z, 0-9, '-', '_'")]
@@ -325,6 +330,9 @@ impl Settings {
         }
         if wire.routes.is_empty() {
             return Err(ConfigError::NoRoutes);
+        }
+        if wire.routes.len() > MAX_ROUTES {
+            return Err(ConfigError::TooManyRoutes);
         }
         let mut routes = Vec::with_capacity(wire.routes.len());
         for route in wire.routes {
@@ -456,8 +464,12 @@ fn is_path_prefix(prefix: &str) -> bool {
 }
 
 /// Whether two prefixes limit the same paths: trailing slashes do not count in matching.
+/// Whether two prefixes limit the same paths: compared as the route table matches them
+/// (`/a//b` is `/a/b`, `/A` is `/a`), so the second of two such routes, which could never
+/// match, is refused rather than silently dead.
 fn same_prefix(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/') == b.trim_end_matches('/')
+    crate::routes::match_form(a).trim_end_matches('/')
+        == crate::routes::match_form(b).trim_end_matches('/')
 }
 
 fn is_header_name(name: &str) -> bool {
@@ -783,10 +795,43 @@ mod tests {
     }
 
     #[test]
+    fn the_number_of_routes_is_bounded() {
+        // Each route name has its own Envoy stats: the table bounds them.
+        let routes = |count: usize| {
+            let routes: Vec<String> = (0..count)
+                .map(|i| format!(r#"{{"prefix":"/r{i}","name":"r{i}"}}"#))
+                .collect();
+            format!(
+                r#"{{"control_plane":{{"cluster":"cp"}},"routes":[{}]}}"#,
+                routes.join(",")
+            )
+        };
+        assert!(parse(&routes(MAX_ROUTES)).is_ok());
+        assert_eq!(
+            parse(&routes(MAX_ROUTES + 1)),
+            Err(ConfigError::TooManyRoutes)
+        );
+    }
+
+    #[test]
     fn prefixes_differing_only_in_trailing_slashes_are_duplicates() {
         // Found by fuzzing (fuzz/regressions/filter_config/): both limit the same paths, so
         // one of the two routes (its name and cost) silently never applied.
         let json = r#"{"control_plane":{"cluster":"cp"},"routes":[{"prefix":"/p","name":"a"},{"prefix":"/p/","name":"b","cost":5}]}"#;
         assert_eq!(parse(json), Err(ConfigError::DuplicatePrefix("/p/".into())));
+    }
+
+    #[test]
+    fn prefixes_the_route_table_matches_alike_are_duplicates() {
+        for second in ["/a//b", "/A/B", "/a/./b"] {
+            let json = format!(
+                r#"{{"control_plane":{{"cluster":"cp"}},"routes":[{{"prefix":"/a/b","name":"a"}},{{"prefix":"{second}","name":"b"}}]}}"#
+            );
+            assert_eq!(
+                parse(&json),
+                Err(ConfigError::DuplicatePrefix(second.into())),
+                "{second}"
+            );
+        }
     }
 }

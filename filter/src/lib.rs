@@ -7,8 +7,10 @@
 //! and spent without callouts ([`leases`]), the invalid-key budget per client address
 //! ([`invalid_keys`]), all over [`shared_data`], the order a limited request goes through them
 //! ([`request_path`]), the mapping of a decision to an action and its stats ([`outcome`],
-//! [`ratelimit_headers`]), and the rate limit on repeated failure log lines ([`log_limit`]). The `host` module is the only one that talks to Envoy; it moves bytes
-//! between the host and those modules, and is built only for Envoy's wasm32-wasip1.
+//! [`ratelimit_headers`]), the rate limit on repeated failure log lines ([`log_limit`]), and
+//! the tracing headers a callout carries ([`tollgate_protocol::trace_context`]). The `host`
+//! module is the only one that talks to Envoy; it moves bytes between the host and those
+//! modules, and is built only for Envoy's wasm32-wasip1.
 
 pub mod config;
 pub mod deny_cache;

@@ -326,6 +326,9 @@ pub enum Stat {
     InvalidKeysThrottled,
     /// A client address went over its invalid-key budget (once per window).
     InvalidKeyBudgetExceeded,
+    /// Callouts sent to the control-plane (or attempted: a callout Envoy refused to dispatch
+    /// is counted here and in [`Stat::CalloutFailed`]).
+    Callouts,
     /// No decision: the control-plane was down, slow or garbled.
     CalloutFailed,
     /// No decision, and the request was let through unchecked.
@@ -346,7 +349,7 @@ pub enum Stat {
 }
 
 impl Stat {
-    pub const ALL: [Stat; 19] = [
+    pub const ALL: [Stat; 20] = [
         Stat::Allowed,
         Stat::AllowedLeased,
         Stat::LeasedAfterDenial,
@@ -358,6 +361,7 @@ impl Stat {
         Stat::ForbiddenCached,
         Stat::InvalidKeysThrottled,
         Stat::InvalidKeyBudgetExceeded,
+        Stat::Callouts,
         Stat::CalloutFailed,
         Stat::PassedFailOpen,
         Stat::ShadowDenied,
@@ -382,6 +386,7 @@ impl Stat {
             Stat::ForbiddenCached => "tollgate.requests_forbidden_cached",
             Stat::InvalidKeysThrottled => "tollgate.requests_invalid_keys_throttled",
             Stat::InvalidKeyBudgetExceeded => "tollgate.invalid_key_budgets_exceeded",
+            Stat::Callouts => "tollgate.callouts",
             Stat::CalloutFailed => "tollgate.callout_failures",
             Stat::PassedFailOpen => "tollgate.requests_passed_fail_open",
             Stat::ShadowDenied => "tollgate.requests_shadow_denied",
@@ -391,6 +396,17 @@ impl Stat {
             Stat::LeasesLost => "tollgate.leases_lost",
             Stat::LeaseRequestsLost => "tollgate.lease_requests_lost",
         }
+    }
+
+    /// The Envoy stat name of this stat for one limited route:
+    /// `tollgate.route.<route>.<stat>`. Route names are `[a-z0-9_-]` (checked in the
+    /// configuration), so a `stats_tags` regex in Envoy's bootstrap can cut the name out into
+    /// a `tollgate_route` tag (see `envoy/envoy.yaml`); names come from the configuration,
+    /// never from a request, so their number is bounded by it.
+    pub fn route_name(self, route: &str) -> String {
+        let stat = self.name();
+        let stat = stat.strip_prefix("tollgate.").unwrap_or(stat);
+        format!("tollgate.route.{route}.{stat}")
     }
 }
 
@@ -790,6 +806,21 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), Stat::ALL.len());
         assert!(names.iter().all(|n| n.starts_with("tollgate.")));
+    }
+
+    #[test]
+    fn a_route_stat_puts_the_route_where_envoy_cuts_out_its_tag() {
+        assert_eq!(
+            Stat::DeniedCached.route_name("ingest"),
+            "tollgate.route.ingest.requests_denied_cached"
+        );
+        // The route segment sits between `route.` and the stat, which never holds a dot.
+        assert!(Stat::ALL.iter().all(|s| !s.route_name("r").ends_with(".r")));
+        assert!(
+            Stat::ALL
+                .iter()
+                .all(|s| s.route_name("r").matches('.').count() == 3)
+        );
     }
 
     #[test]

@@ -194,6 +194,7 @@ pub fn before_callout(
             LeaseLookup::Busy => {}
         }
     }
+    counts.push((Stat::Callouts, 1));
     Before::Callout { counts, pending }
 }
 
@@ -480,12 +481,15 @@ mod tests {
         let (returning, headers, counts) = callout(before(&settings, &shared, 1_000));
         assert_eq!(headers[header::LEASE_RETURN], "L1 6");
         assert_eq!(headers[header::LEASE_MAX], "1000");
-        assert_eq!(counts, [(Stat::LeaseRequestsReturned, 6)]);
+        assert_eq!(
+            counts,
+            [(Stat::LeaseRequestsReturned, 6), (Stat::Callouts, 1)]
+        );
         for now in [1_001, 1_050] {
             let (_, headers, counts) = callout(before(&settings, &shared, now));
             assert!(!headers.contains_key(header::LEASE_RETURN), "once");
             assert!(!headers.contains_key(header::LEASE_MAX));
-            assert!(counts.is_empty());
+            assert_eq!(counts, [(Stat::Callouts, 1)], "each callout counted");
         }
         let (counts, _) = after_answer(
             &settings,

@@ -105,7 +105,9 @@ pub fn run(data: &[u8]) {
     }
 }
 
-/// The part of a prefix that matching looks at: trailing slashes do not count.
-fn effective(prefix: &str) -> &str {
-    prefix.trim_end_matches('/')
+/// The part of a prefix that matching looks at: its match form, trailing slashes left out.
+fn effective(prefix: &str) -> String {
+    tollgate_filter::routes::match_form(prefix)
+        .trim_end_matches('/')
+        .to_owned()
 }

@@ -42,7 +42,11 @@ export interface TollgateUsageErrorDetail {
   retryIn: number | null;
 }
 
-/** Returns the tenant's API key (or a promise of it); called before every poll. */
+/**
+ * Returns a usage token (minted by your backend with `POST /api/v1/usage/tokens`) or the
+ * tenant's API key, or a promise of either; called before every poll. An expired token is
+ * retried with the provider's next answer, not treated as a refused key.
+ */
 export type TollgateTokenProvider = () => string | null | undefined | Promise<string | null | undefined>;
 
 export interface TollgateUsageElement extends HTMLElement {

@@ -4,7 +4,10 @@
 // (add CUSTOM_ELEMENTS_SCHEMA), React or plain HTML.
 //
 //   <tollgate-usage endpoint="https://api.example.com/api/v1/usage" interval="5"></tollgate-usage>
-//   panel.apiKey = key;                      // or: panel.tokenProvider = async () => key;
+//   panel.apiKey = key;                      // or: panel.tokenProvider = async () => token;
+//
+// tokenProvider is called before every poll; it may return the key or, better, a usage token
+// minted by the page's backend (`POST /api/v1/usage/tokens`), so the key stays off the page.
 //
 // The key is sent only in the x-api-key header, never in a URL, and kept out of the DOM: set
 // it as a property (an `api-key` attribute is read once and removed at once); `apiKey` reads
@@ -372,6 +375,14 @@
         });
         if (generation !== this.#generation) return;
         if (response.status === 401) {
+          // A usage token from the provider that expired between polls is not a refused key:
+          // the provider is asked again at the next poll (after the usual backoff).
+          const code = this.#provider ? (await response.json().catch(() => null))?.code : null;
+          if (generation !== this.#generation) return;
+          if (code === "usage_token_expired") {
+            this.#failed(generation, 401, "the usage token expired");
+            return;
+          }
           this.#refusedKey();
           return;
         }

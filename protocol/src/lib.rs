@@ -11,6 +11,7 @@
 //! stay cheap to link into the filter.
 
 pub mod api_key_extraction;
+pub mod trace_context;
 
 use std::borrow::Cow;
 

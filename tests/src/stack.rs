@@ -715,6 +715,22 @@ fn start_control_plane(name: &str, env: &[(&'static str, String)], dir: &Path) -
     Process::spawn(name, command, dir)
 }
 
+/// Starts a one-worker Envoy `name` on `config` (its config and log files in `dir`, named
+/// after it), logging at `log_level`: for tests of a config of their own, beside no stack.
+pub fn spawn_envoy(name: &str, config: &Value, dir: &Path, log_level: &str) -> Process {
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, config.to_string()).expect("write envoy config");
+    let mut envoy = Command::new(envoy_bin());
+    envoy.arg("-c").arg(&path).args([
+        "--disable-hot-restart",
+        "--concurrency",
+        "1",
+        "--log-level",
+        log_level,
+    ]);
+    Process::spawn(name, envoy, dir)
+}
+
 /// Starts Envoy `name` (its log and config files are named after it) on `config`.
 fn start_envoy(name: &str, config: &Value, dir: &Path) -> Process {
     let path = dir.join(format!("{name}.json"));

@@ -158,7 +158,7 @@ fn steady(url: &str, key: &str) -> (f64, f64, u64, String) {
 async fn decision_buckets(stack: &Stack) -> Vec<(f64, u64)> {
     let text = stack.metrics_text(0).await;
     text.lines()
-        .filter_map(|line| line.strip_prefix("tollgate_decision_seconds_bucket{le=\""))
+        .filter_map(|line| line.strip_prefix("tollgate_decision_duration_seconds_bucket{le=\""))
         .filter_map(|rest| {
             let (bound, count) = rest.split_once("\"} ")?;
             let bound = if bound == "+Inf" {

@@ -10,12 +10,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::{AppState, admin_api_keys as keys, billing, usage};
 use crate::tenants::{Tenant, TenantChange};
 use crate::tiers::TierName;
@@ -77,20 +76,55 @@ async fn require_admin(State(state): State<AppState>, request: Request, next: Ne
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateTenant {
+pub struct CreateTenant {
+    /// 1 to 128 characters (trimmed).
+    #[schema(example = "Acme")]
     name: String,
+    /// A tier of the table in force; default: the table's default tier.
+    #[schema(example = "standard")]
     tier: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateTenant {
+pub struct UpdateTenant {
+    /// A tier of the table in force.
     tier: Option<String>,
+    /// Suspended tenants are refused at the edge (403).
     suspended: Option<bool>,
 }
 
+/// A created tenant, with its first API key: shown this once, stored only as a keyed hash.
+/// Not `Debug`: it holds the key.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedTenant {
+    #[serde(flatten)]
+    tenant: Tenant,
+    /// `tg_` and 48 hex digits.
+    api_key: String,
+    key_id: String,
+}
+
+/// Answers of operations on one tenant that may not find it.
+const NO_TENANT: &str = "No tenant has this id (`tenant_not_found`).";
+
+/// `POST /admin/v1/tenants`: a tenant and its first API key.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/tenants",
+    tag = "tenants",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "The tenant, with its API key (shown once).", body = CreatedTenant),
+        (status = 400, description = "The body is not JSON (`invalid_json`).", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 16 KiB (`body_too_large`).", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown or missing fields (`invalid_body`), a name out of bounds (`invalid_field`), an unknown tier (`unknown_tier`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The tenant store did not answer; nothing was created (`store_unavailable`).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn create_tenant(
     State(state): State<AppState>,
     Body(body): Body<CreateTenant>,
@@ -116,13 +150,27 @@ async fn create_tenant(
     };
     state.tenants.create(tenant.clone(), stored_key).await?;
     tracing::info!(tenant = %tenant.id, tier = %tenant.tier, "tenant created");
-    let mut body = json!(tenant);
-    body["api_key"] = api_key.expose().into();
-    body["key_id"] = key_id.into();
+    let body = CreatedTenant {
+        tenant,
+        api_key: api_key.expose().to_owned(),
+        key_id,
+    };
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-async fn get_tenant(
+/// `GET /admin/v1/tenants/{id}`: the tenant (never its keys).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/tenants/{id}",
+    tag = "tenants",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses(
+        (status = 200, description = "The tenant.", body = Tenant),
+        (status = 404, description = NO_TENANT, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The tenant store did not answer (`store_unavailable`).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub async fn get_tenant(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Tenant>, ApiError> {
@@ -134,6 +182,23 @@ async fn get_tenant(
         .ok_or(ApiError::TenantNotFound)
 }
 
+/// `PATCH /admin/v1/tenants/{id}`: a new tier, or suspended / resumed.
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/tenants/{id}",
+    tag = "tenants",
+    params(("id" = String, Path, description = "The tenant's id")),
+    request_body = UpdateTenant,
+    responses(
+        (status = 200, description = "The tenant as changed.", body = Tenant),
+        (status = 400, description = "The body is not JSON (`invalid_json`).", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = NO_TENANT, body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 16 KiB (`body_too_large`).", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown fields (`invalid_body`) or an unknown tier (`unknown_tier`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The tenant store did not answer; nothing was changed (`store_unavailable`).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn update_tenant(
     State(state): State<AppState>,
     Path(id): Path<String>,

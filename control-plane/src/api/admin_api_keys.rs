@@ -10,23 +10,34 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use crate::tenants::StoredKey;
 
 /// Longest grace period a rotated key may keep working: 30 days.
 const MAX_GRACE_SECONDS: u64 = 30 * 86_400;
 const DEFAULT_GRACE_SECONDS: u64 = 86_400;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub id: String,
     pub prefix: String,
+    /// Unix seconds.
     pub created_at: u64,
+    /// Set on a rotated key: it stops working then (Unix seconds).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+}
+
+/// A key just issued: shown this once, stored only as a keyed hash. Not `Debug`: it holds
+/// the key.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct IssuedKey {
+    #[serde(flatten)]
+    key: KeyInfo,
+    /// `tg_` and 48 hex digits.
+    api_key: String,
 }
 
 impl From<&StoredKey> for KeyInfo {
@@ -40,13 +51,26 @@ impl From<&StoredKey> for KeyInfo {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rotation {
+    /// How long the old key keeps working: at most 2592000 (30 days), default 86400.
+    #[schema(maximum = 2_592_000)]
     grace_seconds: Option<u64>,
 }
 
 /// `GET /admin/v1/tenants/{id}/keys`: the keys that still work.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/tenants/{id}/keys",
+    tag = "keys",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses(
+        (status = 200, description = "The tenant's working keys (never the keys themselves).", body = Vec<KeyInfo>),
+        (status = 404, description = "No tenant has this id (`tenant_not_found`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The tenant store did not answer (`store_unavailable`).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -68,6 +92,17 @@ pub async fn list(
 }
 
 /// `POST /admin/v1/tenants/{id}/keys`: one more key for the tenant.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/tenants/{id}/keys",
+    tag = "keys",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses(
+        (status = 201, description = "The new key (shown once).", body = IssuedKey),
+        (status = 404, description = "No tenant has this id (`tenant_not_found`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The tenant store did not answer (`store_unavailable`).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn issue(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -77,6 +112,23 @@ pub async fn issue(
 
 /// `POST /admin/v1/tenants/{id}/keys/{key_id}/rotate`: a new key; the old one keeps working
 /// for the grace period (default one day).
+#[utoipa::path(
+    post,
+    path = "/admin/v1/tenants/{id}/keys/{key_id}/rotate",
+    tag = "keys",
+    params(
+        ("id" = String, Path, description = "The tenant's id"),
+        ("key_id" = String, Path, description = "The key to retire"),
+    ),
+    request_body(content = Option<Rotation>, description = "Optional: no body means the default grace period."),
+    responses(
+        (status = 201, description = "The new key (shown once).", body = IssuedKey),
+        (status = 404, description = "No tenant has this id (`tenant_not_found`), or it has no working key with this id (`key_not_found`).", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 16 KiB (`body_too_large`).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The body is not `{\"grace_seconds\": N}` with N at most 30 days (`invalid_field`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The tenant store did not answer (`store_unavailable`).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn rotate(
     State(state): State<AppState>,
     Path((id, key_id)): Path<(String, String)>,
@@ -100,6 +152,20 @@ pub async fn rotate(
 }
 
 /// `DELETE /admin/v1/tenants/{id}/keys/{key_id}`: the key stops working now.
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/tenants/{id}/keys/{key_id}",
+    tag = "keys",
+    params(
+        ("id" = String, Path, description = "The tenant's id"),
+        ("key_id" = String, Path, description = "The key to revoke"),
+    ),
+    responses(
+        (status = 204, description = "The key no longer works."),
+        (status = 404, description = "No tenant has this id (`tenant_not_found`), or it has no key with this id (`key_not_found`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The tenant store did not answer (`store_unavailable`).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     Path((id, key_id)): Path<(String, String)>,
@@ -152,7 +218,9 @@ async fn add_key(
         .await?
         .ok_or(ApiError::TenantNotFound)??;
     tracing::info!(tenant = %id, key = %info.id, rotated = retiring.is_some(), "key issued");
-    let mut body = json!(info);
-    body["api_key"] = api_key.expose().into();
+    let body = IssuedKey {
+        key: info,
+        api_key: api_key.expose().to_owned(),
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }

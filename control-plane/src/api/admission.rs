@@ -22,6 +22,7 @@ use super::AppState;
 use super::budgets::{Budget, Budgets};
 use super::error::ApiError;
 use super::listener::peer;
+use super::usage_tokens::UsageTokens;
 use crate::clock::Clock;
 
 /// The public listener's budgets.
@@ -108,7 +109,10 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
     let (budgets, buckets) = (state.admission.budgets, &state.admission.buckets);
     let path = request.uri().path();
     let tenant_budget = match path {
-        "/api/v1/usage" => Some(budgets.usage),
+        // Minting a usage token spends the same budget as reading usage, and a token spends
+        // its tenant's (`UsageTokens::budget_key`): however many are minted, they buy no more
+        // reads than the key could make itself.
+        "/api/v1/usage" | "/api/v1/usage/tokens" => Some(budgets.usage),
         "/api/v1/billing/checkout" | "/api/v1/billing/portal" => Some(budgets.billing),
         _ => None,
     };
@@ -120,7 +124,7 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
             bytes(state.api_key_header.as_str()),
             bytes("authorization"),
         );
-        key.ok().map(|key| (budget, key))
+        key.ok().map(|key| (budget, UsageTokens::budget_key(key)))
     });
     let keyed = key.is_some();
     let admitted = match key {

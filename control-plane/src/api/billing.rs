@@ -14,7 +14,7 @@ use axum::routing::post;
 use serde::Deserialize;
 
 use super::body_limit::{BodyReaders, read_bodies};
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::{AppState, caller};
 use crate::billing::{HostedSession, SyncReport, SyncSummary, Trigger};
 use crate::tenants::Tenant;
@@ -31,14 +31,35 @@ pub fn routes() -> Router<AppState> {
         ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CheckoutRequest {
-    /// The tier to buy, by name.
+pub struct CheckoutRequest {
+    /// The tier to buy, by name (one `GET /api/v1/tiers` lists `for_sale`).
+    #[schema(example = "pro")]
     tier: String,
 }
 
 /// Answers `{"id", "url"}` of a Checkout Session for the tier's Stripe price.
+#[utoipa::path(
+    post,
+    path = "/api/v1/billing/checkout",
+    tag = "billing",
+    security(("api_key" = []), ("bearer" = [])),
+    request_body = CheckoutRequest,
+    responses(
+        (status = 200, description = "A Stripe Checkout Session to send the tenant to.", body = HostedSession),
+        (status = 400, description = "The body is not JSON (`invalid_json`).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No usable API key (`missing_api_key`, `malformed_api_key`, `invalid_api_key`).", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The tenant is suspended (`tenant_suspended`).", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within 10 s (`body_timeout`).", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The tenant already has a subscription (`already_subscribed`).", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 1 MiB (`body_too_large`).", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown fields (`invalid_body`), an unknown tier (`unknown_tier`) or one without a Stripe price (`tier_not_for_sale`).", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Stripe refused the session (`stripe_refused`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Billing is not configured (`billing_not_configured`), Stripe did not answer (`stripe_unavailable`), or a store did not (`store_unavailable`).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn checkout(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -55,6 +76,21 @@ async fn checkout(
 }
 
 /// Answers `{"id", "url"}` of a Billing Portal session for the tenant's Stripe customer.
+#[utoipa::path(
+    post,
+    path = "/api/v1/billing/portal",
+    tag = "billing",
+    security(("api_key" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "A Stripe Billing Portal session to send the tenant to.", body = HostedSession),
+        (status = 401, description = "No usable API key (`missing_api_key`, `malformed_api_key`, `invalid_api_key`).", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within 10 s (`body_timeout`).", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The tenant has no Stripe customer yet (`no_billing_account`).", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 1 MiB (`body_too_large`).", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Stripe refused the session (`stripe_refused`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Billing is not configured (`billing_not_configured`), Stripe did not answer (`stripe_unavailable`), or a store did not (`store_unavailable`).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn portal(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -64,6 +100,21 @@ async fn portal(
 }
 
 /// 200 once the delivery is verified and applied (or changes nothing).
+#[utoipa::path(
+    post,
+    path = "/api/v1/billing/webhook",
+    tag = "billing",
+    params(("stripe-signature" = Option<String>, Header, description = "Stripe's signature of the body")),
+    request_body(content = String, description = "A Stripe event, signed; read raw (at most 1 MiB).", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Verified and applied (or it changes nothing); an empty body."),
+        (status = 400, description = "The signature is missing, wrong or stale (`invalid_signature`), or the signed body is not an event (`invalid_event`).", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within 10 s (`body_timeout`).", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 1 MiB (`body_too_large`).", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Stripe refused the fetch of the event's objects (`stripe_refused`); Stripe retries.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Billing is not configured (`billing_not_configured`), or Stripe or a store did not answer; Stripe retries.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -78,6 +129,18 @@ async fn webhook(
 
 /// `POST /admin/v1/tenants/{id}/billing/sync`: the tenant checked against Stripe now; 200
 /// with the tenant and what changed.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/tenants/{id}/billing/sync",
+    tag = "billing",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses(
+        (status = 200, description = "The tenant and what changed.", body = SyncReport),
+        (status = 404, description = "No tenant has this id (`tenant_not_found`).", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Stripe refused (`stripe_refused`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Billing is not configured (`billing_not_configured`), or Stripe or a store did not answer.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub(super) async fn sync_tenant(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -92,6 +155,15 @@ pub(super) async fn sync_tenant(
 }
 
 /// `POST /admin/v1/billing/sync`: every linked tenant checked against Stripe now.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/billing/sync",
+    tag = "billing",
+    responses(
+        (status = 200, description = "How many were synced, changed and failed, and why.", body = SyncSummary),
+        (status = 503, description = "Billing is not configured (`billing_not_configured`), or the control-plane is shutting down (`overloaded`).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub(super) async fn sync_all(State(state): State<AppState>) -> Result<Json<SyncSummary>, ApiError> {
     let billing = state.billing.clone();
     billing.sessions()?;
@@ -103,6 +175,17 @@ pub(super) async fn sync_all(State(state): State<AppState>) -> Result<Json<SyncS
 }
 
 /// `DELETE /admin/v1/tenants/{id}/billing`: the tenant unlinked from its Stripe customer.
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/tenants/{id}/billing",
+    tag = "billing",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses(
+        (status = 200, description = "The tenant, unlinked.", body = Tenant),
+        (status = 404, description = "No tenant has this id (`tenant_not_found`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The tenant store did not answer (`store_unavailable`).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub(super) async fn unlink(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -1,11 +1,16 @@
 //! `POST /v1/decision` on the internal listener, the hot path: the callout's headers in, the
 //! [`Answer`] out as a status and headers (see `tollgate_protocol`); no JSON, no body. The
 //! decision itself is [`crate::decision::Decider::decide`].
+//!
+//! The filter forwards the client request's `traceparent` and `x-request-id`; each decision
+//! is logged at debug level with them (`RUST_LOG=debug`), so one slow or refused request can
+//! be followed from Envoy's access log to the control-plane. Both are checked here again:
+//! the callout's headers are input like any other.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tollgate_protocol::{Answer, DecisionRequest};
+use tollgate_protocol::{Answer, DecisionRequest, trace_context};
 
 use super::AppState;
 use crate::log_limit;
@@ -14,6 +19,8 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap) -> Respon
     let metrics = &state.metrics;
     metrics.decision_requests.inc();
     let started = std::time::Instant::now();
+    let traceparent = trace_header(&headers, trace_context::TRACEPARENT);
+    let request_id = trace_header(&headers, trace_context::REQUEST_ID);
     let request = DecisionRequest::parse(|name| headers.get(name).and_then(|v| v.to_str().ok()));
     let request = match request {
         Ok(request) => request,
@@ -27,21 +34,38 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap) -> Respon
     };
     let answer = state.decider.decide(&request).await;
     metrics
-        .decision_seconds
+        .decision_duration_seconds
         .observe(started.elapsed().as_secs_f64());
     match answer {
         Ok(answer) => {
-            metrics.count_decision(tier_of(&answer), outcome(&answer));
+            let (tier, outcome) = (tier_of(&answer), outcome(&answer));
+            metrics.count_decision(tier, outcome);
+            // The key is never logged; the route, cost and outcome are what a trace needs.
+            tracing::debug!(
+                traceparent,
+                request_id,
+                route = request.route,
+                cost = request.cost,
+                tier,
+                outcome,
+                "decision"
+            );
             encode(&answer)
         }
         Err(error) => {
             if let Some(suppressed) = log_limit::admit("no_decision") {
-                tracing::error!(%error, suppressed, "no decision");
+                tracing::error!(%error, suppressed, traceparent, request_id, "no decision");
             }
             metrics.count_decision("", "unavailable");
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }
+}
+
+/// A trace header's value if present and well-formed, else `None` (absent and malformed look
+/// the same in the log: a malformed one is not worth a line of its own on the hot path).
+fn trace_header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    trace_context::forwardable(name, headers.get(name)?.as_bytes())
 }
 
 fn tier_of(answer: &Answer) -> &str {

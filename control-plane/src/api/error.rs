@@ -7,15 +7,36 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 use tollgate_protocol::api_key_extraction::KeyError;
 
 use super::budgets::Exhausted;
+use super::usage_tokens::TokenError;
 
 use crate::billing::{BillingError, StripeApiError};
 use crate::decision::DecisionError;
 use crate::storage::StoreError;
 use crate::tenants::RandomError;
+
+/// The body of every error answer: an RFC 9457 problem document (`application/problem+json`)
+/// with a stable `code`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: `code` says which problem it is.
+    #[schema(example = "about:blank")]
+    pub r#type: &'static str,
+    /// The HTTP status's reason phrase.
+    #[schema(example = "Unauthorized")]
+    pub title: &'static str,
+    /// The HTTP status code.
+    #[schema(example = 401, minimum = 400, maximum = 599)]
+    pub status: u16,
+    /// Stable and machine-readable, e.g. `invalid_api_key`, `rate_limited`, `tenant_not_found`.
+    #[schema(example = "invalid_api_key")]
+    pub code: &'static str,
+    /// For humans; may change between versions.
+    pub detail: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -28,6 +49,9 @@ pub enum ApiError {
     /// 401: the API key is well-formed but no tenant's working key.
     #[error("the API key is not valid")]
     InvalidApiKey,
+    /// 401: a usage token that is forged, tampered with, or expired.
+    #[error("{0}")]
+    UsageToken(TokenError),
     /// 400: a webhook whose signature is missing, wrong or stale.
     #[error("the Stripe-Signature does not verify")]
     InvalidSignature,
@@ -112,6 +136,12 @@ impl ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::ApiKey(error) => (StatusCode::UNAUTHORIZED, error.code()),
             ApiError::InvalidApiKey => (StatusCode::UNAUTHORIZED, "invalid_api_key"),
+            ApiError::UsageToken(TokenError::Invalid) => {
+                (StatusCode::UNAUTHORIZED, "invalid_usage_token")
+            }
+            ApiError::UsageToken(TokenError::Expired) => {
+                (StatusCode::UNAUTHORIZED, "usage_token_expired")
+            }
             ApiError::TenantNotFound => (StatusCode::NOT_FOUND, "tenant_not_found"),
             ApiError::TenantSuspended => (StatusCode::FORBIDDEN, "tenant_suspended"),
             ApiError::KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found"),
@@ -211,17 +241,14 @@ impl IntoResponse for ApiError {
         {
             tracing::error!(error = ?self, suppressed, "request failed");
         }
-        let mut response = (
-            status,
-            Json(json!({
-                "type": "about:blank",
-                "title": status.canonical_reason().unwrap_or("Error"),
-                "status": status.as_u16(),
-                "code": code,
-                "detail": self.to_string(),
-            })),
-        )
-            .into_response();
+        let problem = Problem {
+            r#type: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            code,
+            detail: self.to_string(),
+        };
+        let mut response = (status, Json(problem)).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/problem+json"),
@@ -230,6 +257,7 @@ impl IntoResponse for ApiError {
         let realm = match &self {
             ApiError::Unauthorized => Some("Bearer realm=\"tollgate-admin\""),
             ApiError::InvalidApiKey | ApiError::ApiKey(_) => Some("Bearer realm=\"tollgate\""),
+            ApiError::UsageToken(_) => Some("Bearer realm=\"tollgate\", error=\"invalid_token\""),
             _ => None,
         };
         if let Some(realm) = realm {

@@ -18,7 +18,9 @@ mod dashboard;
 mod decision;
 pub mod error;
 pub mod listener;
+pub mod openapi;
 mod usage;
+pub mod usage_tokens;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -28,11 +30,12 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use self::admission::Admission;
-use self::error::ApiError;
+use self::error::{ApiError, Problem};
+use self::usage_tokens::UsageTokens;
 
 use crate::billing::Billing;
 use crate::clock::Clock;
@@ -57,12 +60,15 @@ pub struct AppState {
     pub admin_token: Secret,
     /// Budgets and in-flight bounds of the public listener.
     pub admission: Admission,
+    /// Mints and verifies the usage endpoint's read-only tokens.
+    pub usage_tokens: UsageTokens,
 }
 
 pub fn internal_router(state: AppState) -> Router {
     Router::new()
         .route(tollgate_protocol::DECISION_PATH, post(decision::decide))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", document(&openapi::admin_document()))
         .merge(admin::routes(state.clone()))
         .fallback(not_found)
         .layer(axum::middleware::map_response(problem_for_bare_405))
@@ -73,8 +79,12 @@ pub fn internal_router(state: AppState) -> Router {
 /// `cors_origins`: browser origins allowed to poll the usage endpoint and load the panel.
 pub fn public_router(state: AppState, cors_origins: &[HeaderValue]) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(
+            "/openapi.json",
+            document(&openapi::public_document_for(state.api_key_header.as_str())),
+        )
         .merge(usage::public_routes(cors_origins, &state.api_key_header))
         .merge(dashboard::routes(cors_origins))
         .merge(billing::routes())
@@ -122,11 +132,65 @@ fn panicked(panic: Box<dyn Any + Send + 'static>) -> Response {
     ApiError::Panic.into_response()
 }
 
+/// `GET` answering `document`, rendered once when the router is built (cloning `Bytes` per
+/// request shares them).
+fn document<S: Clone + Send + Sync + 'static>(
+    document: &utoipa::openapi::OpenApi,
+) -> axum::routing::MethodRouter<S> {
+    let text = axum::body::Bytes::from(openapi::render(document));
+    get(move || async move { ([(header::CONTENT_TYPE, "application/json")], text) })
+}
+
+/// Alive: the process serves requests.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "The process is alive.", body = String, content_type = "text/plain", example = "ok")),
+)]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Whether each store answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    pub windows: Health,
+    pub tenants: Health,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Ok,
+    Unavailable,
+}
+
 /// Ready when the window store and the tenant directory answer.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Both stores answer.", body = Readiness),
+        (status = 503, description = "A store does not answer (or the tenants are not loaded yet): \
+            which one, as JSON; or too many requests in flight, as a problem (`overloaded`).",
+            content((Readiness = "application/json"), (Problem = "application/problem+json"))),
+    ),
+)]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let (windows, tenants) = tokio::join!(state.decider.windows.health(), state.tenants.health());
-    let status = |result: &Result<(), _>| if result.is_ok() { "ok" } else { "unavailable" };
-    let body = Json(json!({ "windows": status(&windows), "tenants": status(&tenants) }));
+    let status = |result: &Result<(), _>| {
+        if result.is_ok() {
+            Health::Ok
+        } else {
+            Health::Unavailable
+        }
+    };
+    let body = Json(Readiness {
+        windows: status(&windows),
+        tenants: status(&tenants),
+    });
     if windows.is_ok() && tenants.is_ok() {
         (StatusCode::OK, body)
     } else {

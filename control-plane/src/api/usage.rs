@@ -1,23 +1,25 @@
 //! Usage and tiers as tenants and operators read them: `GET /api/v1/usage` on the public
-//! listener (authenticated by the tenant's own API key, not counted against its quota, CORS
-//! for configured dashboard origins), `GET /api/v1/tiers`, and the same usage for operators
-//! on the admin API, one tenant or a page of them. The figures come from
-//! [`crate::decision::usage`].
+//! listener (authenticated by the tenant's own API key or a usage token, not counted against
+//! its quota, CORS for configured dashboard origins), `POST /api/v1/usage/tokens` (a usage
+//! token for the key's tenant; see [`super::usage_tokens`]), `GET /api/v1/tiers`, and the
+//! same usage for operators on the admin API, one tenant or a page of them. The figures come
+//! from [`crate::decision::usage`].
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::{AppState, caller};
+use crate::decision::usage::Usage;
 use crate::tenants::Tenant;
 
-#[derive(Debug, Serialize)]
-struct TierInfo {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TierInfo {
     name: String,
     limit: u32,
     window_seconds: u32,
@@ -30,6 +32,12 @@ struct TierInfo {
 }
 
 /// `GET /api/v1/tiers`: what each tier offers, for pricing pages and dashboards.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tiers",
+    tag = "tiers",
+    responses((status = 200, description = "Every tier of the table in force.", body = Vec<TierInfo>)),
+)]
 async fn tiers(State(state): State<AppState>) -> Json<Vec<TierInfo>> {
     let table = state.tiers.current();
     Json(
@@ -57,16 +65,36 @@ pub fn public_routes(origins: &[HeaderValue], key_header: &HeaderName) -> Router
         .allow_methods([Method::GET])
         .allow_headers([header::AUTHORIZATION, key_header.clone()])
         .max_age(std::time::Duration::from_secs(600));
+    // Minting has no CORS on purpose: it takes the API key, which belongs on the dashboard's
+    // backend, not in a browser.
     Router::new()
         .route("/api/v1/usage", get(tenant_usage).layer(cors.clone()))
+        .route("/api/v1/usage/tokens", post(mint_usage_token))
         .route("/api/v1/tiers", get(tiers).layer(cors))
 }
 
+/// `GET /api/v1/usage`: the caller's usage in the current window, by its API key or a usage
+/// token.
+#[utoipa::path(
+    get,
+    path = "/api/v1/usage",
+    tag = "usage",
+    security(("api_key" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The tenant's usage; `Cache-Control: no-store`.", body = Usage),
+        (status = 401, description = "No usable key (`missing_api_key`, `malformed_api_key`), \
+            a key nobody has (`invalid_api_key`), or a usage token that is not valid \
+            (`invalid_usage_token`) or has expired (`usage_token_expired`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The usage token's tenant is suspended (`tenant_suspended`).",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn tenant_usage(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tenant = caller::tenant(&state, &headers).await?;
+    let tenant = caller::usage_reader(&state, &headers).await?;
     // Envoy's filter attaches the key's denials it answered from its cache and has not
     // reported yet. A client that sets the header itself (bypassing Envoy) can only inflate
     // its own denied count.
@@ -76,7 +104,69 @@ async fn tenant_usage(
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(usage)).into_response())
 }
 
+/// A usage token and when it expires. Not `Debug`: it is a credential.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UsageToken {
+    /// Send as `Authorization: Bearer <token>` (or in the API-key header) to
+    /// `GET /api/v1/usage`; accepted nowhere else.
+    #[schema(example = "tgu_tn_0123456789abcdef.key_1a2b3c4d.1767225600.4f1c…")]
+    pub token: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+    /// Seconds from now.
+    pub expires_in: u64,
+}
+
+/// `POST /api/v1/usage/tokens`: a short-lived, read-only token for the key's tenant, valid
+/// only for `GET /api/v1/usage`, so a browser dashboard needs no API key. Minting spends the
+/// tenant's usage budget.
+#[utoipa::path(
+    post,
+    path = "/api/v1/usage/tokens",
+    tag = "usage",
+    security(("api_key" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "A token; `Cache-Control: no-store`.", body = UsageToken),
+        (status = 401, description = "No usable API key (`missing_api_key`, \
+            `malformed_api_key`, `invalid_api_key`); a usage token cannot mint another.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The tenant is suspended (`tenant_suspended`).",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn mint_usage_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (tenant, key_id) = caller::tenant_and_key_id(&state, &headers).await?;
+    if tenant.suspended {
+        return Err(ApiError::TenantSuspended);
+    }
+    let minted = state
+        .usage_tokens
+        .mint(&tenant.id, &key_id, state.clock.now_secs());
+    let body = UsageToken {
+        token: minted.token,
+        expires_at: minted.expires_at,
+        expires_in: state.usage_tokens.ttl_secs(),
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+}
+
 /// `GET /admin/v1/tenants/{id}/usage` (behind the admin token).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/tenants/{id}/usage",
+    tag = "tenants",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses(
+        (status = 200, description = "The tenant's usage (the shape of `GET /api/v1/usage`).", body = Usage),
+        (status = 404, description = "No tenant has this id (`tenant_not_found`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A store did not answer (`store_unavailable`).",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn admin_usage(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -94,7 +184,7 @@ pub async fn admin_usage(
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TenantSummary {
     #[serde(flatten)]
     tenant: Tenant,
@@ -102,23 +192,40 @@ pub struct TenantSummary {
     limit: u32,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TenantPage {
     tenants: Vec<TenantSummary>,
     /// Pass as `cursor` for the next page; `null` on the last.
     next_cursor: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Tenants per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page; none for the first.
     cursor: Option<String>,
 }
 
 /// `GET /admin/v1/tenants?limit=&cursor=` (behind the admin token): a page of tenants in id
 /// order (`limit`, 1 to 1000, default 100), each with its current use, read in one batch: the
 /// page's usage reads go out together (over Redis, pipelined on one connection).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/tenants",
+    tag = "tenants",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of tenants in id order, each with its current use.", body = TenantPage),
+        (status = 422, description = "A query parameter out of range or unknown (`invalid_field`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A store did not answer (`store_unavailable`).",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn list_tenants(
     State(state): State<AppState>,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,

@@ -134,7 +134,7 @@ pub fn assess(subscriptions: &[StripeSubscription], tiers: &TierTable) -> Assess
 }
 
 /// One field a sync changed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Change {
     pub field: &'static str,
     pub from: Value,

@@ -106,7 +106,7 @@ impl StripeApiError {
 }
 
 /// A session the tenant is sent to.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct HostedSession {
     pub id: String,
     pub url: String,

@@ -69,7 +69,7 @@ pub(super) struct Hint {
 }
 
 /// The outcome of one tenant's sync.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SyncReport {
     pub tenant: Tenant,
     /// changed, unchanged, unlinked, not_linked.
@@ -78,7 +78,7 @@ pub struct SyncReport {
 }
 
 /// The outcome of a sync of every linked tenant.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SyncSummary {
     pub synced: usize,
     pub unchanged: usize,
@@ -89,7 +89,7 @@ pub struct SyncSummary {
     pub failures: Vec<SyncFailure>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SyncFailure {
     pub tenant: String,
     pub error: String,

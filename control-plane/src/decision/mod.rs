@@ -85,7 +85,7 @@ impl Decider {
             .decide_request(&owner.id, tier.quota(), window_request)
             .await;
         self.metrics
-            .store_seconds
+            .store_duration_seconds
             .observe(started.elapsed().as_secs_f64());
         let decision = decision.inspect_err(|_| {
             self.metrics.store_errors.inc();
@@ -107,9 +107,25 @@ impl Decider {
         };
         let tenant = owner.id.to_string();
         let retry_after_ms = decision.retry_after_ms;
+        // Counted here, where the tier's price for the route is known; the decision endpoint
+        // counts calls. The outcome names match its `tollgate_decisions_total` labels.
+        let units_outcome = if decision.admitted {
+            "allow"
+        } else if self.is_shadowed(&tier) {
+            "shadow_deny"
+        } else {
+            "deny"
+        };
+        self.metrics
+            .count_units(tier.name.as_ref(), units_outcome, u64::from(cost));
         Ok(if decision.admitted {
             let lease = decision.lease.map(|lease| {
                 self.metrics.leases_granted.inc();
+                // The lease's other requests are admitted at the edge, never decided here:
+                // their units are counted at the grant, apart from decided ones.
+                let leased = u64::from(lease.requests.saturating_sub(1)) * u64::from(cost);
+                self.metrics
+                    .count_units(tier.name.as_ref(), "leased", leased);
                 Lease {
                     id: lease.id.to_string(),
                     requests: lease.requests,

@@ -7,7 +7,7 @@ use super::{Decider, DecisionError};
 use crate::tenants::{KeyOwner, Tenant};
 use crate::window::WindowStore;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Usage {
     pub tenant_id: String,
     pub tier: String,
@@ -32,7 +32,7 @@ pub struct Usage {
     pub history: Vec<Minute>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Minute {
     /// Start of the minute, Unix seconds.
     pub start: u64,

@@ -252,6 +252,16 @@ impl Directory {
         Ok(self.lookup(key, now).await?.map(|r| r.tenant.clone()))
     }
 
+    /// The record a key belongs to (its keys included), if the key works at `now`; as
+    /// [`Directory::by_key`].
+    pub async fn record_by_key(
+        &self,
+        key: &KeyHash,
+        now: u64,
+    ) -> Result<Option<Arc<StoredTenant>>, StoreError> {
+        self.lookup(key, now).await
+    }
+
     async fn lookup(
         &self,
         key: &KeyHash,

@@ -29,10 +29,12 @@ pub use directory::{Directory, Page, RegistrySettings};
 
 pub type TenantId = Arc<str>;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tenant {
+    #[schema(value_type = String, example = "tn_0123456789abcdef")]
     pub id: TenantId,
     pub name: String,
+    #[schema(value_type = String, example = "standard")]
     pub tier: TierName,
     pub suspended: bool,
     /// Seconds since the Unix epoch.
@@ -45,7 +47,7 @@ pub struct Tenant {
 
 /// A tenant's billing link to Stripe. Every field added since the first release has a serde
 /// default, so state files and Redis records written before still load.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Subscription {
     /// The tenant's one Stripe customer, created (with `metadata.tenant_id`) before its first
     /// checkout and passed to every later one.
@@ -101,7 +103,7 @@ pub struct Subscription {
 }
 
 /// A dispute or refund of one of the tenant's payments.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PaymentIncident {
     /// `dispute` or `refund`.
     pub kind: String,
@@ -211,6 +213,22 @@ impl StoredTenant {
     }
 
     /// The hashes of the tenant's keys, with when each stops working.
+    /// The id of the record's key whose hash is `key`, if it works at `now`.
+    pub fn working_key_id(&self, key: &KeyHash, now: u64) -> Option<&str> {
+        let hash = hex::encode(key);
+        self.keys
+            .iter()
+            .find(|k| k.hash == hash && k.expires_at.is_none_or(|at| at > now))
+            .map(|k| k.id.as_str())
+    }
+
+    /// Whether the record's key `id` works at `now` (not revoked, not past a rotation's grace).
+    pub fn key_works(&self, id: &str, now: u64) -> bool {
+        self.keys
+            .iter()
+            .any(|k| k.id == id && k.expires_at.is_none_or(|at| at > now))
+    }
+
     pub fn key_hashes(&self) -> impl Iterator<Item = (KeyHash, Option<u64>)> + '_ {
         self.keys.iter().filter_map(|k| {
             let mut hash = KeyHash::default();

@@ -19,6 +19,7 @@ use crate::outcome::{self, Action, CalloutFailure, Headers, LocalReply, RESERVED
 use crate::request_path::{self, Before, Pending};
 use crate::routes;
 use tollgate_protocol::api_key_extraction;
+use tollgate_protocol::trace_context;
 
 /// The client's request headers, fetched with one host call: reading the path, the key
 /// headers and the reserved headers one by one would cost one call each. Values stay bytes
@@ -82,6 +83,9 @@ pub(super) struct RequestContext {
     /// Rate-limit headers for the response of an admitted request, set when the decision
     /// arrives and written in the response phase.
     response_headers: Headers,
+    /// On a limited route, the index of its own stats (see `Stats::route`), so the answer
+    /// of a callout is counted for the route too.
+    route_stats: Option<usize>,
 }
 
 impl RequestContext {
@@ -93,12 +97,19 @@ impl RequestContext {
             key_from_authorization: None,
             pending: None,
             response_headers: Vec::new(),
+            route_stats: None,
         }
     }
 
     /// Sends the callout. `Err` carries the failure when Envoy refused to dispatch it (for
     /// instance an unknown cluster), in which case no response callback will follow.
-    fn dispatch(&self, request: &DecisionRequest<'_>) -> Result<(), CalloutFailure> {
+    /// `trace` holds the client request's tracing headers that may ride along (see
+    /// [`trace_context`]).
+    fn dispatch(
+        &self,
+        request: &DecisionRequest<'_>,
+        trace: &[(&'static str, &str)],
+    ) -> Result<(), CalloutFailure> {
         let protocol_headers = request.headers();
         let mut headers: Vec<(&str, &str)> = vec![
             (":method", "POST"),
@@ -106,6 +117,7 @@ impl RequestContext {
             (":authority", &self.settings.authority),
         ];
         headers.extend(protocol_headers.iter().map(|(n, v)| (*n, v.as_ref())));
+        headers.extend(trace.iter().copied());
         hostcalls::dispatch_http_call(
             &self.settings.cluster,
             headers,
@@ -237,18 +249,19 @@ impl RequestContext {
         };
         let (counts, action) =
             request_path::after_answer(&self.settings, &HostSharedData, &pending, answer, now_ms);
-        self.worker.count_all(&counts);
+        self.worker.count_all(self.route_stats, &counts);
         self.apply(action)
     }
 
     /// The limited-route part of the request phase: an answer from the deny cache, a lease or
     /// the invalid-key budget, or the callout. Returns whether the stream may continue now.
     fn limited(&mut self, headers: &RequestHeaders, route_name: &str, cost: u32) -> bool {
+        self.route_stats = self.worker.route(route_name);
         let (key_header, authorization) = headers.key_headers(&self.settings);
         let api_key = match api_key_extraction::extract(key_header, authorization) {
             Ok(key) => key,
             Err(error) => {
-                self.worker.count(&[Stat::Unauthorized]);
+                self.worker.count(self.route_stats, &[Stat::Unauthorized]);
                 self.send(outcome::on_key_error(error));
                 return false;
             }
@@ -265,12 +278,20 @@ impl RequestContext {
             worker.client()
         }) {
             Before::Answered { counts, action } => {
-                self.worker.count_all(&counts);
+                self.worker.count_all(self.route_stats, &counts);
                 self.apply(action)
             }
             Before::Callout { counts, pending } => {
-                self.worker.count_all(&counts);
-                let sent = self.dispatch(&pending.request(api_key, route_name, cost));
+                self.worker.count_all(self.route_stats, &counts);
+                let trace: Vec<(&'static str, &str)> =
+                    [trace_context::TRACEPARENT, trace_context::REQUEST_ID]
+                        .into_iter()
+                        .filter_map(|name| {
+                            let value = headers.get(name)?;
+                            Some((name, trace_context::forwardable(name, value)?))
+                        })
+                        .collect();
+                let sent = self.dispatch(&pending.request(api_key, route_name, cost), &trace);
                 self.pending = Some(pending);
                 match sent {
                     // Paused until the answer arrives.

@@ -60,20 +60,26 @@ impl Worker {
         }
     }
 
-    fn count(&self, stats: &[Stat]) {
+    /// The index of `route`'s own stats (see [`Stats::route`]).
+    fn route(&self, route: &str) -> Option<usize> {
+        self.stats.route(route)
+    }
+
+    fn count(&self, route: Option<usize>, stats: &[Stat]) {
         for stat in stats {
-            self.count_by(*stat, 1);
+            self.count_by(route, *stat, 1);
         }
     }
 
-    fn count_all(&self, counts: &[(Stat, u64)]) {
+    fn count_all(&self, route: Option<usize>, counts: &[(Stat, u64)]) {
         for (stat, amount) in counts {
-            self.count_by(*stat, *amount);
+            self.count_by(route, *stat, *amount);
         }
     }
 
-    fn count_by(&self, stat: Stat, amount: u64) {
-        if let Err(status) = self.stats.increment(stat, amount) {
+    /// Counts `stat` in the listener-wide total and, for a limited route, in the route's own.
+    fn count_by(&self, route: Option<usize>, stat: Stat, amount: u64) {
+        if let Err(status) = self.stats.increment(route, stat, amount) {
             self.log(
                 log::Level::Warn,
                 "cannot count a stat",
@@ -131,25 +137,49 @@ impl Worker {
     }
 }
 
-/// The filter's Envoy counters, one per [`Stat`]. Envoy sums same-named counters across the
-/// workers' VMs, so `/stats` shows the listener-wide totals. Most go up by one per request;
-/// the lease stats by the requests they count.
+/// The filter's Envoy counters: one per [`Stat`] for the whole listener
+/// (`tollgate.<stat>`), and one per [`Stat`] and route name (`tollgate.route.<name>.<stat>`,
+/// which Envoy's `stats_tags` turn into a `tollgate_route` tag). Envoy sums same-named
+/// counters across the workers' VMs, so `/stats` shows the listener-wide totals. Most go up
+/// by one per request; the lease stats by the requests they count. Route names come from the
+/// configuration (at most `config::MAX_ROUTES`), never from a request.
 struct Stats {
-    ids: [u32; Stat::ALL.len()],
+    totals: [u32; Stat::ALL.len()],
+    /// Sorted by name (from `RouteTable::names`), so a route is found by binary search.
+    by_route: Vec<(String, [u32; Stat::ALL.len()])>,
 }
 
 impl Stats {
-    fn define() -> Result<Self, Status> {
-        let mut ids = [0; Stat::ALL.len()];
-        for (id, stat) in ids.iter_mut().zip(Stat::ALL) {
+    fn define(route_names: &[&str]) -> Result<Self, Status> {
+        let mut totals = [0; Stat::ALL.len()];
+        for (id, stat) in totals.iter_mut().zip(Stat::ALL) {
             *id = hostcalls::define_metric(MetricType::Counter, stat.name())?;
         }
-        Ok(Self { ids })
+        let mut by_route = Vec::with_capacity(route_names.len());
+        for route in route_names {
+            let mut ids = [0; Stat::ALL.len()];
+            for (id, stat) in ids.iter_mut().zip(Stat::ALL) {
+                *id = hostcalls::define_metric(MetricType::Counter, &stat.route_name(route))?;
+            }
+            by_route.push(((*route).to_owned(), ids));
+        }
+        Ok(Self { totals, by_route })
     }
 
-    fn increment(&self, stat: Stat, amount: u64) -> Result<(), Status> {
+    fn route(&self, route: &str) -> Option<usize> {
+        self.by_route
+            .binary_search_by(|(name, _)| name.as_str().cmp(route))
+            .ok()
+    }
+
+    fn increment(&self, route: Option<usize>, stat: Stat, amount: u64) -> Result<(), Status> {
         let index = Stat::ALL.iter().position(|s| *s == stat).unwrap_or(0);
-        let id = self.ids.get(index).copied().unwrap_or(0);
-        hostcalls::increment_metric(id, i64::try_from(amount).unwrap_or(i64::MAX))
+        let amount = i64::try_from(amount).unwrap_or(i64::MAX);
+        let total = self.totals.get(index).copied().unwrap_or(0);
+        hostcalls::increment_metric(total, amount)?;
+        if let Some(ids) = route.and_then(|route| self.by_route.get(route)) {
+            hostcalls::increment_metric(ids.1.get(index).copied().unwrap_or(0), amount)?;
+        }
+        Ok(())
     }
 }

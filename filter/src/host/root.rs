@@ -53,15 +53,16 @@ impl RootContext for FilterRoot {
                 return false;
             }
         };
-        let stats = match Stats::define() {
-            Ok(stats) => stats,
-            Err(status) => {
-                log::error!("tollgate: cannot define the filter's stats: {status:?}");
-                return false;
-            }
-        };
         match Settings::from_json(bytes.as_deref()) {
             Ok(settings) => {
+                // Defined once the routes are known: each route name has its own stats.
+                let stats = match Stats::define(&settings.routes.names()) {
+                    Ok(stats) => stats,
+                    Err(status) => {
+                        log::error!("tollgate: cannot define the filter's stats: {status:?}");
+                        return false;
+                    }
+                };
                 log::info!(
                     "tollgate: configured: cluster {}, timeout {:?}, failure mode {:?}, \
                      deny cache {:?}, invalid-key budget {:?}, leases {:?}, API key forwarded \

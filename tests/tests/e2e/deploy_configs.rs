@@ -1,6 +1,7 @@
 //! Deployment configuration, validated offline with the real tools: every Envoy config in
 //! `envoy/` (with the real filter module), `docker-compose.yml` (Compose v2), and the Istio
-//! manifests (yamllint, a JSON schema for WasmPlugin, kubernetes-validate for core kinds).
+//! manifests (yamllint, committed JSON schemas for the custom kinds, kubernetes-validate for
+//! core kinds).
 //! Each check is also run on a deliberately broken copy, to prove it bites.
 //!
 //! Then what the configurations promise, read out of them: the public listener's edge
@@ -16,9 +17,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tollgate_e2e::stack::{
-    filter_config, set_filter_config, shipped_envoy_config, validate_envoy_config,
+    filter_config, set_filter_config, shipped_envoy_config, spawn_envoy, validate_envoy_config,
 };
-use tollgate_e2e::{Process, envoy_bin, free_port, workspace};
+use tollgate_e2e::{free_port, workspace};
 
 fn venv_bin(name: &str) -> PathBuf {
     workspace().join(".venv/bin").join(name)
@@ -145,17 +146,7 @@ fn runnable(mut config: Value) -> Value {
 /// and returns its log once it has entered its main loop.
 fn startup_log(config: &Value) -> String {
     let dir = TempDir::new().expect("tempdir");
-    let path = dir.path().join("envoy.json");
-    std::fs::write(&path, config.to_string()).expect("write config");
-    let mut command = Command::new(envoy_bin());
-    command.arg("-c").arg(&path).args([
-        "--disable-hot-restart",
-        "--concurrency",
-        "1",
-        "--log-level",
-        "info",
-    ]);
-    let mut envoy = Process::spawn("envoy", command, dir.path());
+    let mut envoy = spawn_envoy("envoy", config, dir.path(), "info");
     let started = Instant::now();
     loop {
         let log = envoy.log();
@@ -345,6 +336,69 @@ fn compose_redis_requires_the_password_the_control_plane_sends() {
     );
 }
 
+/// The Istio manifests of core kinds, which kubernetes-validate knows.
+const CORE_MANIFESTS: [&str; 4] = [
+    "control-plane.yaml",
+    "redis.yaml",
+    "tiers.yaml",
+    "demo-upstream.yaml",
+];
+/// The manifests of custom kinds, each document checked against the committed JSON schema of
+/// its kind (see [`schema_of`]).
+const CUSTOM_MANIFESTS: [&str; 5] = [
+    "wasmplugin.yaml",
+    "gateway.yaml",
+    "httproute.yaml",
+    "mesh-config.yaml",
+    "monitoring.yaml",
+];
+
+/// The schema file (in envoy/istio/schema/) for a document's apiVersion group and kind.
+fn schema_of(document: &Value) -> &'static str {
+    let group = document["apiVersion"]
+        .as_str()
+        .and_then(|v| v.split('/').next())
+        .expect("apiVersion");
+    match (group, document["kind"].as_str().expect("kind")) {
+        ("extensions.istio.io", "WasmPlugin") => "wasmplugin.schema.json",
+        ("networking.istio.io", "Gateway") => "gateway.schema.json",
+        ("networking.istio.io", "VirtualService") => "virtualservice.schema.json",
+        ("gateway.networking.k8s.io", "Gateway") => "gateway-api-gateway.schema.json",
+        ("gateway.networking.k8s.io", "HTTPRoute") => "httproute.schema.json",
+        ("install.istio.io", "IstioOperator") => "istiooperator.schema.json",
+        ("monitoring.coreos.com", "ServiceMonitor") => "servicemonitor.schema.json",
+        ("monitoring.coreos.com", "PodMonitor") => "podmonitor.schema.json",
+        (group, kind) => panic!("no schema for {group} {kind}"),
+    }
+}
+
+/// check-jsonschema reads one document per file: each document of each file goes into a
+/// file of its own under `dir`, and is checked against its kind's schema. Whether all
+/// passed, and what the failures printed.
+fn check_custom_kinds(dir: &Path, files: &[PathBuf]) -> (bool, String) {
+    let mut by_schema: BTreeMap<&str, Vec<PathBuf>> = BTreeMap::new();
+    for file in files {
+        let stem = file.file_stem().and_then(|s| s.to_str()).expect("name");
+        for (index, document) in yaml_documents(file).iter().enumerate() {
+            let path = dir.join(format!("{stem}-{index}.json"));
+            std::fs::write(&path, document.to_string()).expect("write document");
+            by_schema.entry(schema_of(document)).or_default().push(path);
+        }
+    }
+    let (mut ok, mut output) = (true, String::new());
+    for (schema, documents) in by_schema {
+        let mut command = Command::new(venv_bin("check-jsonschema"));
+        command
+            .arg("--schemafile")
+            .arg(workspace().join("envoy/istio/schema").join(schema))
+            .args(documents);
+        let (passed, printed) = run(command);
+        ok &= passed;
+        output += &printed;
+    }
+    (ok, output)
+}
+
 #[test]
 fn istio_manifests_pass_their_validators_and_broken_copies_fail() {
     let istio = workspace().join("envoy/istio");
@@ -353,83 +407,532 @@ fn istio_manifests_pass_their_validators_and_broken_copies_fail() {
         command.arg("-c").arg(istio.join(".yamllint")).args(files);
         run(command)
     };
-    let schema = |file: &Path| {
-        let mut command = Command::new(venv_bin("check-jsonschema"));
-        command
-            .arg("--schemafile")
-            .arg(istio.join("schema/wasmplugin.schema.json"))
-            .arg(file);
-        run(command)
-    };
     let kubernetes = |files: &[PathBuf]| {
         let mut command = Command::new(venv_bin("kubernetes-validate"));
         command.args(["--strict", "--quiet"]).args(files);
         run(command)
     };
-    let manifests: Vec<PathBuf> = ["wasmplugin.yaml", "control-plane.yaml", "redis.yaml"]
-        .iter()
-        .map(|name| istio.join(name))
-        .collect();
-    let (ok, output) = lint(&manifests);
-    assert!(ok, "yamllint:\n{output}");
-    let (ok, output) = schema(&manifests[0]);
-    assert!(ok, "WasmPlugin schema:\n{output}");
-    let (ok, output) = kubernetes(&manifests[1..]);
-    assert!(ok, "kubernetes-validate:\n{output}");
+    let in_dir = |names: &[&str]| -> Vec<PathBuf> { names.iter().map(|n| istio.join(n)).collect() };
+    let (core, custom) = (in_dir(&CORE_MANIFESTS), in_dir(&CUSTOM_MANIFESTS));
 
+    // No manifest escapes validation.
+    let shipped: BTreeSet<String> = std::fs::read_dir(&istio)
+        .expect("envoy/istio")
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".yaml"))
+        .collect();
+    let validated: BTreeSet<String> = CORE_MANIFESTS
+        .iter()
+        .chain(&CUSTOM_MANIFESTS)
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(shipped, validated, "every manifest is validated");
+
+    let (ok, output) = lint(&core.iter().chain(&custom).cloned().collect::<Vec<_>>());
+    assert!(ok, "yamllint:\n{output}");
+    let (ok, output) = kubernetes(&core);
+    assert!(ok, "kubernetes-validate:\n{output}");
     let dir = TempDir::new().expect("tempdir");
+    let (ok, output) = check_custom_kinds(dir.path(), &custom);
+    assert!(ok, "schemas:\n{output}");
+
+    let broken = TempDir::new().expect("tempdir");
     let bad_yaml = broken_copy(
-        dir.path(),
-        &manifests[2],
+        broken.path(),
+        &core[1],
         "redis.yaml",
         "  replicas: 1",
         "  replicas: 1\n  replicas: 2",
     );
     assert!(!lint(&[bad_yaml]).0, "yamllint must catch a duplicated key");
-    let typo = broken_copy(
-        dir.path(),
-        &manifests[0],
-        "wasmplugin.yaml",
-        "failStrategy",
-        "failStratgy",
+
+    // kubernetes-validate: an unknown field of each core manifest.
+    for (file, from, to) in [
+        (
+            "control-plane.yaml",
+            "containerPort: 8081",
+            "containerPrt: 8081",
+        ),
+        (
+            "control-plane.yaml",
+            "  minAvailable: 1",
+            "  minAvailabe: 1",
+        ),
+        (
+            "redis.yaml",
+            "  ingress:\n    - from:",
+            "  ingress:\n    - form:",
+        ),
+        ("tiers.yaml", "data:", "dat:"),
+        ("demo-upstream.yaml", "readinessProbe:", "readinesProbe:"),
+    ] {
+        let copy = broken_copy(broken.path(), &istio.join(file), file, from, to);
+        assert!(
+            !kubernetes(&[copy]).0,
+            "kubernetes-validate accepted {file} with {to:?}"
+        );
+    }
+
+    // The schemas: a misspelt field or an unknown value in each custom kind.
+    for (file, from, to) in [
+        ("wasmplugin.yaml", "  failStrategy:", "  failStratgy:"),
+        ("wasmplugin.yaml", "phase: AUTHZ", "phase: AUTHORIZE"),
+        ("wasmplugin.yaml", "  sha256: \"0000", "  sha256: \"000"),
+        ("gateway.yaml", "protocol: HTTP", "protocol: HTTTP"),
+        (
+            "gateway.yaml",
+            "        - destination:",
+            "        - destinaton:",
+        ),
+        (
+            "gateway.yaml",
+            "            exact: /api/v1/tiers",
+            "            exactly: /api/v1/tiers",
+        ),
+        ("httproute.yaml", "type: PathPrefix", "type: Prefix"),
+        (
+            "httproute.yaml",
+            "  gatewayClassName: istio",
+            "  gatewayClass: istio",
+        ),
+        (
+            "mesh-config.yaml",
+            "normalization: MERGE_SLASHES",
+            "normalization: MERGE",
+        ),
+        (
+            "mesh-config.yaml",
+            "          podAnnotations:",
+            "          podAnnotation:",
+        ),
+        ("monitoring.yaml", "  endpoints:", "  endpoint:"),
+        (
+            "monitoring.yaml",
+            "path: /stats/prometheus",
+            "path: stats/prometheus",
+        ),
+    ] {
+        let copy = broken_copy(broken.path(), &istio.join(file), file, from, to);
+        let documents = TempDir::new().expect("tempdir");
+        assert!(
+            !check_custom_kinds(documents.path(), &[copy]).0,
+            "the schemas accepted {file} with {to:?}"
+        );
+    }
+}
+
+/// The paths a VirtualService's or HTTPRoute's matches send somewhere, as `exact PATH` or
+/// `prefix PATH` (a whole-segment prefix, without its trailing slash).
+fn istio_matches(route: &Value) -> BTreeSet<String> {
+    route["match"]
+        .as_array()
+        .expect("match")
+        .iter()
+        .map(
+            |m| match (m["uri"]["exact"].as_str(), m["uri"]["prefix"].as_str()) {
+                (Some(path), None) => format!("exact {path}"),
+                (None, Some(prefix)) => {
+                    let segments = prefix
+                        .strip_suffix('/')
+                        .unwrap_or_else(|| panic!("{prefix} is not a whole-segment prefix"));
+                    format!("prefix {segments}")
+                }
+                _ => panic!("{m}"),
+            },
+        )
+        .collect()
+}
+
+fn gateway_api_matches(rule: &Value) -> BTreeSet<String> {
+    rule["matches"]
+        .as_array()
+        .expect("matches")
+        .iter()
+        .map(|m| {
+            let value = m["path"]["value"].as_str().expect("path value");
+            match m["path"]["type"].as_str() {
+                Some("Exact") => format!("exact {value}"),
+                Some("PathPrefix") => format!("prefix {value}"),
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn both_gateway_flavours_route_exactly_the_public_endpoints_to_the_public_port() {
+    let istio = workspace().join("envoy/istio");
+    let control_plane = yaml_documents(&istio.join("control-plane.yaml"));
+    let service = manifest(&control_plane, "Service", "tollgate-control-plane");
+    let public_port = service["spec"]["ports"]
+        .as_array()
+        .and_then(|ports| ports.iter().find(|p| p["name"] == "http-public"))
+        .and_then(|p| p["port"].as_u64())
+        .expect("the public port");
+    assert_eq!(public_port, 8080);
+
+    // `exact /api/v1/usage` + `prefix /api/v1/usage` is one whole-segment prefix, as
+    // Gateway API's PathPrefix; normalise the Istio form to that.
+    let as_segments = |matches: BTreeSet<String>| -> BTreeSet<String> {
+        matches
+            .iter()
+            .filter(|m| {
+                !(m.starts_with("exact ") && matches.contains(&m.replacen("exact ", "prefix ", 1)))
+            })
+            .cloned()
+            .collect()
+    };
+    let public: BTreeSet<String> = [
+        "prefix /api/v1/usage",
+        "exact /api/v1/tiers",
+        "prefix /api/v1/billing",
+        "exact /dashboard",
+        "exact /openapi.json",
+        "prefix /ui",
+    ]
+    .map(String::from)
+    .into();
+    let demo: BTreeSet<String> = ["prefix /api/v1/ingest", "prefix /api/v1/predict"]
+        .map(String::from)
+        .into();
+
+    let istio_api = yaml_documents(&istio.join("gateway.yaml"));
+    let gateway = manifest(&istio_api, "Gateway", "tollgate");
+    assert_eq!(
+        gateway["spec"]["selector"],
+        json!({"istio": "ingressgateway"}),
+        "the gateway pods the WasmPlugin and the NetworkPolicies select"
+    );
+    let host = &gateway["spec"]["servers"][0]["hosts"][0];
+    for (name, destination, port, paths) in [
+        (
+            "tollgate-public",
+            "tollgate-control-plane.tollgate.svc.cluster.local",
+            8080,
+            &public,
+        ),
+        (
+            "tollgate-demo-api",
+            "tollgate-demo-upstream.tollgate.svc.cluster.local",
+            8090,
+            &demo,
+        ),
+    ] {
+        let service = manifest(&istio_api, "VirtualService", name);
+        assert_eq!(service["spec"]["gateways"], json!(["tollgate/tollgate"]));
+        assert_eq!(service["spec"]["hosts"][0], *host);
+        let http = service["spec"]["http"].as_array().expect("http");
+        assert_eq!(http.len(), 1, "{name}: one route");
+        assert_eq!(as_segments(istio_matches(&http[0])), *paths, "{name}");
+        assert_eq!(
+            http[0]["route"],
+            json!([{"destination": {"host": destination, "port": {"number": port}}}]),
+            "{name}"
+        );
+    }
+
+    let gateway_api = yaml_documents(&istio.join("httproute.yaml"));
+    let listener = &manifest(&gateway_api, "Gateway", "tollgate")["spec"]["listeners"][0];
+    assert_eq!(listener["hostname"], *host);
+    for (name, backend, port, paths) in [
+        ("tollgate-public", "tollgate-control-plane", 8080, &public),
+        ("tollgate-demo-api", "tollgate-demo-upstream", 8090, &demo),
+    ] {
+        let route = manifest(&gateway_api, "HTTPRoute", name);
+        assert_eq!(route["spec"]["parentRefs"], json!([{"name": "tollgate"}]));
+        let rules = route["spec"]["rules"].as_array().expect("rules");
+        assert_eq!(rules.len(), 1, "{name}: one rule");
+        assert_eq!(gateway_api_matches(&rules[0]), *paths, "{name}");
+        assert_eq!(
+            rules[0]["backendRefs"],
+            json!([{"name": backend, "port": port}]),
+            "{name}"
+        );
+    }
+}
+
+/// Every workload's pods, by their labels, with their containers.
+fn workloads(documents: &[Value]) -> Vec<(&Value, &Vec<Value>)> {
+    documents
+        .iter()
+        .filter(|d| d["kind"] == "Deployment" || d["kind"] == "StatefulSet")
+        .map(|d| {
+            let template = &d["spec"]["template"];
+            (
+                &template["metadata"]["labels"],
+                template["spec"]["containers"]
+                    .as_array()
+                    .expect("containers"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_istio_workload_has_resources_and_a_disruption_budget() {
+    let istio = workspace().join("envoy/istio");
+    let documents: Vec<Value> = CORE_MANIFESTS
+        .iter()
+        .flat_map(|name| yaml_documents(&istio.join(name)))
+        .collect();
+    let all = workloads(&documents);
+    assert_eq!(all.len(), 3, "control-plane, Redis, demo upstream");
+    for (labels, containers) in all {
+        for container in containers {
+            let resources = &container["resources"];
+            for field in [
+                "requests.cpu",
+                "requests.memory",
+                "limits.cpu",
+                "limits.memory",
+            ] {
+                let (kind, what) = field.split_once('.').expect("dotted");
+                assert!(
+                    resources[kind][what].is_string(),
+                    "{labels}: container {} has no {field}",
+                    container["name"]
+                );
+            }
+        }
+        let budgets: Vec<&Value> = documents
+            .iter()
+            .filter(|d| d["kind"] == "PodDisruptionBudget")
+            .filter(|d| d["spec"]["selector"]["matchLabels"] == *labels)
+            .collect();
+        assert_eq!(budgets.len(), 1, "{labels}: one PodDisruptionBudget");
+        assert_eq!(budgets[0]["spec"]["minAvailable"], 1, "{labels}");
+    }
+    // The gateway is Istio's: mesh-config.yaml sets its resources and budget.
+    let mesh = yaml(&istio.join("mesh-config.yaml"));
+    let gateway = &mesh["spec"]["components"]["ingressGateways"][0]["k8s"];
+    assert!(
+        gateway["resources"]["limits"]["memory"].is_string(),
+        "{gateway}"
+    );
+    assert_eq!(gateway["podDisruptionBudget"]["minAvailable"], 1);
+}
+
+/// A Kubernetes memory quantity (`512Mi`, `384mb` as Redis writes it) in bytes.
+fn bytes(quantity: &str) -> u64 {
+    let split = quantity
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(quantity.len());
+    let (number, unit) = quantity.split_at(split);
+    let number: u64 = number.parse().expect("a number");
+    let unit = match unit.to_ascii_lowercase().as_str() {
+        "mi" | "mb" => 1 << 20,
+        "gi" | "gb" => 1 << 30,
+        other => panic!("unit {other}"),
+    };
+    number * unit
+}
+
+#[test]
+fn istio_redis_caps_its_memory_below_its_limit_and_never_evicts() {
+    let redis = yaml_documents(&workspace().join("envoy/istio/redis.yaml"));
+    let server = &manifest(&redis, "StatefulSet", "tollgate-redis")["spec"]["template"]["spec"]["containers"]
+        [0];
+    let args: Vec<&str> = server["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let after = |flag: &str| {
+        args.iter()
+            .position(|a| *a == flag)
+            .and_then(|i| args.get(i + 1))
+            .copied()
+            .unwrap_or_else(|| panic!("no {flag} in {args:?}"))
+    };
+    // Evicting a window would admit past the limit; evicting a tenant would lose it.
+    assert_eq!(after("--maxmemory-policy"), "noeviction");
+    let maxmemory = bytes(after("--maxmemory"));
+    let limit = bytes(
+        server["resources"]["limits"]["memory"]
+            .as_str()
+            .expect("limit"),
     );
     assert!(
-        !schema(&typo).0,
-        "the schema must reject an unknown WasmPlugin field"
+        maxmemory * 4 <= limit * 3,
+        "maxmemory {maxmemory} leaves a quarter of the {limit} limit for buffers"
     );
-    let bad_phase = broken_copy(
-        dir.path(),
-        &manifests[0],
-        "phase.yaml",
-        "phase: AUTHZ",
-        "phase: AUTHORIZE",
+}
+
+#[test]
+fn the_tier_configmap_is_mounted_as_a_directory_where_the_control_plane_reads_it() {
+    let istio = workspace().join("envoy/istio");
+    let config_map = yaml(&istio.join("tiers.yaml"));
+    assert_eq!(config_map["kind"], "ConfigMap");
+    let keys: Vec<&String> = config_map["data"]
+        .as_object()
+        .expect("data")
+        .keys()
+        .collect();
+    assert_eq!(keys, ["tiers.toml"]);
+
+    let control_plane = yaml_documents(&istio.join("control-plane.yaml"));
+    let pod = &manifest(&control_plane, "Deployment", "tollgate-control-plane")["spec"]["template"]
+        ["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .and_then(|v| {
+            v.iter()
+                .find(|v| v["configMap"]["name"] == config_map["metadata"]["name"])
+        })
+        .expect("a volume of the tier ConfigMap");
+    assert!(volume["configMap"].get("items").is_none(), "{volume}");
+    let container = &pod["containers"][0];
+    let mount = container["volumeMounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == volume["name"]))
+        .expect("the tier volume mounted");
+    // A subPath mount is a copy the kubelet never updates: reloads would never see a change.
+    assert!(mount.get("subPath").is_none(), "{mount}");
+    assert_eq!(mount["readOnly"], true);
+    let tiers_env = container["env"]
+        .as_array()
+        .and_then(|env| env.iter().find(|e| e["name"] == "TOLLGATE_TIERS"))
+        .expect("TOLLGATE_TIERS");
+    assert_eq!(
+        tiers_env["value"],
+        format!(
+            "{}/tiers.toml",
+            mount["mountPath"].as_str().expect("mountPath")
+        )
     );
+}
+
+#[test]
+fn the_mesh_keeps_the_filter_stats_and_normalises_paths() {
+    let mesh = yaml(&workspace().join("envoy/istio/mesh-config.yaml"));
+    let normalisation = &mesh["spec"]["meshConfig"]["pathNormalization"]["normalization"];
     assert!(
-        !schema(&bad_phase).0,
-        "the schema must reject an unknown phase"
+        normalisation == "MERGE_SLASHES" || normalisation == "DECODE_AND_MERGE_SLASHES",
+        "{normalisation}: `//api/v1/ingest` must reach routing merged"
     );
-    let bad_deployment = broken_copy(
-        dir.path(),
-        &manifests[1],
-        "control-plane.yaml",
-        "containerPort: 8081",
-        "containerPrt: 8081",
+    let gateway = &mesh["spec"]["components"]["ingressGateways"][0];
+    assert_eq!(gateway["name"], "istio-ingressgateway");
+    let proxy_config: Value = serde_json::from_str(
+        gateway["k8s"]["podAnnotations"]["proxy.istio.io/config"]
+            .as_str()
+            .expect("proxy.istio.io/config"),
+    )
+    .expect("the annotation is JSON");
+    // Envoy prefixes a wasm filter's own stats with `wasmcustom.`; the filter's begin
+    // `tollgate.` (filter/src/outcome.rs).
+    assert_eq!(
+        proxy_config["proxyStatsMatcher"]["inclusionPrefixes"],
+        json!(["wasmcustom.tollgate"])
     );
+    assert_eq!(proxy_config["gatewayTopology"]["numTrustedProxies"], 0);
+}
+
+#[test]
+fn prometheus_scrapes_the_port_that_serves_metrics_and_may_reach_it() {
+    let istio = workspace().join("envoy/istio");
+    let control_plane = yaml_documents(&istio.join("control-plane.yaml"));
+    let template =
+        &manifest(&control_plane, "Deployment", "tollgate-control-plane")["spec"]["template"];
+    let annotations = &template["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+    let port: u64 = annotations["prometheus.io/port"]
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .expect("prometheus.io/port");
+    // The internal listener serves /metrics (control-plane/src/api/mod.rs).
+    let internal = template["spec"]["containers"][0]["ports"]
+        .as_array()
+        .and_then(|ports| ports.iter().find(|p| p["containerPort"] == port))
+        .expect("a container port for the annotation");
+    assert_eq!(internal["name"], "http2-internal");
+
+    let monitors = yaml_documents(&istio.join("monitoring.yaml"));
+    let monitor = manifest(&monitors, "ServiceMonitor", "tollgate-control-plane");
+    let service = manifest(&control_plane, "Service", "tollgate-control-plane");
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"],
+        json!({"app": "tollgate-control-plane"})
+    );
+    assert_eq!(
+        service["metadata"]["labels"], monitor["spec"]["selector"]["matchLabels"],
+        "the ServiceMonitor selects the Service by its labels"
+    );
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["path"], "/metrics");
+    let service_port = service["spec"]["ports"]
+        .as_array()
+        .and_then(|ports| ports.iter().find(|p| p["name"] == endpoint["port"]))
+        .expect("the ServiceMonitor's port is a named port of the Service");
+    assert_eq!(service_port["targetPort"], port);
+
+    let gateway = manifest(&monitors, "PodMonitor", "tollgate-gateway");
+    assert_eq!(
+        gateway["spec"]["podMetricsEndpoints"][0]["path"],
+        "/stats/prometheus"
+    );
+    // network_policies_admit_only_the_documented_peers checks that Prometheus may reach it.
+}
+
+/// The fenced `sh` block of envoy/istio/README.md that pins the WasmPlugin.
+fn pin_commands() -> String {
+    let readme =
+        std::fs::read_to_string(workspace().join("envoy/istio/README.md")).expect("README");
+    let start = readme
+        .find("<!-- pin-wasmplugin -->\n```sh\n")
+        .expect("the pin commands in envoy/istio/README.md");
+    let block = &readme[start..];
+    let block = &block[block.find("```sh\n").expect("fence") + 6..];
+    block[..block.find("```").expect("closing fence")].to_owned()
+}
+
+#[test]
+fn the_wasmplugin_is_pinned_by_digest_with_the_readme_commands() {
+    let istio = workspace().join("envoy/istio");
+    let plugin = yaml(&istio.join("wasmplugin.yaml"));
+    let pinned = plugin["spec"]["sha256"]
+        .as_str()
+        .expect("sha256 is a string");
     assert!(
-        !kubernetes(&[bad_deployment]).0,
-        "kubernetes-validate must reject an unknown field"
+        pinned.len() == 64
+            && pinned
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "{pinned}"
     );
-    let bad_policy = broken_copy(
-        dir.path(),
-        &manifests[2],
-        "redis-policy.yaml",
-        "  ingress:\n    - from:",
-        "  ingress:\n    - form:",
-    );
+    let commands = pin_commands();
+    assert!(commands.contains("crane digest"), "{commands}");
+    let text = std::fs::read_to_string(istio.join("wasmplugin.yaml")).expect("wasmplugin");
     assert!(
-        !kubernetes(&[bad_policy]).0,
-        "kubernetes-validate must reject a misspelt NetworkPolicy field"
+        text.contains("`crane digest`"),
+        "the manifest names the command"
     );
+
+    // Run the README's commands on a copy, with `crane` answering a known digest (all
+    // digits: the value must stay a string in YAML): they set both the image and its digest.
+    let dir = TempDir::new().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("envoy/istio")).expect("mkdir");
+    let copy = dir.path().join("envoy/istio/wasmplugin.yaml");
+    std::fs::write(&copy, &text).expect("copy");
+    let digest = "0123456789".repeat(7)[..64].to_owned();
+    let script =
+        format!("set -eu\ncrane() {{ [ \"$1\" = digest ] && echo sha256:{digest}; }}\n{commands}");
+    let mut command = Command::new("bash");
+    command.arg("-c").arg(script).current_dir(dir.path());
+    let (ok, output) = run(command);
+    assert!(ok, "{output}");
+    let pinned = yaml(&copy);
+    assert_eq!(pinned["spec"]["sha256"], digest.as_str());
+    let image = pinned["spec"]["url"].as_str().expect("url");
+    assert!(
+        image.starts_with("oci://") && commands.contains(image.trim_start_matches("oci://")),
+        "{image}"
+    );
+    let documents = TempDir::new().expect("tempdir");
+    let (ok, output) = check_custom_kinds(documents.path(), &[copy]);
+    assert!(ok, "{output}");
 }
 
 #[test]
@@ -576,6 +1079,8 @@ fn check_body_limits(name: &str, hcm: &Value) {
         ("/api/v1/predict", backend),
         ("/api/v1/billing", billing),
         ("/api/v1/usage", no_body.clone()),
+        ("/api/v1/usage/tokens", no_body.clone()),
+        ("/openapi.json", no_body.clone()),
         ("/api/v1/tiers", no_body.clone()),
         ("/dashboard", no_body.clone()),
         ("/ui", no_body.clone()),
@@ -749,6 +1254,7 @@ fn network_policies_admit_only_the_documented_peers() {
     })
     .to_string();
 
+    let gateway_peer = gateway.clone();
     let policy = manifest(&control_plane, "NetworkPolicy", "tollgate-control-plane");
     assert_eq!(
         policy["spec"]["podSelector"]["matchLabels"],
@@ -758,7 +1264,9 @@ fn network_policies_admit_only_the_documented_peers() {
         allowed_peers(policy),
         BTreeMap::from([
             (8080, BTreeSet::from([gateway.clone()])),
-            (8081, BTreeSet::from([gateway, prometheus])),
+            (8081, BTreeSet::from([gateway, prometheus.clone()])),
+            // A sidecar's merged metrics, for annotation-based scraping.
+            (15020, BTreeSet::from([prometheus])),
         ])
     );
     let policies = control_plane
@@ -767,6 +1275,18 @@ fn network_policies_admit_only_the_documented_peers() {
         .filter(|d| d["kind"] == "NetworkPolicy")
         .count();
     assert_eq!(policies, 2, "no other policy that could add peers");
+
+    // The demo API, only through the gateway (whose filter limits it).
+    let demo = yaml_documents(&istio.join("demo-upstream.yaml"));
+    let policy = manifest(&demo, "NetworkPolicy", "tollgate-demo-upstream");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        manifest(&demo, "Deployment", "tollgate-demo-upstream")["spec"]["template"]["metadata"]["labels"]
+    );
+    assert_eq!(
+        allowed_peers(policy),
+        BTreeMap::from([(8090, BTreeSet::from([gateway_peer.clone()]))])
+    );
 
     let policy = manifest(&redis, "NetworkPolicy", "tollgate-redis");
     assert_eq!(policy["spec"]["podSelector"]["matchLabels"], *redis_pods);

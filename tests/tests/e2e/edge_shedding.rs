@@ -165,6 +165,38 @@ async fn the_filters_envoy_stats_count_what_happened() {
     assert_eq!(stat("requests_forbidden"), 2);
     assert_eq!(stat("callout_failures"), 0);
     assert_eq!(stat("requests_passed_fail_open"), 0);
+    // Every callout the filter counts reached the control-plane.
+    let decisions = stack.metric(0, "tollgate_decision_requests_total").await;
+    assert_eq!(Some(stat("callouts")), decisions);
+
+    // Each route counts its own requests (Envoy tags them with the route, see
+    // envoy/envoy.yaml); only ingest has had traffic so far.
+    for name in [
+        "requests_allowed",
+        "requests_denied",
+        "requests_denied_cached",
+        "requests_unauthorized",
+        "requests_forbidden",
+        "callouts",
+    ] {
+        assert_eq!(stat(&format!("route.ingest.{name}")), stat(name), "{name}");
+        assert_eq!(stat(&format!("route.predict.{name}")), 0, "{name}");
+    }
+    let other = stack.create_tenant("standard").await;
+    assert_eq!(
+        stack.call("/api/v1/predict", &other.key).await.status(),
+        200
+    );
+    let stats = stack.envoy_stats().await;
+    assert_eq!(
+        stats["wasmcustom.tollgate.route.predict.requests_allowed"],
+        1
+    );
+    assert_eq!(
+        stats["wasmcustom.tollgate.route.ingest.requests_allowed"],
+        60
+    );
+    assert_eq!(stats["wasmcustom.tollgate.requests_allowed"], 61);
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! End-to-end tests: one binary, a module per capability. Each test starts its own stack on
 //! free ports, so they run in parallel.
 
+mod api_contract;
 mod billing;
+mod cli;
 mod dashboard;
 mod deploy_configs;
 mod edge_defense;
@@ -19,4 +21,6 @@ mod self_defense;
 mod shadow;
 mod tenant_registry;
 mod tier_reload;
+mod unnormalised_paths;
 mod usage;
+mod usage_tokens;

@@ -185,7 +185,7 @@ async fn the_cli_fails_clearly_and_non_zero() {
     // The rest of the line is the HTTP client's account of the refused connection.
     assert!(
         String::from_utf8_lossy(&unreachable.stderr)
-            .starts_with("error: cannot reach the control-plane at http://127.0.0.1:9: "),
+            .starts_with("error: cannot reach http://127.0.0.1:9: "),
         "{}",
         String::from_utf8_lossy(&unreachable.stderr)
     );
