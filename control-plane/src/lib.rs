@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod log_limit;
+pub mod memory;
 pub mod metrics;
 pub mod server;
 pub mod storage;

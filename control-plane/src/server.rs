@@ -367,6 +367,7 @@ pub fn run(config: Config) -> Result<(), StartupError> {
             in_use,
             parts.metrics.clone(),
         );
+        tokio::spawn(crate::memory::return_freed_memory());
     }
     let internal = decisions.block_on(bind("internal", config.internal_addr))?;
     let public_listener = public.block_on(bind("public", config.public_addr))?;
