@@ -15,9 +15,14 @@ use tollgate_e2e::workspace;
 /// pseudo-terminal, sends Ctrl-C once the stack is up, prints what the terminal showed and
 /// exits with `make`'s exit code (negative: killed by that signal).
 const DRIVER: &str = r#"
-import os, pty, select, sys, time
+import os, pty, select, signal, sys, time
 pid, fd = pty.fork()
 if pid == 0:
+    # As an interactive shell starts a foreground command: Ctrl-C and Ctrl-\ at their
+    # defaults, whatever this process inherited (a test runner started in the background
+    # ignores SIGINT, and so would everything it starts).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     os.execvp("make", ["make", "--no-print-directory", "-o", "build", "run"])
 shown = b""
 def read_until(marker, seconds):
