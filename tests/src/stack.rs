@@ -551,6 +551,22 @@ impl Stack {
         serde_json::from_str(&body).expect("tenant JSON")
     }
 
+    /// Revokes the tenant's first API key (the one it was created with) through the admin
+    /// API; fails the test unless it is revoked.
+    pub async fn revoke_first_key(&self, tenant: &Tenant) {
+        let path = format!("/admin/v1/tenants/{}/keys", tenant.id);
+        let keys: Value = self
+            .admin(reqwest::Method::GET, &path, None)
+            .await
+            .json()
+            .await
+            .expect("keys JSON");
+        let key_id = keys[0]["id"].as_str().expect("a key id");
+        let path = format!("{path}/{key_id}");
+        let response = self.admin(reqwest::Method::DELETE, &path, None).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "DELETE {path}");
+    }
+
     pub async fn admin(
         &self,
         method: reqwest::Method,

@@ -236,36 +236,29 @@ impl StripeApi {
 
     /// The customer as Stripe has it; `Ok(None)` once it was deleted.
     pub async fn customer(&self, id: &str) -> Result<Option<Value>, StripeApiError> {
-        match self
-            .get(&format!("/customers/{}", path_segment(id)), None)
-            .await
-        {
-            Ok(customer) if customer["deleted"] == true => Ok(None),
-            Ok(customer) => Ok(Some(customer)),
-            Err(StripeApiError::NotFound(_)) => Ok(None),
-            Err(other) => Err(other),
-        }
+        Ok(self
+            .object("customers", id)
+            .await?
+            .filter(|customer| customer["deleted"] != true))
     }
 
     /// One subscription; `Ok(None)` if Stripe has none with this id.
     pub async fn subscription(&self, id: &str) -> Result<Option<Value>, StripeApiError> {
-        match self
-            .get(&format!("/subscriptions/{}", path_segment(id)), None)
-            .await
-        {
-            Ok(subscription) => Ok(Some(subscription)),
-            Err(StripeApiError::NotFound(_)) => Ok(None),
-            Err(other) => Err(other),
-        }
+        self.object("subscriptions", id).await
     }
 
     /// One charge (a dispute names only its charge); `Ok(None)` if there is none.
     pub async fn charge(&self, id: &str) -> Result<Option<Value>, StripeApiError> {
+        self.object("charges", id).await
+    }
+
+    /// `GET /v1/<collection>/<id>`; `Ok(None)` when Stripe answers 404.
+    async fn object(&self, collection: &str, id: &str) -> Result<Option<Value>, StripeApiError> {
         match self
-            .get(&format!("/charges/{}", path_segment(id)), None)
+            .get(&format!("/{collection}/{}", path_segment(id)), None)
             .await
         {
-            Ok(charge) => Ok(Some(charge)),
+            Ok(object) => Ok(Some(object)),
             Err(StripeApiError::NotFound(_)) => Ok(None),
             Err(other) => Err(other),
         }

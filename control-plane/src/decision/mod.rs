@@ -255,14 +255,7 @@ mod tests {
         }
 
         async fn decide(&self, key: &str) -> Answer {
-            let request = DecisionRequest {
-                api_key: key,
-                route: "ingest",
-                cost: 1,
-                edge_denied: 0,
-                lease_max: 0,
-                returned: None,
-            };
+            let request = request(key, 0);
             self.decider.decide(&request).await.unwrap()
         }
 
@@ -279,6 +272,19 @@ mod tests {
                 })
                 .await
                 .unwrap();
+        }
+    }
+
+    /// A callout for one request of `api_key` on route `ingest` at cost 1, asking for a lease
+    /// of up to `lease_max` requests.
+    fn request(api_key: &str, lease_max: u32) -> DecisionRequest<'_> {
+        DecisionRequest {
+            api_key,
+            route: "ingest",
+            cost: 1,
+            edge_denied: 0,
+            lease_max,
+            returned: None,
         }
     }
 
@@ -398,14 +404,7 @@ mod tests {
             settings,
             Default::default(),
         ));
-        let request = DecisionRequest {
-            api_key: "tg_any",
-            route: "ingest",
-            cost: 1,
-            edge_denied: 0,
-            lease_max: 0,
-            returned: None,
-        };
+        let request = request("tg_any", 0);
         let error = fixture.decider.decide(&request).await.unwrap_err();
         assert!(
             matches!(error, DecisionError::Store(StoreError::NotLoaded)),
@@ -420,14 +419,7 @@ mod tests {
         for _ in 0..100 {
             fixture.decide(&key).await;
         }
-        let asking = DecisionRequest {
-            api_key: &key,
-            route: "ingest",
-            cost: 1,
-            edge_denied: 0,
-            lease_max: 10,
-            returned: None,
-        };
+        let asking = request(&key, 10);
         let Answer::Allow {
             quota,
             lease: Some(lease),
@@ -484,14 +476,7 @@ mod tests {
         for _ in 0..50 {
             fixture.decide(&key).await;
         }
-        let asking = DecisionRequest {
-            api_key: &key,
-            route: "ingest",
-            cost: 1,
-            edge_denied: 0,
-            lease_max: 10,
-            returned: None,
-        };
+        let asking = request(&key, 10);
         let Answer::Allow { quota, lease, .. } = fixture.decider.decide(&asking).await.unwrap()
         else {
             panic!("an admission")
@@ -504,14 +489,7 @@ mod tests {
     async fn a_tier_missing_from_the_table_is_an_error_not_a_default() {
         let fixture = fixture(false);
         let (_, key) = fixture.tenant("platinum").await;
-        let request = DecisionRequest {
-            api_key: &key,
-            route: "ingest",
-            cost: 1,
-            edge_denied: 0,
-            lease_max: 0,
-            returned: None,
-        };
+        let request = request(&key, 0);
         let error = fixture.decider.decide(&request).await.unwrap_err();
         assert!(
             matches!(&error, DecisionError::MissingTier { tier, .. } if tier.as_ref() == "platinum"),

@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
-use tollgate_e2e::{Stack, StackOptions, Tenant, count, header, within};
+use tollgate_e2e::{Stack, StackOptions, count, header, within};
 
 const INGEST: &str = "/api/v1/ingest";
 /// The filter's default `deny_cache.max_ttl`.
@@ -357,21 +357,6 @@ async fn until_status(stack: &Stack, key: &str, wanted: u16, meanwhile: u16) -> 
     }
 }
 
-/// Revokes the tenant's one key through the admin API.
-async fn revoke(stack: &Stack, tenant: &Tenant) {
-    let path = format!("/admin/v1/tenants/{}/keys", tenant.id);
-    let keys: Value = stack
-        .admin(Method::GET, &path, None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let key_id = keys[0]["id"].as_str().unwrap();
-    let path = format!("{path}/{key_id}");
-    let response = stack.admin(Method::DELETE, &path, None).await;
-    assert_eq!(response.status(), 204, "DELETE {path}");
-}
-
 #[tokio::test]
 async fn a_revoked_key_is_refused_at_once_when_admitted_and_within_max_ttl_when_denied() {
     let tiers = r#"
@@ -384,7 +369,7 @@ async fn a_revoked_key_is_refused_at_once_when_admitted_and_within_max_ttl_when_
     // Admitted keys are never cached: the next request is refused.
     let admitted = stack.create_tenant("tiny").await;
     assert_eq!(stack.call(INGEST, &admitted.key).await.status(), 200);
-    revoke(&stack, &admitted).await;
+    stack.revoke_first_key(&admitted).await;
     let response = stack.call(INGEST, &admitted.key).await;
     assert_eq!(response.status(), 401, "at once");
     assert_eq!(code(&response.text().await.unwrap()), "invalid_api_key");
@@ -400,7 +385,7 @@ async fn a_revoked_key_is_refused_at_once_when_admitted_and_within_max_ttl_when_
             StatusCode::TOO_MANY_REQUESTS
         ]
     );
-    revoke(&stack, &denied).await;
+    stack.revoke_first_key(&denied).await;
     let took = until_status(&stack, &denied.key, 401, 429).await;
     eprintln!("a revoked key under a cached denial was refused with 401 after {took:?}");
     assert!(took <= MAX_TTL + SLACK, "{took:?}");

@@ -11,8 +11,8 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use reqwest::StatusCode;
+use serde_json::json;
 use tokio::task::JoinSet;
 use tollgate_e2e::redis::RedisServer;
 use tollgate_e2e::{Stack, StackOptions, Tenant};
@@ -24,6 +24,14 @@ const LEASE_TTL: Duration = Duration::from_secs(1);
 /// What a change may take beyond the TTL on a debug build: the callout that learns of it,
 /// and answers in flight.
 const SLACK: Duration = Duration::from_millis(400);
+
+/// A limit far above what a test can send: every request is admitted.
+const BIG: &str = r#"
+    default_tier = "big"
+    [tiers.big]
+    limit = 10000000
+    window_seconds = 60
+"#;
 
 /// One request, as the client saw it.
 #[derive(Debug, Clone, Copy)]
@@ -107,14 +115,7 @@ fn admitted(sent: &[Sent]) -> usize {
 
 #[tokio::test]
 async fn a_hot_tenants_requests_are_admitted_from_leases_with_few_callouts() {
-    // A limit far above what the test can send: every request is admitted.
-    let tiers = r#"
-        default_tier = "big"
-        [tiers.big]
-        limit = 10000000
-        window_seconds = 60
-    "#;
-    let stack = Stack::start(StackOptions::default().tiers(tiers)).await;
+    let stack = Stack::start(StackOptions::default().tiers(BIG)).await;
     let tenant = stack.create_tenant("big").await;
     let callouts = stack.decision_requests().await;
 
@@ -291,13 +292,6 @@ fn refused_within_the_lease_ttl(sent: &[Sent], changed: Duration, refused: Statu
     assert!(after.iter().all(|s| *s == refused), "{after:?}");
 }
 
-const BIG: &str = r#"
-    default_tier = "big"
-    [tiers.big]
-    limit = 10000000
-    window_seconds = 60
-"#;
-
 #[tokio::test]
 async fn a_suspension_reaches_leased_traffic_within_the_lease_ttl() {
     let stack = Stack::start(StackOptions::default().tiers(BIG)).await;
@@ -315,19 +309,8 @@ async fn a_suspension_reaches_leased_traffic_within_the_lease_ttl() {
 async fn a_revoked_key_is_refused_to_leased_traffic_within_the_lease_ttl() {
     let stack = Stack::start(StackOptions::default().tiers(BIG)).await;
     let tenant = stack.create_tenant("big").await;
-    let (sent, changed) = change_during_leased_traffic(&stack, &tenant, || async {
-        let path = format!("/admin/v1/tenants/{}/keys", tenant.id);
-        let keys: Value = stack
-            .admin(Method::GET, &path, None)
-            .await
-            .json()
-            .await
-            .unwrap();
-        let path = format!("{path}/{}", keys[0]["id"].as_str().unwrap());
-        let response = stack.admin(Method::DELETE, &path, None).await;
-        assert_eq!(response.status(), 204, "DELETE {path}");
-    })
-    .await;
+    let (sent, changed) =
+        change_during_leased_traffic(&stack, &tenant, || stack.revoke_first_key(&tenant)).await;
     refused_within_the_lease_ttl(&sent, changed, StatusCode::UNAUTHORIZED);
 }
 

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, Response, StatusCode};
+use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tollgate_e2e::{Stack, StackOptions, Tenant, within};
 
@@ -163,18 +163,7 @@ async fn a_usage_token_reads_usage_and_nothing_else() {
     assert_eq!(usage_with_bearer(&stack, &token).await.status(), 200);
 
     // Revoking the key that minted it (say it leaked) voids the token at once.
-    let keys_path = format!("/admin/v1/tenants/{}/keys", tenant.id);
-    let keys: Value = stack
-        .admin(Method::GET, &keys_path, None)
-        .await
-        .json()
-        .await
-        .expect("keys JSON");
-    let key_id = keys[0]["id"].as_str().expect("key id");
-    let revoked = stack
-        .admin(Method::DELETE, &format!("{keys_path}/{key_id}"), None)
-        .await;
-    assert_eq!(revoked.status(), 204);
+    stack.revoke_first_key(&tenant).await;
     assert_eq!(
         problem(usage_with_bearer(&stack, &token).await).await,
         (StatusCode::UNAUTHORIZED, "invalid_usage_token".to_owned()),
