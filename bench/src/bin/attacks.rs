@@ -11,10 +11,18 @@
 //! - f3: 1,000 uploads announcing 1 MiB on public routes, 64 KiB sent, then stalled.
 //! - f4: 1 MiB webhook bodies with bad signatures, 8 at a time.
 //!
+//! The attacker runs on its own runtime whose threads are scheduled `SCHED_IDLE`: a real
+//! attacker's client runs on its own machines, and on this one's two cores its CPU would
+//! otherwise come out of Envoy's and the legitimate client's share, which measures the
+//! scheduler, not Tollgate. It still sends as fast as the CPU Envoy leaves idle allows (its
+//! rate is printed); every request it sends costs Envoy, the filter and the control-plane
+//! what it would from outside. `ATTACKER_PRIORITY=normal` runs it at normal priority, for the
+//! figures of a shared machine.
+//!
 //! Printed: the legitimate tenant's req/s and p99 against its no-attack round, its failures
 //! (anything but 200 or 429), the control-plane's and Envoy's peak RSS (and for f3 the
-//! control-plane's after the uploads closed), and control-plane callouts per attacking
-//! request.
+//! control-plane's after the uploads closed), the attacker's requests per second, and
+//! control-plane callouts per attacking request.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -72,6 +80,26 @@ fn raise_file_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
+}
+
+/// The attacker's runtime: two threads, each scheduled `SCHED_IDLE` (only CPU nobody else
+/// wants) unless `ATTACKER_PRIORITY=normal`.
+fn attacker_runtime() -> tokio::runtime::Runtime {
+    let idle = std::env::var("ATTACKER_PRIORITY").as_deref() != Ok("normal");
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            if idle {
+                let param = libc::sched_param { sched_priority: 0 };
+                // SAFETY: sets the calling thread's policy (pid 0); `param` outlives the call.
+                if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+                    eprintln!("cannot schedule an attacker thread SCHED_IDLE");
+                }
+            }
+        })
+        .build()
+        .expect("the attacker's runtime")
 }
 
 /// Peak RSS of the control-plane and Envoy while `running` holds.
@@ -190,7 +218,13 @@ fn p99_between(before: &[(f64, u64)], after: &[(f64, u64)]) -> f64 {
         .map_or(f64::NAN, |(bound, _)| bound * 1000.0)
 }
 
-async fn round(stack: &Stack, scenario: &'static str, legit: &str, flooder: &str) -> Row {
+async fn round(
+    attacker: &tokio::runtime::Handle,
+    stack: &Stack,
+    scenario: &'static str,
+    legit: &str,
+    flooder: &str,
+) -> Row {
     let pids = (stack.control_planes[0].process.pid(), stack.envoy.pid());
     // The legitimate tenant's decisions are all admissions; the attacks' are unknown keys.
     let callouts_before = stack.metric(0, UNKNOWN_KEY_DECISIONS).await.unwrap_or(0);
@@ -198,21 +232,29 @@ async fn round(stack: &Stack, scenario: &'static str, legit: &str, flooder: &str
     let sampler = tokio::spawn(sample_peaks(pids, running.clone()));
     let mut stalled = Vec::new();
     if scenario == "f3" {
-        let paths = [
-            "/api/v1/billing/webhook",
-            "/api/v1/billing/checkout",
-            "/healthz",
-            "/api/v1/tiers",
-        ];
-        for n in 0..1000 {
-            stalled.extend(stalled_upload(stack.envoy_port, paths[n % paths.len()]).await);
-        }
+        let port = stack.envoy_port;
+        stalled = attacker
+            .spawn(async move {
+                let paths = [
+                    "/api/v1/billing/webhook",
+                    "/api/v1/billing/checkout",
+                    "/healthz",
+                    "/api/v1/tiers",
+                ];
+                let mut stalled = Vec::new();
+                for n in 0..1000 {
+                    stalled.extend(stalled_upload(port, paths[n % paths.len()]).await);
+                }
+                stalled
+            })
+            .await
+            .unwrap_or_default();
     }
     let attack = {
         let running = running.clone();
         let envoy = stack.url("");
         let flooder = flooder.to_owned();
-        tokio::spawn(async move {
+        attacker.spawn(async move {
             match scenario {
                 "f1" => {
                     let client = reqwest::Client::new();
@@ -308,6 +350,7 @@ fn mib(bytes: u64) -> f64 {
 #[tokio::main]
 async fn main() {
     raise_file_limit();
+    let attacker = attacker_runtime();
     println!("Starting the stack (release binaries, Envoy --concurrency 2, default budgets)...");
     let stack = Stack::start(
         StackOptions::default()
@@ -321,8 +364,13 @@ async fn main() {
     let flooder = stack.create_tenant("pro").await.key;
     let baseline = rss_bytes(stack.control_planes[0].process.pid());
     println!(
-        "control-plane RSS at rest: {:.1} MiB; legitimate load: {LEGIT_RATE} requests/s for {RUN_SECONDS} s, open loop",
-        mib(baseline)
+        "control-plane RSS at rest: {:.1} MiB; legitimate load: {LEGIT_RATE} requests/s for {RUN_SECONDS} s, open loop; attacker {}",
+        mib(baseline),
+        if std::env::var("ATTACKER_PRIORITY").as_deref() == Ok("normal") {
+            "at normal priority"
+        } else {
+            "SCHED_IDLE"
+        }
     );
 
     let mut by_scenario: Vec<(&str, Vec<f64>, Vec<f64>)> = Vec::new();
@@ -345,7 +393,7 @@ async fn main() {
         );
         let mut reference: Option<(f64, f64)> = None;
         for scenario in SCENARIOS {
-            let row = round(&stack, scenario, &legit, &flooder).await;
+            let row = round(attacker.handle(), &stack, scenario, &legit, &flooder).await;
             let (rps0, p99_0) = *reference.get_or_insert((row.legit_rps, row.legit_p99_ms));
             let per_attack = if row.attack_requests > 0 {
                 format!("{:.3}", row.callouts as f64 / row.attack_requests as f64)
@@ -395,4 +443,6 @@ async fn main() {
     for (name, rps, p99) in &mut by_scenario {
         println!("{name:<5} {:>8.2} {:>8.2}", median(rps), median(p99));
     }
+    // A runtime may not be dropped inside another's context; its threads are idle by now.
+    attacker.shutdown_background();
 }
