@@ -34,9 +34,12 @@ const DEFAULT_INVALID_KEY_WINDOW: Duration = Duration::from_secs(10);
 const MAX_INVALID_KEY_WINDOW: Duration = Duration::from_secs(3600);
 /// Short, so a revocation, a suspension or a tier change waits at most this long at the edge.
 const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(1);
-/// Enough for a hot tenant's second at 1,000 requests per second per Envoy; the control-plane
-/// sizes each lease to the key's rate and remaining quota, never above what is asked.
-const DEFAULT_LEASE_REQUESTS: u32 = 1000;
+/// Enough for a whole lease TTL at about what one Envoy carries (10,000 requests per second
+/// on two workers), so a hot tenant's lease ends by its deadline rather than every few tens
+/// of milliseconds; each claim's round trip sends the requests arriving meanwhile as plain
+/// callouts. The control-plane sizes each lease to the key's rate and a quarter of the
+/// remaining quota, never above what is asked, so this only caps a very hot key.
+const DEFAULT_LEASE_REQUESTS: u32 = 10_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -526,7 +529,7 @@ mod tests {
             Some(LeaseTable {
                 slots: 4096,
                 max_ttl_ms: 1_000,
-                max_requests: 1_000
+                max_requests: 10_000
             }),
             "on by default"
         );

@@ -377,6 +377,11 @@ mod tests {
     }
 
     /// Claims the hot key's slot at `now_ms` and answers it with a lease.
+    /// What a claim asks for: the configured `lease.max_requests`.
+    fn max_requests(settings: &Settings) -> u32 {
+        settings.leases.map_or(0, |table| table.max_requests)
+    }
+
     fn lease(settings: &Settings, shared: &FakeShared, now_ms: u64, lease: (&str, u32, u32)) {
         lease_on(settings, shared, REQUEST, now_ms, lease);
     }
@@ -395,7 +400,11 @@ mod tests {
         else {
             panic!("a callout");
         };
-        assert_eq!(pending.lease_max, 1000, "asks for max_requests");
+        assert_eq!(
+            pending.lease_max,
+            max_requests(settings),
+            "asks for max_requests"
+        );
         let (counts, _) = after_answer(settings, shared, &pending, allow(Some(lease)), || {
             now_ms + 5
         });
@@ -428,7 +437,10 @@ mod tests {
         let settings = settings("");
         let shared = FakeShared::default();
         let (asking, headers, _) = callout(before(&settings, &shared, 1_000));
-        assert_eq!(headers[header::LEASE_MAX], "1000");
+        assert_eq!(
+            headers[header::LEASE_MAX],
+            max_requests(&settings).to_string()
+        );
         assert!(!headers.contains_key(header::LEASE_RETURN));
         let (plain, headers, _) = callout(before(&settings, &shared, 1_001));
         assert!(
@@ -464,7 +476,7 @@ mod tests {
         let (_, headers, _) = callout(before(&settings, &shared, 1_040));
         assert_eq!(
             headers[header::LEASE_MAX],
-            "1000",
+            max_requests(&settings).to_string(),
             "used up: the next one asks again"
         );
         assert!(!headers.contains_key(header::LEASE_RETURN), "nothing left");
@@ -480,7 +492,10 @@ mod tests {
         }
         let (returning, headers, counts) = callout(before(&settings, &shared, 1_000));
         assert_eq!(headers[header::LEASE_RETURN], "L1 6");
-        assert_eq!(headers[header::LEASE_MAX], "1000");
+        assert_eq!(
+            headers[header::LEASE_MAX],
+            max_requests(&settings).to_string()
+        );
         assert_eq!(
             counts,
             [(Stat::LeaseRequestsReturned, 6), (Stat::Callouts, 1)]
@@ -779,7 +794,7 @@ mod tests {
         let (_, headers, _) = callout(before(&settings, &shared, 1_010));
         assert_eq!(
             headers[header::LEASE_MAX],
-            "1000",
+            max_requests(&settings).to_string(),
             "the placeholder was cleared"
         );
         assert!(!headers.contains_key(header::LEASE_RETURN));
@@ -804,7 +819,7 @@ mod tests {
         let (_, headers, _) = callout(before(&settings, &shared, 20));
         assert_eq!(
             headers[header::LEASE_MAX],
-            "1000",
+            max_requests(&settings).to_string(),
             "no lease; the placeholder was cleared"
         );
     }
@@ -857,7 +872,7 @@ mod tests {
         let (_, headers, _) = callout(elsewhere);
         assert_eq!(
             headers[header::LEASE_MAX],
-            "1000",
+            max_requests(&settings).to_string(),
             "the refused request left the slot unclaimed"
         );
     }
