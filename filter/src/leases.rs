@@ -15,6 +15,15 @@
 //! or to a stream reset before its answer) only keeps its units counted until they leave the
 //! window: under-admission, never over.
 //!
+//! A large lease is renewed before it runs out (`LeaseEntry::wants_renewal`): once a quarter
+//! of it is left, one request claims the renewal (marking the lease) and makes the callout,
+//! while the others go on spending the lease; without it every request arriving during the
+//! claim's round trip would make a plain callout, which for a hot key is most of its
+//! callouts. The renewed lease's unused requests are kept with its successor and handed back
+//! by the next claim. A callout hands back one lease, so a claim that finds two (an ended
+//! lease and the one it renewed) hands back the larger and leaves the other in its
+//! placeholder, for the claim after.
+//!
 //! The table lives in proxy-wasm shared data like [`crate::deny_cache`]: every worker of one
 //! Envoy sees it (one Envoy never sees another's leases), nothing expires by itself, so it is
 //! direct-mapped: a fixed number of slots (`tollgate.lease.<n>`), chosen by a 64-bit
@@ -24,12 +33,13 @@
 //!
 //! A slot holds one of:
 //! - a placeholder: a request of this key is asking for a lease, until its callout's timeout.
-//!   Requests arriving meanwhile make plain callouts (asking for no lease) rather than wait;
+//!   Requests arriving meanwhile make plain callouts (asking for no lease) rather than wait.
+//!   It may keep a return for the next claim (see above);
 //! - a lease: its id, when its callout was sent, its deadline, the requests left, and what an
 //!   admission needs to look like one from a callout (tenant, tier, limit, window, remaining
-//!   and reset at the grant, monthly quota). Admissions from it report the remaining of the
-//!   grant, which already counted the whole lease as used: never more than the control-plane
-//!   said.
+//!   and reset at the grant, monthly quota), whether a request is renewing it, and the return
+//!   of the lease it renewed. Admissions from it report the remaining of the grant, which
+//!   already counted the whole lease as used: never more than the control-plane said.
 //!
 //! Route and cost are part of the fingerprint because a tier may price routes differently
 //! (the tier table's per-route costs): a lease granted for one route is spent only on it.
@@ -108,8 +118,9 @@ pub struct Claim {
     pub ticket: LeaseTicket,
     /// What the key's ended lease left unused, handed back in this request's callout.
     pub returned: Option<Unused>,
-    /// Requests another key's ended lease left unused and never returned: taking its slot
-    /// over loses them (they stay counted in that tenant's window until they leave it).
+    /// Requests another key's ended lease (or placeholder) left unused and never returned:
+    /// taking its slot over loses them (they stay counted in that tenant's window until they
+    /// leave it).
     pub evicted: Option<u32>,
 }
 
@@ -142,20 +153,34 @@ pub struct Settled {
 /// control-plane says. A lease that does not fit is not stored, and counted as lost.
 const MAX_TEXT: usize = 256;
 
+/// A lease of at least this many requests is renewed before it runs out (see
+/// `LeaseEntry::wants_renewal`). A smaller one belongs to a key too slow for the requests
+/// arriving during its claim's round trip to matter.
+const RENEW_FROM: u32 = 32;
+/// A lease is renewed once its requests left are down to this share of those it started with.
+const RENEW_SHARE: u32 = 4;
+
 const KIND_ASKING: u64 = 0;
+/// A placeholder's numbers (fingerprint, kind, until, pending requests, pending id length),
+/// then the pending id.
+const ASKING_NUMBERS: usize = 5;
 const KIND_LEASE: u64 = 1;
-/// A lease starts with this many little-endian numbers, then id, tenant and tier.
-const LEASE_NUMBERS: usize = 16;
+/// A lease starts with this many little-endian numbers, then id, tenant, tier and the id of
+/// the lease it renewed (empty when none is pending).
+const LEASE_NUMBERS: usize = 20;
 /// Where the requests left sit in an encoded lease: spending one rewrites these 8 bytes only.
 const LEFT_OFFSET: usize = 16;
 
 /// One slot's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entry {
-    /// A request of this key is asking for a lease until `until`.
+    /// A request of this key is asking for a lease until `until`. `pending`: unused requests
+    /// of an ended lease that this claim's callout could not hand back too (it hands back
+    /// one lease); the lease it brings keeps them for the next claim.
     Asking {
         fingerprint: u64,
         until: u64,
+        pending: Option<Unused>,
     },
     Lease(LeaseEntry),
 }
@@ -175,6 +200,12 @@ struct LeaseEntry {
     remaining: u32,
     /// The monthly quota's limit, remaining at the grant, and when the month starts over.
     month: Option<(u64, u64, u64)>,
+    /// Requests left when it was stored: the measure of "running out" for renewal.
+    stored_left: u32,
+    /// A request is renewing it until then (its callout's timeout); 0: nobody is.
+    renewing_until: u64,
+    /// What the lease it renewed left unused, handed back by the next claim.
+    pending: Option<Unused>,
     id: String,
     tenant: String,
     policy: String,
@@ -183,6 +214,27 @@ struct LeaseEntry {
 impl LeaseEntry {
     fn live(&self, now_ms: u64) -> bool {
         self.left > 0 && self.dispatched_at <= now_ms && now_ms < self.deadline
+    }
+
+    /// Whether a request should renew it now: a large lease down to a quarter of its
+    /// requests that nobody is renewing. The renewing request makes the claim's callout while
+    /// the others go on spending it, so a hot key's requests never meet an empty slot and
+    /// turn into plain callouts during the round trip.
+    fn wants_renewal(&self, now_ms: u64) -> bool {
+        self.stored_left >= RENEW_FROM
+            && self.left <= self.stored_left / RENEW_SHARE
+            && now_ms >= self.renewing_until
+    }
+
+    fn renewing(&self, now_ms: u64) -> bool {
+        now_ms < self.renewing_until
+    }
+
+    fn unused(&self) -> Option<Unused> {
+        (self.left > 0).then(|| Unused {
+            id: self.id.clone(),
+            requests: self.left,
+        })
     }
 
     fn leased(&self, now_ms: u64) -> Leased {
@@ -216,13 +268,32 @@ impl Entry {
     /// text formatting or parsing.
     fn encode(&self) -> Vec<u8> {
         match self {
-            Entry::Asking { fingerprint, until } => [*fingerprint, KIND_ASKING, *until]
-                .iter()
-                .flat_map(|n| n.to_le_bytes())
-                .collect(),
+            Entry::Asking {
+                fingerprint,
+                until,
+                pending,
+            } => {
+                let (id, requests) = pending
+                    .as_ref()
+                    .map_or(("", 0), |unused| (unused.id.as_str(), unused.requests));
+                let numbers = [
+                    *fingerprint,
+                    KIND_ASKING,
+                    *until,
+                    u64::from(requests),
+                    id.len() as u64,
+                ];
+                let mut bytes: Vec<u8> = numbers.iter().flat_map(|n| n.to_le_bytes()).collect();
+                bytes.extend_from_slice(id.as_bytes());
+                bytes
+            }
             Entry::Lease(lease) => {
                 let (month_limit, month_remaining, month_reset_at) =
                     lease.month.unwrap_or_default();
+                let (pending_id, pending_requests) = lease
+                    .pending
+                    .as_ref()
+                    .map_or(("", 0), |unused| (unused.id.as_str(), unused.requests));
                 let numbers: [u64; LEASE_NUMBERS] = [
                     lease.fingerprint,
                     KIND_LEASE,
@@ -237,20 +308,39 @@ impl Entry {
                     month_limit,
                     month_remaining,
                     month_reset_at,
+                    u64::from(lease.stored_left),
+                    lease.renewing_until,
+                    u64::from(pending_requests),
                     lease.id.len() as u64,
                     lease.tenant.len() as u64,
                     lease.policy.len() as u64,
+                    pending_id.len() as u64,
                 ];
-                let texts = lease.id.len() + lease.tenant.len() + lease.policy.len();
-                let mut bytes = Vec::with_capacity(LEASE_NUMBERS * 8 + texts);
+                let texts: [&str; 4] = [&lease.id, &lease.tenant, &lease.policy, pending_id];
+                let mut bytes = Vec::with_capacity(
+                    LEASE_NUMBERS * 8 + texts.iter().map(|t| t.len()).sum::<usize>(),
+                );
                 for number in numbers {
                     bytes.extend_from_slice(&number.to_le_bytes());
                 }
-                for text in [&lease.id, &lease.tenant, &lease.policy] {
+                for text in texts {
                     bytes.extend_from_slice(text.as_bytes());
                 }
                 bytes
             }
+        }
+    }
+
+    /// A pending return as stored: both an id and requests, or neither (`None` inside);
+    /// anything else is garbage (`None` outside).
+    fn pending(id: &str, requests: u64) -> Option<Option<Unused>> {
+        match (id.is_empty(), u32::try_from(requests).ok()?) {
+            (true, 0) => Some(None),
+            (false, requests) if requests > 0 => Some(Some(Unused {
+                id: id.to_owned(),
+                requests,
+            })),
+            _ => None,
         }
     }
 
@@ -261,8 +351,17 @@ impl Entry {
         let mut number = || numbers.next().flatten();
         let (fingerprint, kind) = (number()?, number()?);
         if kind == KIND_ASKING {
-            let until = number()?;
-            return (bytes.len() == 24).then_some(Entry::Asking { fingerprint, until });
+            let (until, requests, id_length) = (number()?, number()?, number()?);
+            let id = bytes.get(ASKING_NUMBERS * 8..)?;
+            if u64::try_from(id.len()).ok()? != id_length {
+                return None;
+            }
+            let pending = Self::pending(std::str::from_utf8(id).ok()?, requests)?;
+            return Some(Entry::Asking {
+                fingerprint,
+                until,
+                pending,
+            });
         }
         if kind != KIND_LEASE {
             return None;
@@ -274,15 +373,19 @@ impl Entry {
         let remaining = u32::try_from(number()?).ok()?;
         let has_month = number()?;
         let month = (number()?, number()?, number()?);
-        let lengths = [number()?, number()?, number()?];
+        let stored_left = u32::try_from(number()?).ok()?;
+        let renewing_until = number()?;
+        let pending_requests = u32::try_from(number()?).ok()?;
+        let lengths = [number()?, number()?, number()?, number()?];
         let mut rest = bytes.get(LEASE_NUMBERS * 8..)?;
-        let mut texts = Vec::with_capacity(3);
+        let mut texts = Vec::with_capacity(lengths.len());
         for length in lengths {
             let (text, tail) = rest.split_at_checked(usize::try_from(length).ok()?)?;
             texts.push(std::str::from_utf8(text).ok()?.to_owned());
             rest = tail;
         }
-        let [id, tenant, policy]: [String; 3] = texts.try_into().ok()?;
+        let [id, tenant, policy, pending_id]: [String; 4] = texts.try_into().ok()?;
+        let pending = Self::pending(&pending_id, u64::from(pending_requests))?;
         (rest.is_empty() && has_month <= 1).then_some(Entry::Lease(LeaseEntry {
             fingerprint,
             left,
@@ -293,11 +396,36 @@ impl Entry {
             window_seconds,
             remaining,
             month: (has_month == 1).then_some(month),
+            stored_left,
+            renewing_until,
+            pending,
             id,
             tenant,
             policy,
         }))
     }
+}
+
+/// What an entry being replaced leaves behind (see [`LeaseTable::ended`]).
+#[derive(Debug, Default)]
+struct Left {
+    /// To hand back now.
+    returned: Option<Unused>,
+    /// To hand back with the next claim.
+    kept: Option<Unused>,
+    /// Requests never to be handed back.
+    lost: Option<u32>,
+}
+
+/// What a lookup is for.
+#[derive(Debug, Clone, Copy)]
+enum Intent {
+    /// Spend a request before the callout, unless the lease is due for renewal.
+    Take,
+    /// Spend a request whatever (a denied request answered from the lease).
+    Spend,
+    /// Renew, spend, or claim the slot until `until`.
+    Claim { until: u64 },
 }
 
 /// What a lookup does with the slot it read.
@@ -313,18 +441,30 @@ impl LeaseTable {
         format!("tollgate.lease.{}", key.0 % u64::from(self.slots.max(1)))
     }
 
-    /// Spends one request of the key's live lease, if it has one; writes nothing otherwise.
-    /// `None`: the request needs a callout.
+    /// For a request before its callout: spends one request of the key's live lease, if it
+    /// has one and nobody needs to renew it; writes nothing otherwise. `None`: the request
+    /// needs a callout (or renews the lease with it, see [`Self::take_or_claim`]).
     pub fn take(&self, shared: &impl SharedData, key: LeaseKey, now_ms: u64) -> Option<Leased> {
-        match self.lookup(shared, key, now_ms, None) {
+        Self::taken(self.lookup(shared, key, now_ms, Intent::Take))
+    }
+
+    /// Spends one request of the key's live lease, if it has one, due for renewal or not: for
+    /// a request whose callout was denied while the lease still holds requests.
+    pub fn spend(&self, shared: &impl SharedData, key: LeaseKey, now_ms: u64) -> Option<Leased> {
+        Self::taken(self.lookup(shared, key, now_ms, Intent::Spend))
+    }
+
+    fn taken(lookup: LeaseLookup) -> Option<Leased> {
+        match lookup {
             LeaseLookup::Taken(leased) => Some(leased),
             LeaseLookup::Claimed(_) | LeaseLookup::Busy => None,
         }
     }
 
-    /// For a request about to make a callout: spends a request of a live lease if one arrived
-    /// meanwhile; else claims the slot (a placeholder until `until`, the callout's timeout),
-    /// taking the ended lease's unused requests to hand back; else [`LeaseLookup::Busy`].
+    /// For a request about to make a callout: renews the key's live lease if it is due (see
+    /// `LeaseEntry::wants_renewal`), else spends a request of it; else claims the slot (a
+    /// placeholder until `until`, the callout's timeout), taking the ended lease's unused
+    /// requests to hand back; else [`LeaseLookup::Busy`].
     pub fn take_or_claim(
         &self,
         shared: &impl SharedData,
@@ -332,7 +472,7 @@ impl LeaseTable {
         now_ms: u64,
         until: u64,
     ) -> LeaseLookup {
-        self.lookup(shared, key, now_ms, Some(until))
+        self.lookup(shared, key, now_ms, Intent::Claim { until })
     }
 
     fn lookup(
@@ -340,14 +480,14 @@ impl LeaseTable {
         shared: &impl SharedData,
         key: LeaseKey,
         now_ms: u64,
-        claim_until: Option<u64>,
+        intent: Intent,
     ) -> LeaseLookup {
         let slot = self.slot_key(key);
         // Compare-and-swap can lose to another worker writing the slot; a few rounds settle
         // it, and giving up only costs a plain callout.
         for _ in 0..CAS_ATTEMPTS {
             let (value, cas) = shared.get(&slot);
-            match Self::step(key, value.unwrap_or_default(), now_ms, claim_until) {
+            match Self::step(key, value.unwrap_or_default(), now_ms, intent) {
                 Step::Done(lookup) => return lookup,
                 Step::Write(bytes, lookup) => {
                     if shared.set(&slot, &bytes, cas) {
@@ -360,16 +500,24 @@ impl LeaseTable {
     }
 
     /// What to do with the slot's current bytes.
-    fn step(key: LeaseKey, mut bytes: Vec<u8>, now_ms: u64, claim_until: Option<u64>) -> Step {
+    fn step(key: LeaseKey, mut bytes: Vec<u8>, now_ms: u64, intent: Intent) -> Step {
         let LeaseKey(fingerprint) = key;
         let entry = Entry::decode(&bytes);
         let ours = entry
             .as_ref()
             .is_some_and(|e| e.fingerprint() == fingerprint);
-        let (returned, evicted) = match entry {
+        let left = match entry {
             Some(Entry::Lease(lease)) if lease.live(now_ms) => {
                 if !ours {
                     return Step::Done(LeaseLookup::Busy);
+                }
+                if lease.wants_renewal(now_ms) {
+                    match intent {
+                        Intent::Claim { until } => return Self::renew(key, lease, until),
+                        // Left for the request's callout to renew.
+                        Intent::Take => return Step::Done(LeaseLookup::Busy),
+                        Intent::Spend => {}
+                    }
                 }
                 // Only the count changes: rewrite its 8 bytes in the slot's own copy.
                 let left = u64::from(lease.left.saturating_sub(1)).to_le_bytes();
@@ -382,30 +530,70 @@ impl LeaseTable {
             Some(Entry::Asking { until, .. }) if now_ms < until => {
                 return Step::Done(LeaseLookup::Busy);
             }
-            Some(Entry::Lease(lease)) if lease.left > 0 => {
-                if ours {
-                    let unused = Unused {
-                        id: lease.id,
-                        requests: lease.left,
-                    };
-                    (Some(unused), None)
-                } else {
-                    (None, Some(lease.left))
-                }
+            // Ended while its renewal is in flight: that answer stores the next lease.
+            Some(Entry::Lease(lease)) if ours && lease.renewing(now_ms) => {
+                return Step::Done(LeaseLookup::Busy);
             }
-            // Used up, an expired placeholder, nothing, or garbage.
-            _ => (None, None),
+            Some(Entry::Lease(lease)) => {
+                let own = lease.unused();
+                Self::ended(own, lease.pending, ours)
+            }
+            // An expired placeholder may still keep a return.
+            Some(Entry::Asking { pending, .. }) => Self::ended(None, pending, ours),
+            // Nothing, or garbage.
+            None => Left::default(),
         };
-        let Some(until) = claim_until else {
+        let Intent::Claim { until } = intent else {
             return Step::Done(LeaseLookup::Busy);
         };
-        let placeholder = Entry::Asking { fingerprint, until }.encode();
+        let placeholder = Entry::Asking {
+            fingerprint,
+            until,
+            pending: left.kept,
+        }
+        .encode();
         let claim = Claim {
             ticket: LeaseTicket { key, until },
-            returned,
-            evicted,
+            returned: left.returned,
+            evicted: left.lost,
         };
         Step::Write(placeholder, LeaseLookup::Claimed(claim))
+    }
+
+    /// Marks the key's live lease as renewed by this request until `until` (its callout's
+    /// timeout); the claim hands back what the lease before it left unused.
+    fn renew(key: LeaseKey, mut lease: LeaseEntry, until: u64) -> Step {
+        lease.renewing_until = until;
+        let claim = Claim {
+            ticket: LeaseTicket { key, until },
+            returned: lease.pending.take(),
+            evicted: None,
+        };
+        Step::Write(Entry::Lease(lease).encode(), LeaseLookup::Claimed(claim))
+    }
+
+    /// What an entry being replaced leaves behind, from a lease's own unused requests and
+    /// the return it keeps: for its own key, the larger to hand back now and the other kept
+    /// for the next claim (a callout hands back one lease); for another key, all lost.
+    fn ended(own: Option<Unused>, pending: Option<Unused>, ours: bool) -> Left {
+        let requests = |unused: &Option<Unused>| unused.as_ref().map_or(0, |u| u.requests);
+        if !ours {
+            let lost = requests(&own).saturating_add(requests(&pending));
+            return Left {
+                lost: (lost > 0).then_some(lost),
+                ..Left::default()
+            };
+        }
+        let (returned, kept) = if requests(&own) >= requests(&pending) {
+            (own, pending)
+        } else {
+            (pending, own)
+        };
+        Left {
+            returned,
+            kept,
+            lost: None,
+        }
     }
 
     /// Stores what a callout's answer granted, or clears this request's placeholder.
@@ -451,7 +639,7 @@ impl LeaseTable {
         let now_ms = now_ms();
         let quota = &grant.quota;
         let ttl_ms = u64::from(grant.lease.ttl_ms).min(self.max_ttl_ms);
-        let entry = Entry::Lease(LeaseEntry {
+        let lease = LeaseEntry {
             fingerprint: key.0,
             left,
             dispatched_at,
@@ -463,18 +651,45 @@ impl LeaseTable {
             month: quota
                 .monthly
                 .map(|m| (m.limit, m.remaining, now_ms.saturating_add(m.reset_ms))),
+            stored_left: left,
+            renewing_until: 0,
+            pending: None,
             id: grant.lease.id.clone(),
             tenant: grant.tenant.clone(),
             policy: quota.policy.clone(),
-        })
-        .encode();
+        };
         let slot = self.slot_key(key);
         for _ in 0..CAS_ATTEMPTS {
             let (value, cas) = shared.get(&slot);
-            let overwritten = match value.as_deref().and_then(Entry::decode) {
-                Some(Entry::Lease(old)) if old.left > 0 => Some(old.left),
-                _ => None,
+            // The key's lease this one renews (or one stored meanwhile) leaves its unused
+            // requests to be handed back by the next claim; another key's are lost.
+            let (pending, overwritten) = match value.as_deref().and_then(Entry::decode) {
+                Some(Entry::Lease(old)) => {
+                    let left = Self::ended(old.unused(), old.pending, old.fingerprint == key.0);
+                    // A lease keeps one return: a second (only when two claims of the key
+                    // overlapped) is lost.
+                    let lost = [left.kept.map(|kept| kept.requests), left.lost]
+                        .into_iter()
+                        .flatten()
+                        .reduce(u32::saturating_add);
+                    (left.returned, lost)
+                }
+                // The key's placeholder hands over the return its claim could not send.
+                Some(Entry::Asking {
+                    fingerprint,
+                    pending,
+                    ..
+                }) if fingerprint == key.0 => (pending, None),
+                Some(Entry::Asking { pending, .. }) => {
+                    (None, pending.map(|unused| unused.requests))
+                }
+                None => (None, None),
             };
+            let entry = Entry::Lease(LeaseEntry {
+                pending,
+                ..lease.clone()
+            })
+            .encode();
             if shared.set(&slot, &entry, cas) {
                 settled.lost = overwritten;
                 settled.stored = true;
@@ -485,17 +700,45 @@ impl LeaseTable {
         settled
     }
 
-    /// Clears this request's own placeholder; a slot that holds anything else by now (a
-    /// later claimant's placeholder, another key, a lease) is left alone.
+    /// Clears this request's own claim when its answer brought no lease: its placeholder, or
+    /// the renewal mark on the lease it was renewing (which goes on, renewable again). A slot
+    /// that holds anything else by now (a later claimant's, another key, a newer lease) is
+    /// left alone.
     fn clear(&self, shared: &impl SharedData, ticket: LeaseTicket) {
         let slot = self.slot_key(ticket.key);
-        let (value, cas) = shared.get(&slot);
-        let ours = Entry::Asking {
-            fingerprint: ticket.key.0,
-            until: ticket.until,
-        };
-        if value.as_deref().and_then(Entry::decode) == Some(ours) {
-            shared.set(&slot, b"", cas);
+        for _ in 0..CAS_ATTEMPTS {
+            let (value, cas) = shared.get(&slot);
+            let cleared = match value.as_deref().and_then(Entry::decode) {
+                // Ended now, but keeping the return it holds for the next claim.
+                Some(Entry::Asking {
+                    fingerprint,
+                    until,
+                    pending: Some(pending),
+                }) if fingerprint == ticket.key.0 && until == ticket.until => Entry::Asking {
+                    fingerprint,
+                    until: 0,
+                    pending: Some(pending),
+                }
+                .encode(),
+                Some(Entry::Asking {
+                    fingerprint,
+                    until,
+                    pending: None,
+                }) if fingerprint == ticket.key.0 && until == ticket.until => Vec::new(),
+                Some(Entry::Lease(mut lease))
+                    if lease.fingerprint == ticket.key.0
+                        && lease.renewing_until == ticket.until =>
+                {
+                    lease.renewing_until = 0;
+                    Entry::Lease(lease).encode()
+                }
+                _ => return,
+            };
+            // Lost only to a write of the same slot (another worker spending the lease): read
+            // it again.
+            if shared.set(&slot, &cleared, cas) {
+                return;
+            }
         }
     }
 }
@@ -757,11 +1000,172 @@ mod tests {
             &shared,
             key("tg_a"),
             Some(first.ticket),
-            Some(&grant("L1", 50, 1_000)),
+            Some(&grant("L1", 20, 1_000)),
             100,
             || 110,
         );
-        assert_eq!(spend_all(&TABLE, &shared, "tg_a", 120), 49);
+        assert_eq!(spend_all(&TABLE, &shared, "tg_a", 120), 19);
+    }
+
+    /// Spends `n` requests of `api_key`'s lease at `now_ms`, failing the test otherwise.
+    fn spend(table: &LeaseTable, shared: &FakeShared, api_key: &str, now_ms: u64, n: u32) {
+        for spent in 0..n {
+            assert!(
+                table.take(shared, key(api_key), now_ms).is_some(),
+                "{api_key}: only {spent} of {n} spent at {now_ms}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_lease_is_renewed_before_it_runs_out_and_its_rest_handed_back_once() {
+        let shared = FakeShared::default();
+        granted(&TABLE, &shared, "tg_a", &grant("L1", 101, 1_000), 0, 5);
+        // 100 left; renewed at a quarter: 75 are spent, then the next request renews.
+        assert_eq!(spend_all(&TABLE, &shared, "tg_a", 10), 75);
+        let renewal = claim(&TABLE, &shared, "tg_a", 10);
+        assert_eq!(
+            (renewal.returned.clone(), renewal.evicted),
+            (None, None),
+            "nothing pending yet"
+        );
+        // During the renewal's round trip the others go on spending, no callout.
+        spend(&TABLE, &shared, "tg_a", 11, 5);
+        assert_eq!(
+            TABLE.take_or_claim(&shared, key("tg_a"), 12, 112),
+            LeaseLookup::Taken(TABLE.take(&shared, key("tg_a"), 12).expect("leased")),
+            "spent, not claimed again"
+        );
+        let settled = TABLE.settle(
+            &shared,
+            key("tg_a"),
+            Some(renewal.ticket),
+            Some(&grant("L2", 101, 1_000)),
+            10,
+            || 15,
+        );
+        assert_eq!(
+            settled,
+            Settled {
+                granted: Some(101),
+                stored: true,
+                lost: None
+            },
+            "the renewed lease's rest is handed back, not lost"
+        );
+        assert_eq!(spend_all(&TABLE, &shared, "tg_a", 20), 75, "the new lease");
+        let next = claim(&TABLE, &shared, "tg_a", 20);
+        assert_eq!(
+            next.returned,
+            Some(Unused {
+                id: "L1".into(),
+                requests: 18
+            }),
+            "25 left at the renewal, 7 spent during it"
+        );
+        // The renewal's callout carries it; a renewal that brings no lease starts no second
+        // return of it.
+        TABLE.settle(&shared, key("tg_a"), Some(next.ticket), None, 20, || 21);
+        assert_eq!(claim(&TABLE, &shared, "tg_a", 22).returned, None);
+    }
+
+    #[test]
+    fn a_lease_used_up_while_renewed_waits_for_the_renewal() {
+        let shared = FakeShared::default();
+        granted(&TABLE, &shared, "tg_a", &grant("L1", 41, 1_000), 0, 5);
+        spend_all(&TABLE, &shared, "tg_a", 10);
+        let renewal = claim(&TABLE, &shared, "tg_a", 10);
+        assert_eq!(
+            spend_all(&TABLE, &shared, "tg_a", 11),
+            10,
+            "its last quarter"
+        );
+        assert_eq!(
+            TABLE.take_or_claim(&shared, key("tg_a"), 12, 112),
+            LeaseLookup::Busy,
+            "a plain callout; a claim now would replace the renewal's answer"
+        );
+        // After the renewal's timeout the slot can be claimed again.
+        let later = claim(&TABLE, &shared, "tg_a", renewal.ticket.until);
+        assert_eq!((later.returned, later.evicted), (None, None), "used up");
+    }
+
+    #[test]
+    fn a_renewal_without_a_lease_leaves_the_old_one_spending_and_renewable() {
+        let shared = FakeShared::default();
+        granted(&TABLE, &shared, "tg_a", &grant("L1", 41, 1_000), 0, 5);
+        assert_eq!(spend_all(&TABLE, &shared, "tg_a", 10), 30);
+        let renewal = claim(&TABLE, &shared, "tg_a", 10);
+        TABLE.settle(&shared, key("tg_a"), Some(renewal.ticket), None, 10, || 11);
+        let again = claim(&TABLE, &shared, "tg_a", 12);
+        assert_eq!(again.returned, None);
+        assert_eq!(
+            spend_all(&TABLE, &shared, "tg_a", 13),
+            10,
+            "still the old lease"
+        );
+    }
+
+    #[test]
+    fn an_ended_lease_and_the_one_it_renewed_hand_back_one_each_claim_and_lose_none() {
+        let shared = FakeShared::default();
+        granted(&TABLE, &shared, "tg_a", &grant("L1", 41, 1_000), 0, 5);
+        spend_all(&TABLE, &shared, "tg_a", 10);
+        let renewal = claim(&TABLE, &shared, "tg_a", 10);
+        TABLE.settle(
+            &shared,
+            key("tg_a"),
+            Some(renewal.ticket),
+            Some(&grant("L2", 41, 1_000)),
+            10,
+            || 15,
+        );
+        // L1 left 10 to hand back; L2 ends by its deadline with 40 unused.
+        let next = claim(&TABLE, &shared, "tg_a", 1_010);
+        let l2 = Unused {
+            id: "L2".into(),
+            requests: 40,
+        };
+        assert_eq!(
+            (next.returned, next.evicted),
+            (Some(l2), None),
+            "one callout hands back one lease: the larger"
+        );
+        // The other waits in the slot for the next claim, through an answer with no lease...
+        TABLE.settle(&shared, key("tg_a"), Some(next.ticket), None, 1_010, || {
+            1_011
+        });
+        let l1 = Unused {
+            id: "L1".into(),
+            requests: 10,
+        };
+        let again = claim(&TABLE, &shared, "tg_a", 1_012);
+        assert_eq!(again.returned, Some(l1.clone()));
+        // ...or with one, which keeps it until its own claim.
+        let shared = FakeShared::default();
+        granted(&TABLE, &shared, "tg_a", &grant("L1", 41, 1_000), 0, 5);
+        spend_all(&TABLE, &shared, "tg_a", 10);
+        let renewal = claim(&TABLE, &shared, "tg_a", 10);
+        TABLE.settle(
+            &shared,
+            key("tg_a"),
+            Some(renewal.ticket),
+            Some(&grant("L2", 41, 1_000)),
+            10,
+            || 15,
+        );
+        let next = claim(&TABLE, &shared, "tg_a", 1_010);
+        let settled = TABLE.settle(
+            &shared,
+            key("tg_a"),
+            Some(next.ticket),
+            Some(&grant("L3", 5, 1_000)),
+            1_010,
+            || 1_015,
+        );
+        assert_eq!(settled.lost, None);
+        spend_all(&TABLE, &shared, "tg_a", 1_020);
+        assert_eq!(claim(&TABLE, &shared, "tg_a", 1_020).returned, Some(l1));
     }
 
     /// Shared data where another worker writes the slot between every read and write of the
@@ -1018,6 +1422,12 @@ mod tests {
             window_seconds: 5,
             remaining: 6,
             month: Some((7, 8, 9)),
+            stored_left: 10,
+            renewing_until: 11,
+            pending: Some(Unused {
+                id: "1700000000500.16.30".into(),
+                requests: 12,
+            }),
             id: "1700000001000.17.40".into(),
             tenant: "tn_ü".into(),
             policy: "pro".into(),
@@ -1032,8 +1442,24 @@ mod tests {
         let asking = Entry::Asking {
             fingerprint: 3,
             until: 4,
+            pending: None,
         };
         assert_eq!(Entry::decode(&asking.encode()), Some(asking));
+        let keeping = Entry::Asking {
+            fingerprint: 3,
+            until: 4,
+            pending: Some(Unused {
+                id: "1700000000500.16.30".into(),
+                requests: 5,
+            }),
+        };
+        let keeping_bytes = keeping.encode();
+        assert_eq!(Entry::decode(&keeping_bytes), Some(keeping));
+        assert_eq!(
+            Entry::decode(&keeping_bytes[..keeping_bytes.len() - 1]),
+            None,
+            "cut short"
+        );
         assert_eq!(Entry::decode(b""), None);
         assert_eq!(Entry::decode(&bytes[..bytes.len() - 1]), None, "cut short");
         let mut longer = bytes.clone();
@@ -1043,8 +1469,15 @@ mod tests {
         kind[8..16].copy_from_slice(&2u64.to_le_bytes());
         assert_eq!(Entry::decode(&kind), None, "a kind from nowhere");
         let mut huge_length = bytes.clone();
-        huge_length[13 * 8..14 * 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        huge_length[16 * 8..17 * 8].copy_from_slice(&u64::MAX.to_le_bytes());
         assert_eq!(Entry::decode(&huge_length), None);
+        let mut pending_without_requests = bytes.clone();
+        pending_without_requests[15 * 8..16 * 8].copy_from_slice(&0u64.to_le_bytes());
+        assert_eq!(
+            Entry::decode(&pending_without_requests),
+            None,
+            "a pending id with no requests"
+        );
         let mut not_utf8 = bytes;
         let last = not_utf8.len() - 1;
         not_utf8[last] = 0xff;

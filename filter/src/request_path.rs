@@ -7,12 +7,14 @@
 //!    [`after_answer`]); the request that refreshes an expired refusal makes its callout
 //!    whatever, reporting the denials answered meanwhile, and neither spends nor asks for a
 //!    lease;
-//! 2. the lease table: a live lease of this key, route and cost admits the request at once;
+//! 2. the lease table: a live lease of this key, route and cost admits the request at once
+//!    (unless the lease is due for renewal: then this request renews it in step 4);
 //! 3. the invalid-key budget: an address over it gets no callout (a lease still admits it);
 //! 4. the lease table again: the request claims the key's slot when no lease is live and
-//!    nobody is asking for one (asking for `max_requests` and handing back what an ended lease
-//!    left unused), or spends a lease that arrived meanwhile; when another request is already
-//!    asking, it makes a plain callout (asking for none) rather than wait.
+//!    nobody is asking for one, or renews a live lease that is due (asking for
+//!    `max_requests` and handing back what an ended lease left unused), or spends a lease that
+//!    arrived meanwhile; when another request is already asking, it makes a plain callout
+//!    (asking for none) rather than wait.
 //!
 //! After the answer ([`after_answer`]): [`outcome::on_answer`] decides the action; the lease
 //! table stores a granted lease (or clears the request's placeholder), the deny cache settles
@@ -248,7 +250,7 @@ pub fn after_answer(
     let spend_lease = || {
         lease
             .filter(|_| denied)
-            .and_then(|(table, (key, _))| table.take(shared, key, now_ms()))
+            .and_then(|(table, (key, _))| table.spend(shared, key, now_ms()))
     };
     // A live lease here answers a denial before it is cached, and one another worker stored
     // meanwhile answers it after: that store dropped the denials cached before it, not this
@@ -798,6 +800,37 @@ mod tests {
             "the placeholder was cleared"
         );
         assert!(!headers.contains_key(header::LEASE_RETURN));
+    }
+
+    #[test]
+    fn a_hot_keys_lease_is_renewed_while_it_still_admits_and_a_denied_renewal_spends_it() {
+        let settings = settings("");
+        let shared = FakeShared::default();
+        lease(&settings, &shared, 0, ("L1", 101, 1_000));
+        for now in 10..85 {
+            assert!(
+                admitted_from_lease(&before(&settings, &shared, now)),
+                "at {now}"
+            );
+        }
+        // A quarter left: the next request renews the lease with its callout...
+        let (renewing, headers, _) = callout(before(&settings, &shared, 85));
+        assert_eq!(
+            headers[header::LEASE_MAX],
+            max_requests(&settings).to_string()
+        );
+        // ...while the others go on spending it.
+        assert!(admitted_from_lease(&before(&settings, &shared, 86)));
+        // The tenant is at its limit: the renewing request is answered from the lease, and no
+        // denial is cached to refuse the rest of it.
+        let (counts, action) = after_answer(&settings, &shared, &renewing, deny(), || 90);
+        assert!(counts.contains(&(Stat::LeasedAfterDenial, 1)), "{counts:?}");
+        assert!(matches!(action, Action::Resume { .. }));
+        assert!(
+            matches!(before(&settings, &shared, 91), Before::Callout { .. }),
+            "due for renewal again: the next request asks"
+        );
+        assert!(admitted_from_lease(&before(&settings, &shared, 92)));
     }
 
     #[test]
