@@ -1106,20 +1106,26 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_ended_lease_and_the_one_it_renewed_hand_back_one_each_claim_and_lose_none() {
-        let shared = FakeShared::default();
-        granted(&TABLE, &shared, "tg_a", &grant("L1", 41, 1_000), 0, 5);
-        spend_all(&TABLE, &shared, "tg_a", 10);
-        let renewal = claim(&TABLE, &shared, "tg_a", 10);
+    /// Lease L1 (40 requests after the granting one) spent down to its renewal, renewed at
+    /// 10 ms by L2 (40 more): L1's last 10 are kept for the next claim.
+    fn renewed(shared: &FakeShared) {
+        granted(&TABLE, shared, "tg_a", &grant("L1", 41, 1_000), 0, 5);
+        spend_all(&TABLE, shared, "tg_a", 10);
+        let renewal = claim(&TABLE, shared, "tg_a", 10);
         TABLE.settle(
-            &shared,
+            shared,
             key("tg_a"),
             Some(renewal.ticket),
             Some(&grant("L2", 41, 1_000)),
             10,
             || 15,
         );
+    }
+
+    #[test]
+    fn an_ended_lease_and_the_one_it_renewed_hand_back_one_each_claim_and_lose_none() {
+        let shared = FakeShared::default();
+        renewed(&shared);
         // L1 left 10 to hand back; L2 ends by its deadline with 40 unused.
         let next = claim(&TABLE, &shared, "tg_a", 1_010);
         let l2 = Unused {
@@ -1143,17 +1149,7 @@ mod tests {
         assert_eq!(again.returned, Some(l1.clone()));
         // ...or with one, which keeps it until its own claim.
         let shared = FakeShared::default();
-        granted(&TABLE, &shared, "tg_a", &grant("L1", 41, 1_000), 0, 5);
-        spend_all(&TABLE, &shared, "tg_a", 10);
-        let renewal = claim(&TABLE, &shared, "tg_a", 10);
-        TABLE.settle(
-            &shared,
-            key("tg_a"),
-            Some(renewal.ticket),
-            Some(&grant("L2", 41, 1_000)),
-            10,
-            || 15,
-        );
+        renewed(&shared);
         let next = claim(&TABLE, &shared, "tg_a", 1_010);
         let settled = TABLE.settle(
             &shared,
