@@ -15,8 +15,9 @@
 //! or to a stream reset before its answer) only keeps its units counted until they leave the
 //! window: under-admission, never over.
 //!
-//! A large lease is renewed before it runs out (`LeaseEntry::wants_renewal`): once a quarter
-//! of it is left, one request claims the renewal (marking the lease) and makes the callout,
+//! A large lease is renewed before it runs out (`LeaseEntry::wants_renewal`): when, at the
+//! rate it is spent, it would run out within a few claim round trips, one request claims
+//! the renewal (marking the lease) and makes the callout,
 //! while the others go on spending the lease; without it every request arriving during the
 //! claim's round trip would make a plain callout, which for a hot key is most of its
 //! callouts. The renewed lease's unused requests are kept with its successor and handed back
@@ -157,8 +158,11 @@ const MAX_TEXT: usize = 256;
 /// `LeaseEntry::wants_renewal`). A smaller one belongs to a key too slow for the requests
 /// arriving during its claim's round trip to matter.
 const RENEW_FROM: u32 = 32;
-/// A lease is renewed once its requests left are down to this share of those it started with.
-const RENEW_SHARE: u32 = 4;
+/// A lease is renewed when, at the rate it has been spent, it would run out within this long:
+/// several claim round trips (1–3 ms on a healthy control-plane), and a small share of a
+/// lease sized for a second, so renewing costs few more callouts than waiting for the end
+/// would.
+const RENEW_RUNWAY_MS: u64 = 25;
 
 const KIND_ASKING: u64 = 0;
 /// A placeholder's numbers (fingerprint, kind, until, pending requests, pending id length),
@@ -216,14 +220,18 @@ impl LeaseEntry {
         self.left > 0 && self.dispatched_at <= now_ms && now_ms < self.deadline
     }
 
-    /// Whether a request should renew it now: a large lease down to a quarter of its
-    /// requests that nobody is renewing. The renewing request makes the claim's callout while
-    /// the others go on spending it, so a hot key's requests never meet an empty slot and
-    /// turn into plain callouts during the round trip.
+    /// Whether a request should renew it now: a large lease that nobody is renewing and that
+    /// will run out within [`RENEW_RUNWAY_MS`] at the rate it has been spent. The renewing request makes the
+    /// claim's callout while the others go on spending it, so a hot key's requests never meet
+    /// an empty slot and turn into plain callouts during the round trip.
     fn wants_renewal(&self, now_ms: u64) -> bool {
-        self.stored_left >= RENEW_FROM
-            && self.left <= self.stored_left / RENEW_SHARE
-            && now_ms >= self.renewing_until
+        if self.stored_left < RENEW_FROM || now_ms < self.renewing_until {
+            return false;
+        }
+        // left / (spent / elapsed) <= runway, without dividing.
+        let spent = u64::from(self.stored_left.saturating_sub(self.left));
+        let elapsed = now_ms.saturating_sub(self.dispatched_at);
+        spent > 0 && u64::from(self.left).saturating_mul(elapsed) <= RENEW_RUNWAY_MS * spent
     }
 
     fn renewing(&self, now_ms: u64) -> bool {
@@ -1021,19 +1029,20 @@ mod tests {
     fn a_large_lease_is_renewed_before_it_runs_out_and_its_rest_handed_back_once() {
         let shared = FakeShared::default();
         granted(&TABLE, &shared, "tg_a", &grant("L1", 101, 1_000), 0, 5);
-        // 100 left; renewed at a quarter: 75 are spent, then the next request renews.
-        assert_eq!(spend_all(&TABLE, &shared, "tg_a", 10), 75);
-        let renewal = claim(&TABLE, &shared, "tg_a", 10);
+        // 100 left, all spent by 250 ms: at that rate the last 9 would last under the 25 ms
+        // runway, so 91 are spent, then the next request renews.
+        assert_eq!(spend_all(&TABLE, &shared, "tg_a", 250), 91);
+        let renewal = claim(&TABLE, &shared, "tg_a", 250);
         assert_eq!(
             (renewal.returned.clone(), renewal.evicted),
             (None, None),
             "nothing pending yet"
         );
         // During the renewal's round trip the others go on spending, no callout.
-        spend(&TABLE, &shared, "tg_a", 11, 5);
+        spend(&TABLE, &shared, "tg_a", 251, 5);
         assert_eq!(
-            TABLE.take_or_claim(&shared, key("tg_a"), 12, 112),
-            LeaseLookup::Taken(TABLE.take(&shared, key("tg_a"), 12).expect("leased")),
+            TABLE.take_or_claim(&shared, key("tg_a"), 252, 352),
+            LeaseLookup::Taken(TABLE.take(&shared, key("tg_a"), 252).expect("leased")),
             "spent, not claimed again"
         );
         let settled = TABLE.settle(
@@ -1041,8 +1050,8 @@ mod tests {
             key("tg_a"),
             Some(renewal.ticket),
             Some(&grant("L2", 101, 1_000)),
-            10,
-            || 15,
+            250,
+            || 255,
         );
         assert_eq!(
             settled,
@@ -1053,35 +1062,31 @@ mod tests {
             },
             "the renewed lease's rest is handed back, not lost"
         );
-        assert_eq!(spend_all(&TABLE, &shared, "tg_a", 20), 75, "the new lease");
-        let next = claim(&TABLE, &shared, "tg_a", 20);
+        assert_eq!(spend_all(&TABLE, &shared, "tg_a", 500), 91, "the new lease");
+        let next = claim(&TABLE, &shared, "tg_a", 500);
         assert_eq!(
             next.returned,
             Some(Unused {
                 id: "L1".into(),
-                requests: 18
+                requests: 2
             }),
-            "25 left at the renewal, 7 spent during it"
+            "9 left at the renewal, 7 spent during it"
         );
         // The renewal's callout carries it; a renewal that brings no lease starts no second
         // return of it.
-        TABLE.settle(&shared, key("tg_a"), Some(next.ticket), None, 20, || 21);
-        assert_eq!(claim(&TABLE, &shared, "tg_a", 22).returned, None);
+        TABLE.settle(&shared, key("tg_a"), Some(next.ticket), None, 500, || 501);
+        assert_eq!(claim(&TABLE, &shared, "tg_a", 502).returned, None);
     }
 
     #[test]
     fn a_lease_used_up_while_renewed_waits_for_the_renewal() {
         let shared = FakeShared::default();
         granted(&TABLE, &shared, "tg_a", &grant("L1", 41, 1_000), 0, 5);
-        spend_all(&TABLE, &shared, "tg_a", 10);
-        let renewal = claim(&TABLE, &shared, "tg_a", 10);
+        assert_eq!(spend_all(&TABLE, &shared, "tg_a", 250), 37);
+        let renewal = claim(&TABLE, &shared, "tg_a", 250);
+        assert_eq!(spend_all(&TABLE, &shared, "tg_a", 251), 3, "the rest");
         assert_eq!(
-            spend_all(&TABLE, &shared, "tg_a", 11),
-            10,
-            "its last quarter"
-        );
-        assert_eq!(
-            TABLE.take_or_claim(&shared, key("tg_a"), 12, 112),
+            TABLE.take_or_claim(&shared, key("tg_a"), 252, 352),
             LeaseLookup::Busy,
             "a plain callout; a claim now would replace the renewal's answer"
         );
@@ -1094,31 +1099,38 @@ mod tests {
     fn a_renewal_without_a_lease_leaves_the_old_one_spending_and_renewable() {
         let shared = FakeShared::default();
         granted(&TABLE, &shared, "tg_a", &grant("L1", 41, 1_000), 0, 5);
-        assert_eq!(spend_all(&TABLE, &shared, "tg_a", 10), 30);
-        let renewal = claim(&TABLE, &shared, "tg_a", 10);
-        TABLE.settle(&shared, key("tg_a"), Some(renewal.ticket), None, 10, || 11);
-        let again = claim(&TABLE, &shared, "tg_a", 12);
+        assert_eq!(spend_all(&TABLE, &shared, "tg_a", 250), 37);
+        let renewal = claim(&TABLE, &shared, "tg_a", 250);
+        TABLE.settle(
+            &shared,
+            key("tg_a"),
+            Some(renewal.ticket),
+            None,
+            250,
+            || 251,
+        );
+        let again = claim(&TABLE, &shared, "tg_a", 252);
         assert_eq!(again.returned, None);
         assert_eq!(
-            spend_all(&TABLE, &shared, "tg_a", 13),
-            10,
+            spend_all(&TABLE, &shared, "tg_a", 253),
+            3,
             "still the old lease"
         );
     }
 
-    /// Lease L1 (40 requests after the granting one) spent down to its renewal, renewed at
-    /// 10 ms by L2 (40 more): L1's last 10 are kept for the next claim.
+    /// Lease L1 (40 requests after the granting one) spent down to its renewal by 250 ms,
+    /// renewed then by L2 (40 more, until 1,250 ms): L1's last 3 are kept for the next claim.
     fn renewed(shared: &FakeShared) {
         granted(&TABLE, shared, "tg_a", &grant("L1", 41, 1_000), 0, 5);
-        spend_all(&TABLE, shared, "tg_a", 10);
-        let renewal = claim(&TABLE, shared, "tg_a", 10);
+        assert_eq!(spend_all(&TABLE, shared, "tg_a", 250), 37);
+        let renewal = claim(&TABLE, shared, "tg_a", 250);
         TABLE.settle(
             shared,
             key("tg_a"),
             Some(renewal.ticket),
             Some(&grant("L2", 41, 1_000)),
-            10,
-            || 15,
+            250,
+            || 255,
         );
     }
 
@@ -1126,8 +1138,8 @@ mod tests {
     fn an_ended_lease_and_the_one_it_renewed_hand_back_one_each_claim_and_lose_none() {
         let shared = FakeShared::default();
         renewed(&shared);
-        // L1 left 10 to hand back; L2 ends by its deadline with 40 unused.
-        let next = claim(&TABLE, &shared, "tg_a", 1_010);
+        // L1 left 3 to hand back; L2 ends by its deadline with 40 unused.
+        let next = claim(&TABLE, &shared, "tg_a", 1_250);
         let l2 = Unused {
             id: "L2".into(),
             requests: 40,
@@ -1138,30 +1150,30 @@ mod tests {
             "one callout hands back one lease: the larger"
         );
         // The other waits in the slot for the next claim, through an answer with no lease...
-        TABLE.settle(&shared, key("tg_a"), Some(next.ticket), None, 1_010, || {
-            1_011
+        TABLE.settle(&shared, key("tg_a"), Some(next.ticket), None, 1_250, || {
+            1_251
         });
         let l1 = Unused {
             id: "L1".into(),
-            requests: 10,
+            requests: 3,
         };
-        let again = claim(&TABLE, &shared, "tg_a", 1_012);
+        let again = claim(&TABLE, &shared, "tg_a", 1_252);
         assert_eq!(again.returned, Some(l1.clone()));
         // ...or with one, which keeps it until its own claim.
         let shared = FakeShared::default();
         renewed(&shared);
-        let next = claim(&TABLE, &shared, "tg_a", 1_010);
+        let next = claim(&TABLE, &shared, "tg_a", 1_250);
         let settled = TABLE.settle(
             &shared,
             key("tg_a"),
             Some(next.ticket),
             Some(&grant("L3", 5, 1_000)),
-            1_010,
-            || 1_015,
+            1_250,
+            || 1_255,
         );
         assert_eq!(settled.lost, None);
-        spend_all(&TABLE, &shared, "tg_a", 1_020);
-        assert_eq!(claim(&TABLE, &shared, "tg_a", 1_020).returned, Some(l1));
+        assert_eq!(spend_all(&TABLE, &shared, "tg_a", 1_260), 4);
+        assert_eq!(claim(&TABLE, &shared, "tg_a", 1_260).returned, Some(l1));
     }
 
     /// Shared data where another worker writes the slot between every read and write of the

@@ -202,7 +202,7 @@ pub fn before_callout(
 
 /// A callout's answer (or its failure) for the request that sent `pending`: the action, and
 /// the stats to count. The clock (`now_ms`, a host call in Envoy) is read only when a table
-/// stores or spends something.
+/// stores something or a lease may answer a denial or a failure.
 ///
 /// Two lessons cross from the lease table to the deny cache, both because a live lease here
 /// means the control-plane has reserved room for this key on this Envoy: storing a lease
@@ -212,7 +212,9 @@ pub fn before_callout(
 /// requests instead. Both only spend units the control-plane counted: the limit stays exact,
 /// and a burst no longer loses its last units to a denial raced by its own lease. (The
 /// control-plane counted that request as denied; the edge counts it under
-/// [`Stat::LeasedAfterDenial`].)
+/// [`Stat::LeasedAfterDenial`].) A failed callout meeting a live lease is answered from it
+/// too, whatever the failure mode: a valid lease is honoured while the control-plane is
+/// unreachable (the request renewing a lease is one; it took none of its requests).
 pub fn after_answer(
     settings: &Settings,
     shared: &impl SharedData,
@@ -220,6 +222,7 @@ pub fn after_answer(
     answer: Result<Answer, CalloutFailure>,
     now_ms: impl Fn() -> u64,
 ) -> (Counts, Action) {
+    let failed = answer.is_err();
     let decision = outcome::on_answer(settings.failure_mode, answer);
     let mut lease_counts = Counts::new();
     let lease = settings.leases.zip(pending.lease);
@@ -249,7 +252,7 @@ pub fn after_answer(
     let denied = matches!(decision.learned, Learned::Refused(Refusal::Denied(_)));
     let spend_lease = || {
         lease
-            .filter(|_| denied)
+            .filter(|_| denied || failed)
             .and_then(|(table, (key, _))| table.spend(shared, key, now_ms()))
     };
     // A live lease here answers a denial before it is cached, and one another worker stored
@@ -269,7 +272,12 @@ pub fn after_answer(
         if let Some((cache, ticket)) = cache {
             cache.forget_denial(shared, ticket.fingerprint);
         }
-        return leased_after_denial(&admission, lease_counts);
+        let instead = if failed {
+            Stat::CalloutFailed
+        } else {
+            Stat::LeasedAfterDenial
+        };
+        return leased_instead(&admission, instead, lease_counts);
     }
     let mut counts = counted(decision.stats);
     counts.extend(lease_counts);
@@ -282,11 +290,12 @@ pub fn after_answer(
     (counts, decision.action)
 }
 
-/// A denied request admitted from its key's live lease instead.
-fn leased_after_denial(admission: &Leased, lease_counts: Counts) -> (Counts, Action) {
+/// A request whose callout was denied or failed, admitted from its key's live lease instead:
+/// counted as leased, and under `instead` (the denial or the failure).
+fn leased_instead(admission: &Leased, instead: Stat, lease_counts: Counts) -> (Counts, Action) {
     let (stats, action) = outcome::on_leased(admission);
     let mut counts = counted(stats);
-    counts.push((Stat::LeasedAfterDenial, 1));
+    counts.push((instead, 1));
     counts.extend(lease_counts);
     (counts, action)
 }
@@ -378,12 +387,12 @@ mod tests {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Claims the hot key's slot at `now_ms` and answers it with a lease.
     /// What a claim asks for: the configured `lease.max_requests`.
     fn max_requests(settings: &Settings) -> u32 {
         settings.leases.map_or(0, |table| table.max_requests)
     }
 
+    /// Claims the hot key's slot at `now_ms` and answers it with a lease.
     fn lease(settings: &Settings, shared: &FakeShared, now_ms: u64, lease: (&str, u32, u32)) {
         lease_on(settings, shared, REQUEST, now_ms, lease);
     }
@@ -788,9 +797,8 @@ mod tests {
         let unavailable = Err(CalloutFailure::from_protocol(
             ProtocolError::UnexpectedStatus(503),
         ));
-        let (counts, action) = after_answer(&settings, &shared, &returning, unavailable, || {
-            panic!("nothing is stored")
-        });
+        // No lease left to answer it from, and nothing stored.
+        let (counts, action) = after_answer(&settings, &shared, &returning, unavailable, || 1_005);
         assert_eq!(counts, [(Stat::CalloutFailed, 1)]);
         assert!(matches!(action, Action::Reply(ref r) if r.status == 503));
         let (_, headers, _) = callout(before(&settings, &shared, 1_010));
@@ -807,30 +815,61 @@ mod tests {
         let settings = settings("");
         let shared = FakeShared::default();
         lease(&settings, &shared, 0, ("L1", 101, 1_000));
-        for now in 10..85 {
+        for n in 0..91 {
             assert!(
-                admitted_from_lease(&before(&settings, &shared, now)),
-                "at {now}"
+                admitted_from_lease(&before(&settings, &shared, 250)),
+                "request {n}"
             );
         }
-        // A quarter left: the next request renews the lease with its callout...
-        let (renewing, headers, _) = callout(before(&settings, &shared, 85));
+        // At that rate, what is left lasts less than the runway: the next request renews the
+        // lease with its callout...
+        let (renewing, headers, _) = callout(before(&settings, &shared, 250));
         assert_eq!(
             headers[header::LEASE_MAX],
             max_requests(&settings).to_string()
         );
         // ...while the others go on spending it.
-        assert!(admitted_from_lease(&before(&settings, &shared, 86)));
+        assert!(admitted_from_lease(&before(&settings, &shared, 250)));
         // The tenant is at its limit: the renewing request is answered from the lease, and no
         // denial is cached to refuse the rest of it.
-        let (counts, action) = after_answer(&settings, &shared, &renewing, deny(), || 90);
+        let (counts, action) = after_answer(&settings, &shared, &renewing, deny(), || 255);
         assert!(counts.contains(&(Stat::LeasedAfterDenial, 1)), "{counts:?}");
         assert!(matches!(action, Action::Resume { .. }));
         assert!(
-            matches!(before(&settings, &shared, 91), Before::Callout { .. }),
+            matches!(before(&settings, &shared, 256), Before::Callout { .. }),
             "due for renewal again: the next request asks"
         );
-        assert!(admitted_from_lease(&before(&settings, &shared, 92)));
+        assert!(admitted_from_lease(&before(&settings, &shared, 257)));
+    }
+
+    #[test]
+    fn a_renewal_that_fails_is_answered_from_the_lease_whatever_the_failure_mode() {
+        let settings = settings("");
+        let shared = FakeShared::default();
+        lease(&settings, &shared, 0, ("L1", 101, 1_000));
+        for _ in 0..91 {
+            assert!(admitted_from_lease(&before(&settings, &shared, 250)));
+        }
+        let (renewing, ..) = callout(before(&settings, &shared, 250));
+        let (counts, action) = after_answer(
+            &settings,
+            &shared,
+            &renewing,
+            Err(CalloutFailure::Timeout),
+            || 350,
+        );
+        assert!(
+            matches!(action, Action::Resume { .. }),
+            "fail-closed, yet the lease it was renewing admits it"
+        );
+        assert_eq!(
+            counts,
+            [
+                (Stat::Allowed, 1),
+                (Stat::AllowedLeased, 1),
+                (Stat::CalloutFailed, 1)
+            ]
+        );
     }
 
     #[test]

@@ -14,15 +14,15 @@
 //! The attacker runs on its own runtime whose threads are scheduled `SCHED_IDLE`: a real
 //! attacker's client runs on its own machines, and on this one's two cores its CPU would
 //! otherwise come out of Envoy's and the legitimate client's share, which measures the
-//! scheduler, not Tollgate. It still sends as fast as the CPU Envoy leaves idle allows (its
-//! rate is printed); every request it sends costs Envoy, the filter and the control-plane
-//! what it would from outside. `ATTACKER_PRIORITY=normal` runs it at normal priority, for the
+//! scheduler, not Tollgate. It still sends as fast as the CPU Envoy leaves idle allows (how
+//! many it sent is printed); every request it sends costs Envoy, the filter and the
+//! control-plane what it would from outside. `ATTACKER_PRIORITY=normal` runs it at normal priority, for the
 //! figures of a shared machine.
 //!
 //! Printed: the legitimate tenant's req/s and p99 against its no-attack round, its failures
 //! (anything but 200 or 429), the control-plane's and Envoy's peak RSS (and for f3 the
-//! control-plane's after the uploads closed), the attacker's requests per second, and
-//! control-plane callouts per attacking request.
+//! control-plane's after the uploads closed), the attacker's requests, and control-plane
+//! callouts per attacking request.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
