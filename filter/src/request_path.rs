@@ -264,7 +264,10 @@ pub fn after_answer(
         if let Some((cache, ticket)) = cache {
             cache.settle(shared, ticket, &decision.learned, &now_ms);
         }
-        admission = spend_lease();
+        // A failure caches nothing, so only a denial races a lease stored meanwhile.
+        if denied {
+            admission = spend_lease();
+        }
     }
     if let Some(admission) = admission {
         // Also a denial cached before (of another route at the same cost, or the one this

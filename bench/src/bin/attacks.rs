@@ -83,9 +83,8 @@ fn raise_file_limit() {
 }
 
 /// The attacker's runtime: two threads, each scheduled `SCHED_IDLE` (only CPU nobody else
-/// wants) unless `ATTACKER_PRIORITY=normal`.
-fn attacker_runtime() -> tokio::runtime::Runtime {
-    let idle = std::env::var("ATTACKER_PRIORITY").as_deref() != Ok("normal");
+/// wants) when `idle`.
+fn attacker_runtime(idle: bool) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -350,7 +349,8 @@ fn mib(bytes: u64) -> f64 {
 #[tokio::main]
 async fn main() {
     raise_file_limit();
-    let attacker = attacker_runtime();
+    let idle = std::env::var("ATTACKER_PRIORITY").as_deref() != Ok("normal");
+    let attacker = attacker_runtime(idle);
     println!("Starting the stack (release binaries, Envoy --concurrency 2, default budgets)...");
     let stack = Stack::start(
         StackOptions::default()
@@ -366,10 +366,10 @@ async fn main() {
     println!(
         "control-plane RSS at rest: {:.1} MiB; legitimate load: {LEGIT_RATE} requests/s for {RUN_SECONDS} s, open loop; attacker {}",
         mib(baseline),
-        if std::env::var("ATTACKER_PRIORITY").as_deref() == Ok("normal") {
-            "at normal priority"
-        } else {
+        if idle {
             "SCHED_IDLE"
+        } else {
+            "at normal priority"
         }
     );
 

@@ -64,6 +64,17 @@ fn yaml(path: &Path) -> Value {
     serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("read yaml")).expect("yaml")
 }
 
+/// The value after `flag` in a command line given as a JSON array of strings.
+fn flag_value<'a>(command: &'a Value, flag: &str) -> Option<&'a str> {
+    let words: Vec<&str> = command
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let at = words.iter().position(|word| *word == flag)?;
+    words.get(at + 1).copied()
+}
+
 /// Every document of a multi-document YAML file.
 fn yaml_documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).expect("read yaml");
@@ -293,17 +304,11 @@ fn compose_redis_requires_the_password_the_control_plane_sends() {
     let password = COMPOSE_SECRETS[2].1;
 
     let redis = &services["redis"];
-    let command: Vec<&str> = redis["command"]
-        .as_array()
-        .expect("redis command")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    let requirepass = command.iter().position(|a| *a == "--requirepass");
     assert_eq!(
-        requirepass.and_then(|i| command.get(i + 1)).copied(),
+        flag_value(&redis["command"], "--requirepass"),
         Some(password),
-        "redis-server {command:?}"
+        "redis-server {}",
+        redis["command"]
     );
     assert_eq!(
         services["control-plane"]["environment"]["REDIS_URL"],
@@ -733,18 +738,9 @@ fn istio_redis_caps_its_memory_below_its_limit_and_never_evicts() {
     let redis = yaml_documents(&workspace().join("envoy/istio/redis.yaml"));
     let server = &manifest(&redis, "StatefulSet", "tollgate-redis")["spec"]["template"]["spec"]["containers"]
         [0];
-    let args: Vec<&str> = server["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
     let after = |flag: &str| {
-        args.iter()
-            .position(|a| *a == flag)
-            .and_then(|i| args.get(i + 1))
-            .copied()
-            .unwrap_or_else(|| panic!("no {flag} in {args:?}"))
+        flag_value(&server["args"], flag)
+            .unwrap_or_else(|| panic!("no {flag} in {}", server["args"]))
     };
     // Evicting a window would admit past the limit; evicting a tenant would lose it.
     assert_eq!(after("--maxmemory-policy"), "noeviction");
@@ -1340,17 +1336,11 @@ fn istio_redis_requires_the_password_the_control_plane_sends() {
         password,
         "the probe authenticates"
     );
-    let args: Vec<&str> = server["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    let requirepass = args.iter().position(|a| *a == "--requirepass");
     assert_eq!(
-        requirepass.and_then(|i| args.get(i + 1)).copied(),
+        flag_value(&server["args"], "--requirepass"),
         Some("$(REDIS_PASSWORD)"),
-        "{args:?}"
+        "{}",
+        server["args"]
     );
     let probe = server["readinessProbe"]["exec"]["command"].to_string();
     assert!(probe.contains("PONG"), "NOAUTH exits 0 too: {probe}");
