@@ -33,9 +33,12 @@ serve() {
   set +m
   pids=()
   stop() {
-    trap - INT TERM EXIT
+    # The INT/TERM trap stays: a Ctrl-C that lands while stopping (or that races a process
+    # exiting first) is noted like the first, never a half-done stop killed by the signal.
+    trap - EXIT
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    # `wait` returns early when the trap runs; all three are waited for.
+    until wait 2>/dev/null; do :; done
   }
   # Ctrl-C (or SIGTERM) is the documented way to stop: noted here, acted on after `wait` below.
   interrupted=0

@@ -37,6 +37,8 @@ def read_until(marker, seconds):
                 return
 read_until(b"Press Ctrl-C to stop.", 60)
 up = b"Press Ctrl-C to stop." in shown
+# As a person would, after the message, not within the same millisecond.
+read_until(b"\0 (nothing; just let the message settle)", 0.5)
 os.write(fd, b"\x03")
 read_until(b"\0 (read until the end)", 15)
 _, status = os.waitpid(pid, 0)
