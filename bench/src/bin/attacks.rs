@@ -8,7 +8,10 @@
 //! - none: no attack (the reference of its round).
 //! - f1: one tenant polling `/api/v1/usage` as fast as 32 connections allow.
 //! - f2: a flood of distinct random well-formed keys, from another client address.
-//! - f3: 1,000 uploads announcing 1 MiB on public routes, 64 KiB sent, then stalled.
+//! - f3: 1,000 uploads announcing 1 MiB on public routes, 64 KiB sent, then stalled. The
+//!   legitimate load starts once Envoy and the control-plane have taken them in (their CPU
+//!   quiet, printed as the ramp): f3 measures what held uploads cost, and opening a thousand
+//!   connections at once is a flood like f2's (its cost is in bench/README.md).
 //! - f4: 1 MiB webhook bodies with bad signatures, 8 at a time.
 //!
 //! The attacker runs on its own runtime whose threads are scheduled `SCHED_IDLE`: a real
@@ -18,6 +21,8 @@
 //! many it sent is printed); every request it sends costs Envoy, the filter and the
 //! control-plane what it would from outside. `ATTACKER_PRIORITY=normal` runs it at normal priority, for the
 //! figures of a shared machine.
+//!
+//! `ATTACK_SCENARIOS=none,f3` runs only those (`none` is every round's reference).
 //!
 //! Printed: the legitimate tenant's req/s and p99 against its no-attack round, its failures
 //! (anything but 200 or 429), the control-plane's and Envoy's peak RSS (and for f3 the
@@ -31,7 +36,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tollgate_bench::{median, rss_bytes};
+use tollgate_bench::{cpu_ticks, median, rss_bytes, ticks_per_second};
 use tollgate_e2e::{Stack, StackOptions};
 
 const ROUNDS: usize = 3;
@@ -62,6 +67,8 @@ struct Row {
     control_plane_peak: u64,
     envoy_peak: u64,
     control_plane_after: Option<u64>,
+    /// f3: how long Envoy and the control-plane took to take the uploads in.
+    ramp: Option<Duration>,
     attack_requests: u64,
     callouts: u64,
 }
@@ -113,6 +120,25 @@ async fn sample_peaks(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (control_plane, envoy)
+}
+
+/// Waits until the processes use under a tenth of a core together over 200 ms (at most
+/// 10 s); how long that took.
+async fn quiet(pids: [Option<u32>; 2]) -> Duration {
+    const WINDOW: Duration = Duration::from_millis(200);
+    let most = ticks_per_second() * WINDOW.as_secs_f64() / 10.0;
+    let started = std::time::Instant::now();
+    let ticks = || pids.iter().map(|&pid| cpu_ticks(pid)).sum::<u64>();
+    let mut before = ticks();
+    while started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(WINDOW).await;
+        let now = ticks();
+        if (now - before) as f64 <= most {
+            break;
+        }
+        before = now;
+    }
+    started.elapsed()
 }
 
 /// `workers` loops sending `request()` until `running` ends; the number of requests sent.
@@ -230,6 +256,7 @@ async fn round(
     let running = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn(sample_peaks(pids, running.clone()));
     let mut stalled = Vec::new();
+    let mut ramp = None;
     if scenario == "f3" {
         let port = stack.envoy_port;
         stalled = attacker
@@ -248,6 +275,7 @@ async fn round(
             })
             .await
             .unwrap_or_default();
+        ramp = Some(quiet([pids.0, pids.1]).await);
     }
     let attack = {
         let running = running.clone();
@@ -330,6 +358,7 @@ async fn round(
         control_plane_peak,
         envoy_peak,
         control_plane_after,
+        ramp,
         attack_requests,
         callouts,
     }
@@ -373,6 +402,11 @@ async fn main() {
         }
     );
 
+    let only = std::env::var("ATTACK_SCENARIOS").ok();
+    let chosen = |name: &str| {
+        only.as_deref()
+            .is_none_or(|list| name == "none" || list.split(',').any(|n| n == name))
+    };
     let mut by_scenario: Vec<(&str, Vec<f64>, Vec<f64>)> = Vec::new();
     for round_number in 1..=ROUNDS {
         println!("\nround {round_number} of {ROUNDS}");
@@ -392,7 +426,7 @@ async fn main() {
             "callouts/a"
         );
         let mut reference: Option<(f64, f64)> = None;
-        for scenario in SCENARIOS {
+        for scenario in SCENARIOS.into_iter().filter(|s| chosen(s)) {
             let row = round(attacker.handle(), &stack, scenario, &legit, &flooder).await;
             let (rps0, p99_0) = *reference.get_or_insert((row.legit_rps, row.legit_p99_ms));
             let per_attack = if row.attack_requests > 0 {
@@ -401,7 +435,7 @@ async fn main() {
                 "-".into()
             };
             println!(
-                "{:<5} {:>9.0} {:>6.2} {:>8.2} {:>6.2} {:>8} {:>10.2} {:>9.1} {:>9.1} {:>9} {:>10} {:>10}{}",
+                "{:<5} {:>9.0} {:>6.2} {:>8.2} {:>6.2} {:>8} {:>10.2} {:>9.1} {:>9.1} {:>9} {:>10} {:>10}{}{}",
                 row.scenario,
                 row.legit_rps,
                 row.legit_rps / rps0,
@@ -420,6 +454,10 @@ async fn main() {
                 } else {
                     format!("  (failures: {})", row.failure_kinds)
                 },
+                row.ramp.map_or(String::new(), |ramp| format!(
+                    "  (uploads taken in {} ms after the last was opened)",
+                    ramp.as_millis()
+                )),
             );
             match by_scenario
                 .iter_mut()
