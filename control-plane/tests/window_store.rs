@@ -319,8 +319,8 @@ fn asking(max: u32) -> WindowRequest {
     }
 }
 
-/// Five hundred plain admissions now: a recent rate of 100 units a second (measured over at
-/// least five seconds).
+/// Five hundred plain admissions now: a recent rate of 500 units a second (measured over at
+/// least a second).
 async fn warm_up(store: &impl WindowStore, limit: Limit) {
     for _ in 0..500 {
         assert!(store.decide("t1", limit, 1, 0).await.unwrap().admitted);
@@ -337,7 +337,7 @@ async fn a_lease_counts_its_units_at_once_sized_by_rate_ask_and_room(
     let lease = granted.lease.expect("a lease");
     assert_eq!(
         lease.requests, 50,
-        "a 100/s rate wants 100, the ask caps it at 50"
+        "a 500/s rate wants 500, the ask caps it at 50"
     );
     assert_eq!(lease.id.units, 49);
     assert_eq!(
@@ -367,6 +367,42 @@ async fn a_lease_counts_its_units_at_once_sized_by_rate_ask_and_room(
         "room 9, 6, 4, 2, 1, 0 after each"
     );
     assert_eq!(550 + admitted, 560, "exactly the limit, leases included");
+}
+
+/// Asks for a lease of up to 10,000 requests; the requests it holds (0: none).
+async fn leased(store: &impl WindowStore, limit: Limit) -> u32 {
+    let decided = store
+        .decide_request("t1", limit, asking(10_000))
+        .await
+        .unwrap();
+    assert!(decided.admitted);
+    decided.lease.map_or(0, |lease| lease.requests)
+}
+
+/// A lease is what the tenant's last seconds used in its lifetime: its whole window's average
+/// would lease too little to a tenant back from a quiet spell.
+async fn leases_follow_the_last_seconds_not_the_window_average(
+    store: impl WindowStore,
+    clock: ManualClock,
+) {
+    let limit = per(100_000, 60);
+    // 100 a second for ten seconds: the last five seconds hold four of those bursts, over
+    // the four seconds since the first of them.
+    for _ in 0..10 {
+        for _ in 0..100 {
+            store.decide("t1", limit, 1, 0).await.unwrap();
+        }
+        clock.advance(Duration::from_secs(1));
+    }
+    assert_eq!(leased(&store, limit).await, 101, "100 a second, 1 s lease");
+
+    // Quiet for 40 s, then 300 at once: leased for 300 a second, though the window
+    // averages under 30.
+    clock.advance(Duration::from_secs(40));
+    for _ in 0..300 {
+        store.decide("t1", limit, 1, 0).await.unwrap();
+    }
+    assert_eq!(leased(&store, limit).await, 301);
 }
 
 async fn leased_units_leave_a_window_after_the_lease_deadline(
@@ -486,6 +522,7 @@ macro_rules! conformance {
                 concurrent_decisions_are_exact,
                 concurrent_denials_say_when_room_frees,
                 a_lease_counts_its_units_at_once_sized_by_rate_ask_and_room,
+                leases_follow_the_last_seconds_not_the_window_average,
                 leased_units_leave_a_window_after_the_lease_deadline,
                 returned_units_leave_at_once_and_from_the_counters,
             );

@@ -125,9 +125,14 @@ const ROOM_SHARE: u64 = 4;
 /// a 1 s window: 20 ms).
 const WINDOW_SHARE: u64 = 50;
 
-/// The rate is measured over at least this long, so a tenant's first few requests do not
-/// look like a stream worth leasing to.
-const MIN_RATE_SPAN_MS: u64 = 5_000;
+/// The rate is measured over the units of at most the last five seconds: a tenant back from a
+/// quiet spell is leased for what it sends now, not for its window's average (a minute's
+/// window half idle halved its leases, and doubled its callouts).
+pub const RATE_HORIZON_MS: u64 = 5_000;
+
+/// ... and over at least a second, so a tenant's first few requests do not look like a
+/// stream worth leasing to: a lease is then about what the tenant used in the last second.
+const MIN_RATE_SPAN_MS: u64 = 1_000;
 
 /// How long a lease granted in a window of `window_ms` lasts: the configured TTL, at most a
 /// fiftieth of the window.
@@ -155,13 +160,14 @@ pub fn extra_requests(rate: f64, ttl_ms: u64, cost: u32, max: u32, room: u64) ->
         .min(u32::try_from(by_room).unwrap_or(u32::MAX))
 }
 
-/// The recent rate in units per ms: the units in the window over the time they span since the
-/// oldest (at least five seconds, so a first burst does not look like a flood).
-pub fn recent_rate(units_in_window: u64, oldest_ms: Option<u64>, now_ms: u64) -> f64 {
-    let span = oldest_ms
-        .map_or(0, |oldest| now_ms.saturating_sub(oldest))
-        .max(MIN_RATE_SPAN_MS);
-    units_in_window as f64 / span as f64
+/// The recent rate in units per ms: `recent_units`, the units stamped in the last
+/// [`RATE_HORIZON_MS`] (leases still running included), over the time since the oldest of them
+/// (`since_ms`), at least [`MIN_RATE_SPAN_MS`] and at most the horizon.
+pub fn recent_rate(recent_units: u64, since_ms: Option<u64>, now_ms: u64) -> f64 {
+    let span = since_ms
+        .map_or(0, |since| now_ms.saturating_sub(since))
+        .clamp(MIN_RATE_SPAN_MS, RATE_HORIZON_MS);
+    recent_units as f64 / span as f64
 }
 
 #[cfg(test)]
@@ -249,12 +255,22 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_counts_from_the_oldest_unit_and_at_least_five_seconds() {
-        assert_eq!(recent_rate(600, Some(0), 60_000), 0.01);
+    fn the_rate_spans_the_recent_units_at_least_a_second_at_most_the_horizon() {
+        assert_eq!(recent_rate(50, Some(55_000), 60_000), 0.01);
         assert_eq!(
-            recent_rate(50, Some(59_900), 60_000),
+            recent_rate(20, Some(58_000), 60_000),
             0.01,
-            "a burst spans five seconds"
+            "a tenant just started"
+        );
+        assert_eq!(
+            recent_rate(10, Some(59_900), 60_000),
+            0.01,
+            "a burst spans a second"
+        );
+        assert_eq!(
+            recent_rate(5, Some(60_500), 60_000),
+            0.005,
+            "only a running lease's units, stamped ahead"
         );
         assert_eq!(recent_rate(0, None, 60_000), 0.0);
     }

@@ -248,11 +248,13 @@ impl TenantWindow {
         let mut retry_after_ms = 0;
         let mut lease = None;
         if admitted {
-            let rate = lease::recent_rate(
-                self.admitted.total,
-                self.admitted.events.front().map(|&(at, _)| at),
-                now,
-            );
+            // Read before this request is counted, and only when a lease is asked for.
+            let rate = (request.lease_max > 1).then(|| {
+                let (units, since) = self
+                    .admitted
+                    .recent(now.saturating_sub(lease::RATE_HORIZON_MS));
+                lease::recent_rate(units, since, now)
+            });
             self.admitted.record(now, cost);
             self.minutes.record(now, u64::from(cost), 0);
             self.month = MonthCount {
@@ -264,8 +266,9 @@ impl TenantWindow {
                     .monthly
                     .map_or(u64::MAX, |m| m.saturating_sub(self.month.admitted)),
             );
-            let extra =
-                lease::extra_requests(rate, request.lease_ttl_ms, cost, request.lease_max, room);
+            let extra = rate.map_or(0, |rate| {
+                lease::extra_requests(rate, request.lease_ttl_ms, cost, request.lease_max, room)
+            });
             if extra > 0 {
                 lease = Some(self.grant(now, request.lease_ttl_ms, cost, extra));
             }
@@ -331,6 +334,11 @@ impl TenantWindow {
     }
 }
 
+/// The most entries a lease's rate is read from: a tenant deciding every millisecond is
+/// measured over its last second or so (a shorter span than the horizon, so its rate reads a
+/// little low, and near its limit no lease is granted anyway).
+const RATE_ENTRIES: usize = 1024;
+
 /// Events in time order as (millisecond, count), coalesced per millisecond. Admissions come
 /// at the back; a lease's units are stamped ahead, so later admissions go in just before
 /// them (a few entries from the back at most).
@@ -383,6 +391,21 @@ impl EventLog {
             .sum()
     }
 
+    /// The units stamped after `from` and the oldest of their stamps, from at most
+    /// [`RATE_ENTRIES`] entries back: bounded work per lease, however busy the tenant.
+    fn recent(&self, from: u64) -> (u64, Option<u64>) {
+        let mut units = 0;
+        let mut since = None;
+        for &(at, count) in self.events.iter().rev().take(RATE_ENTRIES) {
+            if at <= from {
+                break;
+            }
+            units += u64::from(count);
+            since = Some(at);
+        }
+        (units, since)
+    }
+
     /// Drops events at or before `cutoff`: they have left the window.
     fn expire(&mut self, cutoff: u64) {
         while let Some(&(at, count)) = self.events.front() {
@@ -401,5 +424,27 @@ impl EventLog {
             freed += u64::from(count);
             (freed >= units).then_some(at)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recent_units_are_read_from_a_bounded_number_of_entries() {
+        let mut log = EventLog::default();
+        for at in 0..3_000 {
+            log.record(at, 2);
+        }
+        assert_eq!(log.recent(2_989), (20, Some(2_990)), "the last ten ms");
+        let (units, since) = log.recent(0);
+        assert_eq!(
+            units,
+            2 * RATE_ENTRIES as u64,
+            "no more entries than the bound"
+        );
+        assert_eq!(since, Some(3_000 - RATE_ENTRIES as u64));
+        assert_eq!(log.recent(5_000), (0, None));
     }
 }

@@ -188,15 +188,17 @@ local month_used = 0
 if monthly then month_used = tonumber(redis.call('HGET', KEYS[4], month)) or 0 end
 
 -- The recent rate (units per ms) that sizes leases, as `window::lease::recent_rate`: the
--- window's units over the time since its oldest, at least five seconds. Read only when a
--- lease is asked for.
+-- units stamped in the last five seconds over the time since the oldest of them, at least a
+-- second and at most five. Read only when a lease is asked for, before this batch's units.
 local rate = nil
 local function recent_rate()
   if not rate then
-    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    local span = 5000
-    if oldest[2] then span = math.max(5000, now - tonumber(oldest[2])) end
-    rate = used_before / span
+    local from = '(' .. (now - 5000)
+    local units = redis.call('ZCOUNT', KEYS[1], from, '+inf')
+    local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], from, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    local span = 1000
+    if oldest[2] then span = math.min(5000, math.max(1000, now - tonumber(oldest[2]))) end
+    rate = units / span
   end
   return rate
 end
