@@ -133,7 +133,7 @@ async fn quiet(pids: [Option<u32>; 2]) -> Duration {
     while started.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(WINDOW).await;
         let now = ticks();
-        if (now - before) as f64 <= most {
+        if now.saturating_sub(before) as f64 <= most {
             break;
         }
         before = now;
