@@ -1086,8 +1086,9 @@ fn check_body_limits(name: &str, hcm: &Value) {
     assert_eq!(seen, expected, "{name}: routes and their body limits");
 }
 
-/// Envoy's own replies become problems with a stable code; every mapper requires response code
-/// details, which the filter's replies (wasm `send_http_response`) never have.
+/// Envoy's own replies become problems with a stable code; the filter's 401, 403 and 429 pass
+/// first, untouched, and every other mapper requires response code details, which the
+/// filter's replies (wasm `send_http_response`) never have.
 fn check_local_replies(name: &str, hcm: &Value) {
     let mappers = hcm["local_reply_config"]["mappers"]
         .as_array()
@@ -1095,6 +1096,20 @@ fn check_local_replies(name: &str, hcm: &Value) {
     assert!(
         hcm["local_reply_config"].get("body_format").is_none(),
         "{name}: no default body format, which would rewrite the filter's replies too"
+    );
+    // First, the filter's own statuses pass untouched, before any expression is evaluated.
+    let (pass, mappers) = mappers.split_first().expect("mappers");
+    let passed: Vec<&Value> = pass["filter"]["or_filter"]["filters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name}: the first mapper is an or_filter of statuses"))
+        .iter()
+        .map(|filter| &filter["status_code_filter"]["comparison"]["value"]["default_value"])
+        .collect();
+    assert_eq!(passed, [429, 401, 403], "{name}: {pass}");
+    assert_eq!(
+        pass.as_object().map(|m| m.len()),
+        Some(1),
+        "{name}: the first mapper rewrites nothing: {pass}"
     );
     let mut codes = BTreeMap::new();
     for mapper in mappers {
