@@ -495,6 +495,49 @@ async fn returned_units_leave_at_once_and_from_the_counters(
     );
 }
 
+/// A lease handed back in the same millisecond as later admissions leaves every admission
+/// counted: the window holds exactly what was admitted and not handed back (on Redis, a
+/// return once took the minute's total back, and the next admission reused a later one's
+/// name, so the window counted one unit fewer than it admitted).
+async fn admissions_after_a_return_are_all_counted(store: impl WindowStore, _clock: ManualClock) {
+    let limit = per(1_000, 60);
+    warm_up(&store, limit).await;
+    let lease = store
+        .decide_request("t1", limit, asking(11))
+        .await
+        .unwrap()
+        .lease
+        .expect("a lease");
+    for _ in 0..20 {
+        assert!(store.decide("t1", limit, 1, 0).await.unwrap().admitted);
+    }
+    let returning = WindowRequest {
+        returned: Some(Returned {
+            lease: lease.id,
+            requests: 7,
+        }),
+        ..WindowRequest::plain(1, 0)
+    };
+    assert!(
+        store
+            .decide_request("t1", limit, returning)
+            .await
+            .unwrap()
+            .admitted
+    );
+    for _ in 0..5 {
+        assert!(store.decide("t1", limit, 1, 0).await.unwrap().admitted);
+    }
+    let usage = store.usage("t1", limit, 0).await.unwrap();
+    assert_eq!(
+        (usage.used, usage.leased),
+        (500 + 11 + 20 - 7 + 1 + 5, 3),
+        "every admission counted once, the 7 handed back gone"
+    );
+    let minutes: u64 = usage.history.iter().map(|m| m.admitted).sum();
+    assert_eq!(minutes, u64::from(usage.used), "the history agrees");
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -525,6 +568,7 @@ macro_rules! conformance {
                 leases_follow_the_last_seconds_not_the_window_average,
                 leased_units_leave_a_window_after_the_lease_deadline,
                 returned_units_leave_at_once_and_from_the_counters,
+                admissions_after_a_return_are_all_counted,
             );
         }
     };

@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | `tollgate:{t}:window` | ZSET | one member per admitted unit of the last window, scored by ms |
 //! | `tollgate:{t}:denied` | ZSET | one member `<ms>-<minute's total>-<count>` per denial record (a decision's or a batch's denials, or the filter's report) of the last window |
-//! | `tollgate:{t}:usage` | HASH | admitted (`a<minute>`) and denied (`d<minute>`) units per minute of the last hour |
+//! | `tollgate:{t}:usage` | HASH | admitted (`a<minute>`, only ever growing: it names the window's members), leased units of that minute handed back (`r<minute>`) and denied (`d<minute>`) units per minute of the last hour |
 //! | `tollgate:{t}:month` | HASH | month-to-date admitted units, field `<yyyymm>` |
 //! | `tollgate:{registry}:tenants` | HASH | tenant id → tenant record with key hashes (JSON) |
 //! | `tollgate:{registry}:keys` | HASH | key hash (32 raw bytes) → tenant id |

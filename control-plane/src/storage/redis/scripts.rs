@@ -35,9 +35,10 @@ local function drop_fields(key, stale)
 end
 
 -- Per-minute history: fields `a<minute>` and `d<minute>` (admitted and denied units, minute =
--- ms / 60000) of the usage hash. Adds `n` to `kind` ('a' or 'd') for the minute of `now` and
--- returns the minute's new total: it only grows within the minute, so `<now>-<total>` names a
--- unique member. On the minute's first write, fields older than the history are dropped and
+-- ms / 60000) of the usage hash, and `r<minute>` (leased units of the minute handed back,
+-- which `a` still counts). Adds `n` to `kind` ('a' or 'd') for the minute of `now` and
+-- returns the minute's new total: it only ever grows, so `<now>-<total>` names a unique
+-- member. On the minute's first write, fields older than the history are dropped and
 -- the hash is set to expire an hour after this minute (relative, since `now` may be the
 -- caller's clock rather than Redis's).
 local function count_minute(now, kind, n)
@@ -171,9 +172,12 @@ for i = 6, #ARGV, PER do
     end
     local removed = redis.call('ZREM', KEYS[1], unpack(names))
     if removed > 0 then
-      local field = 'a' .. math.floor(granted / 60000)
-      if redis.call('HEXISTS', KEYS[3], field) == 1 then
-        redis.call('HINCRBY', KEYS[3], field, -removed)
+      -- Counted apart in `r<minute>`, never taken off `a<minute>`: that total names the
+      -- window's members, and a total that went back would name a member twice (the second
+      -- ZADD only moves it), so the window would count one unit fewer than it admitted.
+      local minute = math.floor(granted / 60000)
+      if redis.call('HEXISTS', KEYS[3], 'a' .. minute) == 1 then
+        redis.call('HINCRBY', KEYS[3], 'r' .. minute, removed)
       end
       if month_of(granted) == month and redis.call('HEXISTS', KEYS[4], month) == 1 then
         redis.call('HINCRBY', KEYS[4], month, -removed)
@@ -344,10 +348,14 @@ local result = {used, denied, oldest_reset(now, window), month_to_date, minute, 
 local fields = {}
 for m = minute - 59, minute do
   fields[#fields + 1] = 'a' .. m
+  fields[#fields + 1] = 'r' .. m
   fields[#fields + 1] = 'd' .. m
 end
-for _, count in ipairs(redis.call('HMGET', KEYS[3], unpack(fields))) do
-  result[#result + 1] = tonumber(count) or 0
+local counts = redis.call('HMGET', KEYS[3], unpack(fields))
+for i = 1, #fields, 3 do
+  local admitted = (tonumber(counts[i]) or 0) - (tonumber(counts[i + 1]) or 0)
+  result[#result + 1] = math.max(admitted, 0)
+  result[#result + 1] = tonumber(counts[i + 2]) or 0
 end
 return result
 "#;
