@@ -11,7 +11,8 @@ use std::time::Duration;
 use tollgate_control_plane::clock::{Clock, ManualClock};
 use tollgate_control_plane::storage::redis::{RedisConnection, RedisTarget};
 use tollgate_control_plane::window::{
-    Limit, MemoryWindows, RedisWindows, Returned, WindowDecision, WindowRequest, WindowStore,
+    GrantedLease, Limit, MemoryWindows, RedisWindows, Returned, WindowDecision, WindowRequest,
+    WindowStore,
 };
 use tollgate_e2e::redis::{RedisCluster, RedisServer};
 
@@ -369,6 +370,25 @@ async fn a_lease_counts_its_units_at_once_sized_by_rate_ask_and_room(
     assert_eq!(550 + admitted, 560, "exactly the limit, leases included");
 }
 
+/// After [`warm_up`], a lease of 11 requests (10 units beside the granting one).
+async fn warm_lease(store: &impl WindowStore, limit: Limit) -> GrantedLease {
+    warm_up(store, limit).await;
+    store
+        .decide_request("t1", limit, asking(11))
+        .await
+        .unwrap()
+        .lease
+        .expect("a lease")
+}
+
+/// A request of cost 1 handing back `returned`.
+fn handing_back(returned: Returned) -> WindowRequest {
+    WindowRequest {
+        returned: Some(returned),
+        ..WindowRequest::plain(1, 0)
+    }
+}
+
 /// Asks for a lease of up to 10,000 requests; the requests it holds (0: none).
 async fn leased(store: &impl WindowStore, limit: Limit) -> u32 {
     let decided = store
@@ -410,13 +430,7 @@ async fn leased_units_leave_a_window_after_the_lease_deadline(
     clock: ManualClock,
 ) {
     let limit = per(1_000, 60);
-    warm_up(&store, limit).await;
-    let lease = store
-        .decide_request("t1", limit, asking(11))
-        .await
-        .unwrap()
-        .lease
-        .expect("a lease");
+    let lease = warm_lease(&store, limit).await;
     assert_eq!(lease.id.units, 10);
     clock.advance(Duration::from_millis(60_001));
     let usage = store.usage("t1", limit, 0).await.unwrap();
@@ -437,23 +451,14 @@ async fn returned_units_leave_at_once_and_from_the_counters(
         monthly: Some(1_000_000),
         ..per(1_000, 60)
     };
-    warm_up(&store, limit).await;
-    let lease = store
-        .decide_request("t1", limit, asking(11))
-        .await
-        .unwrap()
-        .lease
-        .expect("a lease");
+    let lease = warm_lease(&store, limit).await;
     let before = store.usage("t1", limit, 0).await.unwrap();
     assert_eq!((before.used, before.month_to_date), (511, 511));
     clock.advance(Duration::from_millis(500));
-    let returning = WindowRequest {
-        returned: Some(Returned {
-            lease: lease.id,
-            requests: 7,
-        }),
-        ..WindowRequest::plain(1, 0)
-    };
+    let returning = handing_back(Returned {
+        lease: lease.id,
+        requests: 7,
+    });
     let decided = store.decide_request("t1", limit, returning).await.unwrap();
     assert_eq!(decided.remaining, 1_000 - 511 + 7 - 1);
     let after = store.usage("t1", limit, 0).await.unwrap();
@@ -481,11 +486,10 @@ async fn returned_units_leave_at_once_and_from_the_counters(
             requests: 3,
         },
     ] {
-        let request = WindowRequest {
-            returned: Some(returned),
-            ..WindowRequest::plain(1, 0)
-        };
-        store.decide_request("t1", limit, request).await.unwrap();
+        store
+            .decide_request("t1", limit, handing_back(returned))
+            .await
+            .unwrap();
     }
     let last = store.usage("t1", limit, 0).await.unwrap();
     assert_eq!(
@@ -501,23 +505,14 @@ async fn returned_units_leave_at_once_and_from_the_counters(
 /// name, so the window counted one unit fewer than it admitted).
 async fn admissions_after_a_return_are_all_counted(store: impl WindowStore, _clock: ManualClock) {
     let limit = per(1_000, 60);
-    warm_up(&store, limit).await;
-    let lease = store
-        .decide_request("t1", limit, asking(11))
-        .await
-        .unwrap()
-        .lease
-        .expect("a lease");
+    let lease = warm_lease(&store, limit).await;
     for _ in 0..20 {
         assert!(store.decide("t1", limit, 1, 0).await.unwrap().admitted);
     }
-    let returning = WindowRequest {
-        returned: Some(Returned {
-            lease: lease.id,
-            requests: 7,
-        }),
-        ..WindowRequest::plain(1, 0)
-    };
+    let returning = handing_back(Returned {
+        lease: lease.id,
+        requests: 7,
+    });
     assert!(
         store
             .decide_request("t1", limit, returning)

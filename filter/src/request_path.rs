@@ -813,20 +813,29 @@ mod tests {
         assert!(!headers.contains_key(header::LEASE_RETURN));
     }
 
+    /// A lease of 101 requests stored at 0, 91 of them spent by 250 ms: at that rate what is
+    /// left lasts less than the runway, so the next request renews it with its callout (its
+    /// pending request and callout headers).
+    fn renewing(
+        settings: &Settings,
+        shared: &FakeShared,
+    ) -> (Pending, HashMap<&'static str, String>) {
+        lease(settings, shared, 0, ("L1", 101, 1_000));
+        for n in 0..91 {
+            assert!(
+                admitted_from_lease(&before(settings, shared, 250)),
+                "request {n}"
+            );
+        }
+        let (renewing, headers, _) = callout(before(settings, shared, 250));
+        (renewing, headers)
+    }
+
     #[test]
     fn a_hot_keys_lease_is_renewed_while_it_still_admits_and_a_denied_renewal_spends_it() {
         let settings = settings("");
         let shared = FakeShared::default();
-        lease(&settings, &shared, 0, ("L1", 101, 1_000));
-        for n in 0..91 {
-            assert!(
-                admitted_from_lease(&before(&settings, &shared, 250)),
-                "request {n}"
-            );
-        }
-        // At that rate, what is left lasts less than the runway: the next request renews the
-        // lease with its callout...
-        let (renewing, headers, _) = callout(before(&settings, &shared, 250));
+        let (renewing, headers) = renewing(&settings, &shared);
         assert_eq!(
             headers[header::LEASE_MAX],
             max_requests(&settings).to_string()
@@ -849,11 +858,7 @@ mod tests {
     fn a_renewal_that_fails_is_answered_from_the_lease_whatever_the_failure_mode() {
         let settings = settings("");
         let shared = FakeShared::default();
-        lease(&settings, &shared, 0, ("L1", 101, 1_000));
-        for _ in 0..91 {
-            assert!(admitted_from_lease(&before(&settings, &shared, 250)));
-        }
-        let (renewing, ..) = callout(before(&settings, &shared, 250));
+        let (renewing, _) = renewing(&settings, &shared);
         let (counts, action) = after_answer(
             &settings,
             &shared,

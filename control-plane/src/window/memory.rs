@@ -248,8 +248,8 @@ impl TenantWindow {
         let mut retry_after_ms = 0;
         let mut lease = None;
         if admitted {
-            // Read before this request is counted, and only when a lease is asked for.
-            let rate = (request.lease_max > 1).then(|| {
+            // Read before this request is counted, and only when a lease may be granted.
+            let rate = (request.lease_max > 1 && request.lease_ttl_ms > 0).then(|| {
                 let (units, since) = self
                     .admitted
                     .recent(now.saturating_sub(lease::RATE_HORIZON_MS));
