@@ -10,6 +10,7 @@ use serde::Deserialize;
 use std::time::Duration;
 use tollgate_protocol::{MAX_API_KEY_LEN, MAX_LEASE_REQUESTS};
 
+use crate::budget_refusals::BudgetRefusals;
 use crate::deny_cache::DenyCache;
 use crate::invalid_keys::InvalidKeys;
 use crate::leases::LeaseTable;
@@ -32,6 +33,9 @@ const DEFAULT_INVALID_KEY_WINDOW: Duration = Duration::from_secs(10);
 /// The longest invalid-key window accepted: an address refused for longer than an hour is a
 /// job for a firewall, not for a rate limiter's edge cache.
 const MAX_INVALID_KEY_WINDOW: Duration = Duration::from_secs(3600);
+/// The longest a control-plane budget's refusal is repeated at the edge by default: its
+/// budgets refill within a second.
+const DEFAULT_BUDGET_REFUSAL_TTL: Duration = Duration::from_secs(1);
 /// Short, so a revocation, a suspension or a tier change waits at most this long at the edge.
 const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(1);
 /// Enough for a whole lease TTL at about what one Envoy carries (10,000 requests per second
@@ -58,6 +62,29 @@ struct ConfigWire {
     routes: Vec<RouteWire>,
     #[serde(default)]
     usage_routes: Vec<String>,
+    #[serde(default)]
+    budget_refusals: BudgetRefusalsWire,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetRefusalsWire {
+    #[serde(default)]
+    routes: Vec<String>,
+    #[serde(default)]
+    max_ttl: Option<String>,
+    #[serde(default = "default_slots")]
+    slots: u32,
+}
+
+impl Default for BudgetRefusalsWire {
+    fn default() -> Self {
+        Self {
+            routes: Vec::new(),
+            max_ttl: None,
+            slots: default_slots(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,6 +266,9 @@ pub struct Settings {
     /// Prefixes of the control-plane's usage endpoint: requests there carry the key's
     /// cached denials not yet reported, so usage counts them.
     pub usage_routes: Vec<String>,
+    /// `None` when no route is listed: every request to the control-plane's public routes
+    /// then goes upstream, refused or not.
+    pub budget_refusals: Option<BudgetRefusals>,
 }
 
 /// Why a configuration was refused. The message is what Envoy's log shows the operator.
@@ -279,6 +309,14 @@ pub enum ConfigError {
     LeaseRequests,
     #[error("lease.slots must be between 1 and 1048576")]
     LeaseSlots,
+    #[error(
+        "budget_refusals.max_ttl {0:?} is not a duration like \"1s\" or \"500ms\" between 1ms and 10s"
+    )]
+    BudgetRefusalTtl(String),
+    #[error("budget_refusals.slots must be between 1 and 1048576")]
+    BudgetRefusalSlots,
+    #[error("budget_refusals.routes may list at most {MAX_ROUTES} prefixes")]
+    TooManyBudgetRoutes,
     #[error("routes must list at least one limited route")]
     NoRoutes,
     #[error("routes may list at most {MAX_ROUTES} limited routes")]
@@ -424,12 +462,35 @@ impl Settings {
             return Err(ConfigError::RoutePrefix(prefix.clone()));
         }
 
+        let budget_refusals = {
+            let wire = wire.budget_refusals;
+            if let Some(prefix) = wire.routes.iter().find(|p| !is_path_prefix(p)) {
+                return Err(ConfigError::RoutePrefix(prefix.clone()));
+            }
+            if wire.routes.len() > MAX_ROUTES {
+                return Err(ConfigError::TooManyBudgetRoutes);
+            }
+            let max_ttl = match wire.max_ttl {
+                None => DEFAULT_BUDGET_REFUSAL_TTL,
+                Some(text) => parse_timeout(&text).ok_or(ConfigError::BudgetRefusalTtl(text))?,
+            };
+            if !(1..=MAX_DENY_SLOTS).contains(&wire.slots) {
+                return Err(ConfigError::BudgetRefusalSlots);
+            }
+            (!wire.routes.is_empty()).then(|| BudgetRefusals {
+                routes: wire.routes,
+                max_ttl_ms: millis(max_ttl),
+                slots: wire.slots,
+            })
+        };
+
         Ok(Settings {
             deny_cache,
             invalid_keys,
             leases,
             forward_api_key: wire.api_key.forward,
             usage_routes: wire.usage_routes,
+            budget_refusals,
             cluster: wire.control_plane.cluster,
             authority: wire.control_plane.authority,
             timeout,
@@ -672,6 +733,46 @@ mod tests {
         .unwrap();
         assert!(forwarded.forward_api_key);
         assert!(forwarded.key_headers_to_remove(true).is_empty());
+    }
+
+    #[test]
+    fn budget_refusals_are_off_until_routes_are_listed_and_bounded() {
+        let with = |budget_refusals: &str| {
+            parse(&format!(
+                r#"{{"control_plane":{{"cluster":"cp"}},"budget_refusals":{budget_refusals},
+                    "routes":[{{"prefix":"/a","name":"a"}}]}}"#
+            ))
+            .map(|s| s.budget_refusals)
+        };
+        assert_eq!(parse(MINIMAL).unwrap().budget_refusals, None);
+        assert_eq!(with("{}"), Ok(None));
+        assert_eq!(
+            with(r#"{"routes":["/api/v1/usage","/api/v1/billing"]}"#),
+            Ok(Some(BudgetRefusals {
+                routes: vec!["/api/v1/usage".to_owned(), "/api/v1/billing".to_owned()],
+                max_ttl_ms: 1_000,
+                slots: 4096,
+            }))
+        );
+        assert_eq!(
+            with(r#"{"routes":["/u"],"max_ttl":"250ms","slots":8}"#)
+                .map(|b| b.map(|b| (b.max_ttl_ms, b.slots))),
+            Ok(Some((250, 8)))
+        );
+        assert_eq!(
+            with(r#"{"routes":["u"]}"#),
+            Err(ConfigError::RoutePrefix("u".to_owned()))
+        );
+        assert_eq!(
+            with(r#"{"routes":["/u"],"max_ttl":"11s"}"#),
+            Err(ConfigError::BudgetRefusalTtl("11s".to_owned()))
+        );
+        assert_eq!(
+            with(r#"{"routes":["/u"],"slots":0}"#),
+            Err(ConfigError::BudgetRefusalSlots)
+        );
+        let many = format!(r#"{{"routes":[{}]}}"#, vec!["\"/u\""; 101].join(","));
+        assert_eq!(with(&many), Err(ConfigError::TooManyBudgetRoutes));
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub struct InvalidKeys {
 }
 
 /// A client address, as the budget knows it: a 64-bit hash of its IP (IPv6: of its /64).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientId(u64);
 
 impl ClientId {

@@ -277,6 +277,23 @@ pub fn too_many_invalid_keys(retry_after_ms: u64) -> LocalReply {
     )
 }
 
+/// The 429 repeated from the edge for a control-plane budget that is spent
+/// ([`crate::budget_refusals`]): `policy` is the budget's name as a structured-field item
+/// (`"usage"`), `headers` what the control-plane's refusal carried (its `RateLimit-Policy`, CORS).
+pub fn over_budget(policy: &str, retry_after: u64, mut headers: Headers) -> LocalReply {
+    let name = policy.trim_matches('"');
+    let detail = format!("The {name} budget is spent; retry in {retry_after} s.");
+    headers.push((RETRY_AFTER, retry_after.to_string()));
+    headers.push(("ratelimit", format!("{policy};r=0;t={retry_after}")));
+    problem(
+        429,
+        "rate_limited",
+        &detail,
+        headers,
+        Some(Members::RetryAfter { retry_after }),
+    )
+}
+
 /// The reply for a request without a usable API key; no callout is made for it.
 pub fn on_key_error(error: KeyError) -> LocalReply {
     let oauth_error = match error {
@@ -326,6 +343,9 @@ pub enum Stat {
     InvalidKeysThrottled,
     /// A client address went over its invalid-key budget (once per window).
     InvalidKeyBudgetExceeded,
+    /// A request to the control-plane's public routes answered at the edge with a budget
+    /// refusal the control-plane gave the same client ([`crate::budget_refusals`]).
+    BudgetRefusedCached,
     /// Callouts sent to the control-plane (or attempted: a callout Envoy refused to dispatch
     /// is counted here and in [`Stat::CalloutFailed`]).
     Callouts,
@@ -349,7 +369,7 @@ pub enum Stat {
 }
 
 impl Stat {
-    pub const ALL: [Stat; 20] = [
+    pub const ALL: [Stat; 21] = [
         Stat::Allowed,
         Stat::AllowedLeased,
         Stat::LeasedAfterDenial,
@@ -361,6 +381,7 @@ impl Stat {
         Stat::ForbiddenCached,
         Stat::InvalidKeysThrottled,
         Stat::InvalidKeyBudgetExceeded,
+        Stat::BudgetRefusedCached,
         Stat::Callouts,
         Stat::CalloutFailed,
         Stat::PassedFailOpen,
@@ -386,6 +407,7 @@ impl Stat {
             Stat::ForbiddenCached => "tollgate.requests_forbidden_cached",
             Stat::InvalidKeysThrottled => "tollgate.requests_invalid_keys_throttled",
             Stat::InvalidKeyBudgetExceeded => "tollgate.invalid_key_budgets_exceeded",
+            Stat::BudgetRefusedCached => "tollgate.requests_budget_refused_cached",
             Stat::Callouts => "tollgate.callouts",
             Stat::CalloutFailed => "tollgate.callout_failures",
             Stat::PassedFailOpen => "tollgate.requests_passed_fail_open",

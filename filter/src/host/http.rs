@@ -13,6 +13,7 @@ use tollgate_protocol::header::EDGE_DENIED;
 use tollgate_protocol::{Answer, DECISION_PATH, DecisionRequest};
 
 use super::{HostSharedData, Worker, now_ms};
+use crate::budget_refusals::{BudgetRefusals, Subject};
 use crate::config::Settings;
 use crate::deny_cache::Fingerprint;
 use crate::outcome::{self, Action, CalloutFailure, Headers, LocalReply, RESERVED_HEADERS, Stat};
@@ -86,6 +87,9 @@ pub(super) struct RequestContext {
     /// On a limited route, the index of its own stats (see `Stats::route`), so the answer
     /// of a callout is counted for the route too.
     route_stats: Option<usize>,
+    /// On a route of `budget_refusals`, who sent the request, so a budget refusal in its
+    /// answer is remembered for them.
+    budget_subject: Option<Subject>,
 }
 
 impl RequestContext {
@@ -98,6 +102,7 @@ impl RequestContext {
             pending: None,
             response_headers: Vec::new(),
             route_stats: None,
+            budget_subject: None,
         }
     }
 
@@ -230,6 +235,51 @@ impl RequestContext {
         }
     }
 
+    /// On a route of `budget_refusals`: answers a refusal the control-plane gave this client
+    /// and that has not run out; else notes who the client is, for [`Self::remember_refusal`].
+    /// Returns whether it answered.
+    fn refused_at_edge(&mut self, headers: &RequestHeaders, path: &str) -> bool {
+        let Some(refusals) = &self.settings.budget_refusals else {
+            return false;
+        };
+        let Some(route) = refusals.route(path) else {
+            return false;
+        };
+        let subject = BudgetRefusals::subject(
+            route,
+            headers.key_headers(&self.settings),
+            headers.get("origin"),
+            self.worker.client(),
+        );
+        if let Some(reply) = refusals.lookup(&HostSharedData, subject, now_ms()) {
+            self.worker.count(None, &[Stat::BudgetRefusedCached]);
+            self.send(reply);
+            return true;
+        }
+        self.budget_subject = Some(subject);
+        false
+    }
+
+    /// Remembers the answer of a request on a route of `budget_refusals` if the control-plane
+    /// refused it for a budget.
+    fn remember_refusal(&mut self) {
+        let (Some(subject), Some(refusals)) =
+            (self.budget_subject.take(), &self.settings.budget_refusals)
+        else {
+            return;
+        };
+        match hostcalls::get_map_bytes(MapType::HttpResponseHeaders) {
+            Ok(headers) => {
+                refusals.remember(&HostSharedData, subject, &headers, now_ms());
+            }
+            Err(status) => self.worker.log(
+                Level::Error,
+                "cannot read the response headers",
+                format_args!("{status:?}"),
+            ),
+        }
+    }
+
     /// Counts, caches and carries out a decision or its failure. Returns whether the stream
     /// may continue.
     fn decided(&mut self, answer: Result<Answer, CalloutFailure>) -> bool {
@@ -344,7 +394,7 @@ impl Context for RequestContext {
 }
 
 impl HttpContext for RequestContext {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> HostAction {
         let Some(headers) = RequestHeaders::fetch(&self.worker) else {
             self.send(outcome::internal_error());
             return HostAction::Pause;
@@ -357,6 +407,11 @@ impl HttpContext for RequestContext {
         let path = String::from_utf8_lossy(path);
         let settings = Rc::clone(&self.settings);
         let Some(route) = settings.routes.find(&path) else {
+            // A request with a body is left to the control-plane, which reads or drains it
+            // before refusing (see `budget_refusals`).
+            if end_of_stream && self.refused_at_edge(&headers, &path) {
+                return HostAction::Pause;
+            }
             if !self.strip_for_upstream() {
                 return HostAction::Pause;
             }
@@ -377,6 +432,7 @@ impl HttpContext for RequestContext {
         _num_headers: usize,
         _end_of_stream: bool,
     ) -> HostAction {
+        self.remember_refusal();
         for (name, value) in std::mem::take(&mut self.response_headers) {
             if let Err(status) =
                 hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&value))

@@ -1,8 +1,9 @@
 //! Defending the edge: unknown keys and suspended tenants are answered from the filter's
 //! deny cache instead of a callout per request; distinct random keys from one client address
 //! are refused at the edge once the address is over its invalid-key budget; the API key never
-//! reaches the backend unless the filter is told to forward it; and a revoked key is refused
-//! within the deny cache's `max_ttl`.
+//! reaches the backend unless the filter is told to forward it; a revoked key is refused
+//! within the deny cache's `max_ttl`; and a client polling past a control-plane budget is
+//! refused by Envoy itself until the `Retry-After` it was given.
 //!
 //! Setup: the stack of `envoy/envoy.yaml` (Envoy with 2 workers, the filter's defaults:
 //! `deny_cache.max_ttl` 1 s, `invalid_keys` budget 20 per 10 s), the control-plane counting
@@ -530,4 +531,90 @@ async fn the_key_goes_upstream_when_the_filter_is_told_to_forward_it() {
     let seen = seen_upstream(get().bearer_auth(&tenant.key)).await;
     assert_eq!(seen["authorization"], [format!("Bearer {}", tenant.key)]);
     upstream.abort();
+}
+
+/// The control-plane's refusals for `budget` so far.
+async fn refused_upstream(stack: &Stack, budget: &str) -> u64 {
+    let sample = format!("tollgate_public_refusals_total{{budget=\"{budget}\"}}");
+    stack.metric(0, &sample).await.unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_budget_refusal_is_repeated_at_the_edge_until_retry_after() {
+    let options = StackOptions::default().control_plane_env("TOLLGATE_USAGE_BUDGET", "2");
+    let stack = Stack::start(options).await;
+    let flooder = stack.create_tenant("pro").await;
+    let other = stack.create_tenant("pro").await;
+
+    // A budget of 2 a second, bursts of 4, polled as fast as one client can.
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(stack.call("/api/v1/usage", &flooder.key).await.status());
+    }
+    let seconds = started.elapsed().as_secs_f64().ceil() as u64;
+    let refused = count(&statuses, StatusCode::TOO_MANY_REQUESTS) as u64;
+    assert_eq!(
+        count(&statuses, StatusCode::OK) as u64 + refused,
+        40,
+        "{statuses:?}"
+    );
+    let (at_edge, upstream) = (
+        stat(&stack, "requests_budget_refused_cached").await,
+        refused_upstream(&stack, "usage").await,
+    );
+    assert_eq!(
+        at_edge + upstream,
+        refused,
+        "every 429 from one or the other"
+    );
+    assert!(
+        upstream <= seconds + 1,
+        "{upstream} refusals reached the control-plane in {seconds} s: one per Retry-After"
+    );
+
+    // The edge's answer is the control-plane's.
+    let over = stack.call("/api/v1/usage", &flooder.key).await;
+    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        stat(&stack, "requests_budget_refused_cached").await,
+        at_edge + 1
+    );
+    assert_eq!(header(&over, "ratelimit-policy"), "\"usage\";q=2;w=1");
+    assert_eq!(header(&over, "ratelimit"), "\"usage\";r=0;t=1");
+    assert_eq!(header(&over, "retry-after"), "1");
+    assert_eq!(header(&over, "content-type"), "application/problem+json");
+    let problem: Value = over.json().await.unwrap();
+    assert_eq!(problem["code"], "rate_limited");
+
+    // Only who was refused: another key from this address, and this key from another
+    // address, still reach the control-plane.
+    let at_edge = stat(&stack, "requests_budget_refused_cached").await;
+    assert_eq!(
+        stack.call("/api/v1/usage", &other.key).await.status(),
+        StatusCode::OK
+    );
+    let elsewhere = client_from("127.0.0.2")
+        .get(stack.url("/api/v1/usage"))
+        .header("x-api-key", &flooder.key)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS].contains(&elsewhere.status()),
+        "{elsewhere:?}"
+    );
+    assert_eq!(
+        stat(&stack, "requests_budget_refused_cached").await,
+        at_edge,
+        "neither was answered at the edge"
+    );
+
+    // Once Retry-After has passed, the flooder's polls reach the control-plane again, whose
+    // budget has refilled meanwhile.
+    tokio::time::sleep(MAX_TTL + SLACK).await;
+    assert_eq!(
+        stack.call("/api/v1/usage", &flooder.key).await.status(),
+        StatusCode::OK
+    );
 }
