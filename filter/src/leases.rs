@@ -42,6 +42,14 @@
 //!   of the lease it renewed. Admissions from it report the remaining of the grant, which
 //!   already counted the whole lease as used: never more than the control-plane said.
 //!
+//! A worker takes a busy lease's requests a few at a time ([`LeaseTable::take_batch`]) and
+//! spends them from its own memory ([`WorkerBatches`]): a leased request then reads and writes
+//! no shared data at all, which is most of what a leased request cost Envoy beyond the filter
+//! itself. A batch is a small share of what the lease has left and of the room its grant left
+//! in the window, so near either end requests are taken one at a time and the other workers
+//! find some left; what a worker still holds when the lease ends is given up (never handed
+//! back, so never freed twice): under-admission of at most a batch per worker.
+//!
 //! Route and cost are part of the fingerprint because a tier may price routes differently
 //! (the tier table's per-route costs): a lease granted for one route is spent only on it.
 //! A slot holding another key's live lease or placeholder is left alone (its key is using
@@ -89,6 +97,16 @@ pub struct Leased {
     pub quota: Quota,
 }
 
+/// Requests taken from a live lease in one write: the first is the request's own, the rest
+/// are held by its worker ([`WorkerBatches`]) and spent by its next requests of the key
+/// without touching shared data, until `deadline`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub leased: Leased,
+    pub requests: u32,
+    pub deadline: u64,
+}
+
 /// A lease granted with an admission, as the control-plane answered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -128,8 +146,9 @@ pub struct Claim {
 /// What the table says about a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseLookup {
-    /// One request of a live lease was spent on it: admit without a callout.
-    Taken(Leased),
+    /// One request of a live lease was spent on it (and, for a batch, more taken for its
+    /// worker): admit without a callout.
+    Taken(Batch),
     /// It claimed the slot: ask for a lease (handing back the old one's unused requests).
     Claimed(Claim),
     /// Another request is asking, another key's lease holds the slot, or the slot was
@@ -174,6 +193,14 @@ const KIND_LEASE: u64 = 1;
 const LEASE_NUMBERS: usize = 20;
 /// Where the requests left sit in an encoded lease: spending one rewrites these 8 bytes only.
 const LEFT_OFFSET: usize = 16;
+/// A worker's batch takes at most this share of the requests a lease has left, and of the
+/// room its grant left in the window (so near either end requests are taken one at a time,
+/// and the other workers find some left) ...
+const BATCH_SHARE: u32 = 32;
+/// ... and at most this many requests: a few milliseconds of a hot key's traffic on one
+/// worker, and at most this many requests per worker that a lease ending unspent leaves
+/// counted in the window (under-admission).
+const MAX_BATCH: u32 = 16;
 
 /// One slot's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -428,8 +455,9 @@ struct Left {
 /// What a lookup is for.
 #[derive(Debug, Clone, Copy)]
 enum Intent {
-    /// Spend a request before the callout, unless the lease is due for renewal.
-    Take,
+    /// Spend a request before the callout (and take up to `most` in all for the worker),
+    /// unless the lease is due for renewal.
+    Take { most: u32 },
     /// Spend a request whatever (a denied request answered from the lease).
     Spend,
     /// Renew, spend, or claim the slot until `until`.
@@ -453,7 +481,21 @@ impl LeaseTable {
     /// has one and nobody needs to renew it; writes nothing otherwise. `None`: the request
     /// needs a callout (or renews the lease with it, see [`Self::take_or_claim`]).
     pub fn take(&self, shared: &impl SharedData, key: LeaseKey, now_ms: u64) -> Option<Leased> {
-        Self::taken(self.lookup(shared, key, now_ms, Intent::Take))
+        Self::taken(self.lookup(shared, key, now_ms, Intent::Take { most: 1 }))
+    }
+
+    /// As [`Self::take`], but takes a batch: this request and up to [`MAX_BATCH`] − 1 more
+    /// (at most a [`BATCH_SHARE`]th of what the lease has left) for the worker to spend.
+    pub fn take_batch(
+        &self,
+        shared: &impl SharedData,
+        key: LeaseKey,
+        now_ms: u64,
+    ) -> Option<Batch> {
+        match self.lookup(shared, key, now_ms, Intent::Take { most: MAX_BATCH }) {
+            LeaseLookup::Taken(batch) => Some(batch),
+            LeaseLookup::Claimed(_) | LeaseLookup::Busy => None,
+        }
     }
 
     /// Spends one request of the key's live lease, if it has one, due for renewal or not: for
@@ -464,7 +506,7 @@ impl LeaseTable {
 
     fn taken(lookup: LeaseLookup) -> Option<Leased> {
         match lookup {
-            LeaseLookup::Taken(leased) => Some(leased),
+            LeaseLookup::Taken(batch) => Some(batch.leased),
             LeaseLookup::Claimed(_) | LeaseLookup::Busy => None,
         }
     }
@@ -523,17 +565,31 @@ impl LeaseTable {
                     match intent {
                         Intent::Claim { until } => return Self::renew(key, lease, until),
                         // Left for the request's callout to renew.
-                        Intent::Take => return Step::Done(LeaseLookup::Busy),
+                        Intent::Take { .. } => return Step::Done(LeaseLookup::Busy),
                         Intent::Spend => {}
                     }
                 }
+                let requests = match intent {
+                    // A share of what the lease has left and of the room the window had
+                    // beyond it, so near the limit (where a batch stranded on an idle worker
+                    // could leave another worker's requests denied) it is one at a time.
+                    Intent::Take { most } => {
+                        (lease.left.min(lease.remaining) / BATCH_SHARE).clamp(1, most.max(1))
+                    }
+                    Intent::Spend | Intent::Claim { .. } => 1,
+                };
                 // Only the count changes: rewrite its 8 bytes in the slot's own copy.
-                let left = u64::from(lease.left.saturating_sub(1)).to_le_bytes();
+                let left = u64::from(lease.left.saturating_sub(requests)).to_le_bytes();
                 let Some(field) = bytes.get_mut(LEFT_OFFSET..LEFT_OFFSET + 8) else {
                     return Step::Done(LeaseLookup::Busy);
                 };
                 field.copy_from_slice(&left);
-                return Step::Write(bytes, LeaseLookup::Taken(lease.leased(now_ms)));
+                let batch = Batch {
+                    leased: lease.leased(now_ms),
+                    requests,
+                    deadline: lease.deadline,
+                };
+                return Step::Write(bytes, LeaseLookup::Taken(batch));
             }
             Some(Entry::Asking { until, .. }) if now_ms < until => {
                 return Step::Done(LeaseLookup::Busy);
@@ -748,6 +804,95 @@ impl LeaseTable {
                 return;
             }
         }
+    }
+}
+
+/// Batches a worker holds: per key, where the requests it took from a lease with
+/// [`LeaseTable::take_batch`] are spent, in the worker's own VM memory, with no host call.
+/// Direct-mapped like the table, with [`WORKER_BATCHES`] slots, so bounded; a batch displaced
+/// or ended with requests left loses them (they stay counted in the tenant's window until
+/// they leave it: under-admission, at most [`MAX_BATCH`] − 1 per batch).
+#[derive(Debug, Default)]
+pub struct WorkerBatches {
+    slots: Vec<Option<Held>>,
+    /// Requests given up since [`Self::take_lost`] last asked.
+    lost: u64,
+}
+
+/// Slots of a worker's [`WorkerBatches`]: about the keys hot enough for batches at once.
+const WORKER_BATCHES: usize = 64;
+
+#[derive(Debug)]
+struct Held {
+    key: LeaseKey,
+    left: u32,
+    deadline: u64,
+    /// When the batch was taken; the quota's reset counts down from it.
+    taken_at: u64,
+    leased: Leased,
+}
+
+impl Held {
+    fn live(&self, now_ms: u64) -> bool {
+        self.left > 0 && self.taken_at <= now_ms && now_ms < self.deadline
+    }
+}
+
+impl WorkerBatches {
+    fn index(key: LeaseKey) -> usize {
+        // The remainder of a division by 64 fits any usize.
+        (key.0 % WORKER_BATCHES as u64) as usize
+    }
+
+    /// Spends one held request of `key`, if the worker holds a live batch of it: the
+    /// admission, with the quota's resets counted down since the batch was taken.
+    pub fn spend(&mut self, key: LeaseKey, now_ms: u64) -> Option<Leased> {
+        let slot = self.slots.get_mut(Self::index(key))?;
+        let held = slot.as_mut().filter(|held| held.key == key)?;
+        if !held.live(now_ms) {
+            self.lost = self.lost.saturating_add(u64::from(held.left));
+            *slot = None;
+            return None;
+        }
+        held.left = held.left.saturating_sub(1);
+        let elapsed = now_ms.saturating_sub(held.taken_at);
+        let mut leased = held.leased.clone();
+        leased.quota.reset_ms = leased.quota.reset_ms.saturating_sub(elapsed);
+        if let Some(month) = &mut leased.quota.monthly {
+            month.reset_ms = month.reset_ms.saturating_sub(elapsed);
+        }
+        Some(leased)
+    }
+
+    /// Holds what `batch` left after its first request (taken at `now_ms`), in place of
+    /// whatever batch held the slot.
+    pub fn hold(&mut self, key: LeaseKey, batch: &Batch, now_ms: u64) {
+        let left = batch.requests.saturating_sub(1);
+        if left == 0 {
+            return;
+        }
+        if self.slots.is_empty() {
+            self.slots.resize_with(WORKER_BATCHES, || None);
+        }
+        let Some(slot) = self.slots.get_mut(Self::index(key)) else {
+            return;
+        };
+        if let Some(displaced) = slot.take() {
+            self.lost = self.lost.saturating_add(u64::from(displaced.left));
+        }
+        *slot = Some(Held {
+            key,
+            left,
+            deadline: batch.deadline,
+            taken_at: now_ms,
+            leased: batch.leased.clone(),
+        });
+    }
+
+    /// Requests of batches that ended or were displaced with requests left, since the last
+    /// call: counted as lost lease requests.
+    pub fn take_lost(&mut self) -> u64 {
+        std::mem::take(&mut self.lost)
     }
 }
 
@@ -1040,9 +1185,12 @@ mod tests {
         );
         // During the renewal's round trip the others go on spending, no callout.
         spend(&TABLE, &shared, "tg_a", 251, 5);
-        assert_eq!(
-            TABLE.take_or_claim(&shared, key("tg_a"), 252, 352),
-            LeaseLookup::Taken(TABLE.take(&shared, key("tg_a"), 252).expect("leased")),
+        let leased = TABLE.take(&shared, key("tg_a"), 252).expect("leased");
+        assert!(
+            matches!(
+                TABLE.take_or_claim(&shared, key("tg_a"), 252, 352),
+                LeaseLookup::Taken(Batch { leased: l, requests: 1, .. }) if l == leased
+            ),
             "spent, not claimed again"
         );
         let settled = TABLE.settle(
@@ -1498,5 +1646,129 @@ mod tests {
         shared.set(&TABLE.slot_key(key("tg_a")), b"garbage", None);
         assert_eq!(TABLE.take(&shared, key("tg_a"), 0), None);
         claim(&TABLE, &shared, "tg_a", 0);
+    }
+
+    /// A grant of `requests` for a tenant far from its limit.
+    fn roomy(requests: u32) -> Grant {
+        let mut grant = grant("L1", requests, 1_000);
+        grant.quota.remaining = 100_000;
+        grant
+    }
+
+    /// The slot's bytes, to see that a worker's spends leave it alone.
+    fn slot_bytes(shared: &FakeShared, api_key: &str) -> Option<Vec<u8>> {
+        shared.get(&TABLE.slot_key(key(api_key))).0
+    }
+
+    #[test]
+    fn a_batch_takes_a_share_of_what_is_left_and_its_worker_spends_it_alone() {
+        let shared = FakeShared::default();
+        granted(&TABLE, &shared, "tg_a", &roomy(1_001), 0, 5);
+        let mut worker = WorkerBatches::default();
+        assert_eq!(worker.spend(key("tg_a"), 10), None, "nothing held yet");
+
+        let batch = TABLE.take_batch(&shared, key("tg_a"), 10).expect("leased");
+        assert_eq!((batch.requests, batch.deadline), (MAX_BATCH, 1_000));
+        assert_eq!(batch.leased.quota.reset_ms, 30_000 - 5);
+        worker.hold(key("tg_a"), &batch, 10);
+        let table_after_batch = slot_bytes(&shared, "tg_a");
+        for now in 11..11 + u64::from(MAX_BATCH) - 1 {
+            let leased = worker.spend(key("tg_a"), now).expect("held");
+            assert_eq!(leased.tenant, "tn_1");
+            assert_eq!(
+                leased.quota.reset_ms,
+                batch.leased.quota.reset_ms - (now - 10),
+                "the reset counts down"
+            );
+        }
+        assert_eq!(worker.spend(key("tg_a"), 30), None, "the batch is spent");
+        assert_eq!(slot_bytes(&shared, "tg_a"), table_after_batch, "no write");
+        assert_eq!(worker.take_lost(), 0);
+        // The table gave out the batch only: the rest is still there.
+        let rest = std::iter::from_fn(|| TABLE.spend(&shared, key("tg_a"), 30)).count();
+        assert_eq!(rest, (1_000 - MAX_BATCH) as usize);
+    }
+
+    #[test]
+    fn near_its_end_a_lease_is_taken_one_request_at_a_time() {
+        let shared = FakeShared::default();
+        granted(&TABLE, &shared, "tg_a", &roomy(2 * BATCH_SHARE), 0, 5);
+        let batch = TABLE.take_batch(&shared, key("tg_a"), 10).expect("leased");
+        assert_eq!(batch.requests, 1, "under a share of one left");
+        let mut worker = WorkerBatches::default();
+        worker.hold(key("tg_a"), &batch, 10);
+        assert_eq!(worker.spend(key("tg_a"), 11), None, "nothing held");
+
+        // Near the limit too: a large lease whose grant left little room in the window.
+        let mut tight = roomy(1_001);
+        tight.quota.remaining = 2 * BATCH_SHARE;
+        granted(&TABLE, &shared, "tg_b", &tight, 0, 5);
+        let batch = TABLE.take_batch(&shared, key("tg_b"), 10).expect("leased");
+        assert_eq!(batch.requests, 2, "a share of the room, not of the lease");
+    }
+
+    #[test]
+    fn two_workers_never_spend_more_than_the_lease() {
+        let shared = FakeShared::default();
+        granted(&TABLE, &shared, "tg_a", &roomy(1_001), 0, 5);
+        let mut workers = [WorkerBatches::default(), WorkerBatches::default()];
+        let mut admitted = 0;
+        for n in 0u64.. {
+            let worker = &mut workers[(n % 2) as usize];
+            let now = 10 + n / 100;
+            if worker.spend(key("tg_a"), now).is_some() {
+                admitted += 1;
+            } else if let Some(batch) = TABLE.take_batch(&shared, key("tg_a"), now) {
+                worker.hold(key("tg_a"), &batch, now);
+                admitted += 1;
+            } else if TABLE.spend(&shared, key("tg_a"), now).is_some() {
+                // Due for renewal: taken one by one, as the renewing request's would be.
+                admitted += 1;
+            } else if n > 2_000 {
+                break;
+            }
+        }
+        assert_eq!(admitted, 1_000, "every request of the lease, once");
+        assert_eq!(
+            workers
+                .iter_mut()
+                .map(WorkerBatches::take_lost)
+                .sum::<u64>(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_batch_ends_with_its_lease_and_what_it_held_is_given_up() {
+        let shared = FakeShared::default();
+        granted(&TABLE, &shared, "tg_a", &roomy(1_001), 0, 5);
+        let batch = TABLE.take_batch(&shared, key("tg_a"), 100).expect("leased");
+        let mut worker = WorkerBatches::default();
+        worker.hold(key("tg_a"), &batch, 100);
+        assert_eq!(worker.spend(key("tg_a"), 99), None, "the clock went back");
+        assert_eq!(worker.take_lost(), u64::from(MAX_BATCH - 1));
+
+        worker.hold(key("tg_a"), &batch, 100);
+        assert!(worker.spend(key("tg_a"), 999).is_some());
+        assert_eq!(
+            worker.spend(key("tg_a"), 1_000),
+            None,
+            "the lease's deadline"
+        );
+        assert_eq!(worker.take_lost(), u64::from(MAX_BATCH - 2));
+        assert_eq!(worker.take_lost(), 0, "counted once");
+
+        // Another key's batch in the same worker slot displaces it.
+        let other = (0..)
+            .map(|n| format!("tg_{n}"))
+            .find(|k| {
+                k != "tg_a" && WorkerBatches::index(key(k)) == WorkerBatches::index(key("tg_a"))
+            })
+            .unwrap();
+        worker.hold(key("tg_a"), &batch, 100);
+        worker.hold(key(&other), &batch, 100);
+        assert_eq!(worker.spend(key("tg_a"), 101), None);
+        assert_eq!(worker.take_lost(), u64::from(MAX_BATCH - 1));
+        assert!(worker.spend(key(&other), 101).is_some());
     }
 }

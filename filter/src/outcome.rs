@@ -364,7 +364,8 @@ pub enum Stat {
     /// Leases lost with requests left: overwritten in their slot, or not storable. Their
     /// unused requests stay counted in the window until they leave it (under-admission).
     LeasesLost,
-    /// The requests those lost leases had left.
+    /// The requests those lost leases had left, and the requests of workers' batches given
+    /// up unspent when their lease ended (see `leases::WorkerBatches`).
     LeaseRequestsLost,
 }
 

@@ -2,13 +2,19 @@
 //! order, what its callout asks for, and what the answer teaches each table.
 //!
 //! Before the callout ([`before_callout`]), in order:
+//! 0. the worker's batch: requests its worker took from a live lease of this key, route and
+//!    cost ([`WorkerBatches`]) admit the request with no host call at all. They were counted
+//!    in the window when the lease was granted and end with the lease, so they come before
+//!    the deny cache as the lease itself would after a denial (see [`after_answer`]); a
+//!    revocation or suspension still reaches them within the lease's TTL;
 //! 1. the deny cache: a cached refusal (429, 401, 403) wins over everything, a lease included
 //!    (but an over-quota denial is not kept beside a live lease of its key, see
 //!    [`after_answer`]); the request that refreshes an expired refusal makes its callout
 //!    whatever, reporting the denials answered meanwhile, and neither spends nor asks for a
 //!    lease;
-//! 2. the lease table: a live lease of this key, route and cost admits the request at once
-//!    (unless the lease is due for renewal: then this request renews it in step 4);
+//! 2. the lease table: a live lease of this key, route and cost admits the request at once,
+//!    taking a batch of its requests for the worker (unless the lease is due for renewal:
+//!    then this request renews it in step 4);
 //! 3. the invalid-key budget: an address over it gets no callout (a lease still admits it);
 //! 4. the lease table again: the request claims the key's slot when no lease is live and
 //!    nobody is asking for one, or renews a live lease that is due (asking for
@@ -29,7 +35,7 @@ use tollgate_protocol::{Answer, DecisionRequest, LeaseReturn};
 use crate::config::Settings;
 use crate::deny_cache::{CacheTicket, Fingerprint, Learned, Lookup, Refusal};
 use crate::invalid_keys::{ClientId, Recorded};
-use crate::leases::{LeaseKey, LeaseLookup, LeaseTicket, Leased, Unused};
+use crate::leases::{LeaseKey, LeaseLookup, LeaseTicket, Leased, Unused, WorkerBatches};
 use crate::outcome::{self, Action, CalloutFailure, Stat};
 use crate::shared_data::SharedData;
 
@@ -114,10 +120,17 @@ fn lost(counts: &mut Counts, requests: u32) {
 pub fn before_callout(
     settings: &Settings,
     shared: &impl SharedData,
+    batches: &mut WorkerBatches,
     (api_key, route, cost): (&str, &str, u32),
     now_ms: u64,
     client: impl FnOnce() -> Option<ClientId>,
 ) -> Before {
+    let lease_key = LeaseKey::of(api_key, route, cost);
+    if settings.leases.is_some()
+        && let Some(admission) = batches.spend(lease_key, now_ms)
+    {
+        return leased(&admission);
+    }
     let mut pending = Pending {
         dispatched_at: now_ms,
         edge_denied: 0,
@@ -150,13 +163,13 @@ pub fn before_callout(
         });
     }
 
-    let lease_key = LeaseKey::of(api_key, route, cost);
     // The refresh's callout goes out whatever: it carries the denials answered meanwhile.
     let leases = settings.leases.filter(|_| !refreshing);
     if let Some(table) = &leases
-        && let Some(admission) = table.take(shared, lease_key, now_ms)
+        && let Some(batch) = table.take_batch(shared, lease_key, now_ms)
     {
-        return leased(&admission);
+        batches.hold(lease_key, &batch, now_ms);
+        return leased(&batch.leased);
     }
     if settings.leases.is_some() {
         pending.lease = Some((lease_key, None));
@@ -181,7 +194,7 @@ pub fn before_callout(
     if let Some(table) = &leases {
         let until = now_ms.saturating_add(settings.timeout_ms());
         match table.take_or_claim(shared, lease_key, now_ms, until) {
-            LeaseLookup::Taken(admission) => return leased(&admission),
+            LeaseLookup::Taken(batch) => return leased(&batch.leased),
             LeaseLookup::Claimed(claim) => {
                 pending.lease_max = table.max_requests;
                 if let Some(unused) = &claim.returned {
@@ -309,6 +322,7 @@ mod tests {
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    use std::cell::RefCell;
     use std::collections::HashMap;
 
     use tollgate_protocol::{Lease, ProtocolError, Quota, header};
@@ -353,6 +367,24 @@ mod tests {
     /// A client address for tests of the invalid-key budget.
     fn address(text: &str) -> Option<ClientId> {
         ClientId::from_source_address(text.as_bytes())
+    }
+
+    thread_local! {
+        /// The batches of the one worker a test's requests run on (each test has a thread).
+        static WORKER: RefCell<WorkerBatches> = RefCell::default();
+    }
+
+    /// [`super::before_callout`] on the test's worker.
+    fn before_callout(
+        settings: &Settings,
+        shared: &FakeShared,
+        request: (&str, &str, u32),
+        now_ms: u64,
+        client: impl FnOnce() -> Option<ClientId>,
+    ) -> Before {
+        WORKER.with_borrow_mut(|batches| {
+            super::before_callout(settings, shared, batches, request, now_ms, client)
+        })
     }
 
     fn before(settings: &Settings, shared: &FakeShared, now_ms: u64) -> Before {
@@ -795,8 +827,11 @@ mod tests {
         }
         // Over: the return goes out in a callout that fails; the failure mode applies, and
         // the next request asks again without returning anything twice.
+        // The first took a batch of 3 of the 99 left for its worker (a share of what is
+        // left), which the three spent: the 96 left in the table are handed back.
         let (returning, headers, _) = callout(before(&settings, &shared, 1_000));
         assert_eq!(headers[header::LEASE_RETURN], "L1 96");
+        assert_eq!(WORKER.with_borrow_mut(WorkerBatches::take_lost), 0);
         let unavailable = Err(CalloutFailure::from_protocol(
             ProtocolError::UnexpectedStatus(503),
         ));

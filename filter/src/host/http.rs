@@ -324,9 +324,12 @@ impl RequestContext {
         // Read once, before the callout leaves: a lease's deadline counts from it.
         let now = now_ms();
         let request = (api_key, route_name, cost);
-        match request_path::before_callout(&settings, &HostSharedData, request, now, || {
-            worker.client()
-        }) {
+        let before = self.worker.with_batches(self.route_stats, |batches| {
+            request_path::before_callout(&settings, &HostSharedData, batches, request, now, || {
+                worker.client()
+            })
+        });
+        match before {
             Before::Answered { counts, action } => {
                 self.worker.count_all(self.route_stats, &counts);
                 self.apply(action)

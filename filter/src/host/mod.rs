@@ -17,6 +17,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MetricType, Status};
 
 use crate::invalid_keys::ClientId;
+use crate::leases::WorkerBatches;
 use crate::log_limit::LogLimiter;
 use crate::outcome::Stat;
 use crate::shared_data::SharedData;
@@ -42,10 +43,14 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// What one worker VM's contexts share: the ids of the filter's Envoy counters and the rate
-/// limit on its failure log lines. `Rc` in the contexts: a wasm VM is single-threaded.
+/// What one worker VM's contexts share: the ids of the filter's Envoy counters, the rate
+/// limit on its failure log lines and the lease batches it holds. `Rc` in the contexts: a
+/// wasm VM is single-threaded.
 struct Worker {
     stats: Stats,
+    /// Borrowed only inside [`Worker::with_batches`], whose callers call nothing that borrows
+    /// it again.
+    batches: RefCell<WorkerBatches>,
     /// A `RefCell` because every stream of the worker logs through it; borrowed only inside
     /// [`Worker::log`] and [`Worker::flush_logs`], which call nothing that logs, so a borrow
     /// never overlaps another (and if one did, the line is logged unlimited, not a panic).
@@ -56,8 +61,29 @@ impl Worker {
     fn new(stats: Stats) -> Self {
         Self {
             stats,
+            batches: RefCell::default(),
             logs: RefCell::new(LogLimiter::default()),
         }
+    }
+
+    /// Runs `f` on the worker's lease batches, then counts the requests of batches given up
+    /// meanwhile. Should the batches ever be borrowed already, `f` gets an empty set instead
+    /// (its requests then go to the shared table), never a panic.
+    fn with_batches<R>(&self, route: Option<usize>, f: impl FnOnce(&mut WorkerBatches) -> R) -> R {
+        let (result, lost) = match self.batches.try_borrow_mut() {
+            Ok(mut batches) => {
+                let result = f(&mut batches);
+                (result, batches.take_lost())
+            }
+            Err(_) => {
+                let mut empty = WorkerBatches::default();
+                (f(&mut empty), empty.take_lost())
+            }
+        };
+        if lost > 0 {
+            self.count_by(route, Stat::LeaseRequestsLost, lost);
+        }
+        result
     }
 
     /// The index of `route`'s own stats (see [`Stats::route`]).

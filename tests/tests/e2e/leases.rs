@@ -426,11 +426,13 @@ async fn a_lease_left_unused_is_handed_back_and_every_unit_is_accounted_for() {
     assert_eq!(stack.call(INGEST, &tenant.key).await.status(), 200);
     admitted += 1;
     let handed_back = stat(&stack, "lease_requests_returned").await - returned_before;
+    // What a worker held of the ended lease in a batch and never spent is given up (counted
+    // lost), not handed back; it stays counted in the window like a lease never returned.
+    let lost = stat(&stack, "lease_requests_lost").await;
     assert!(
-        handed_back > 0 && handed_back <= left,
-        "{handed_back} handed back of {left} left"
+        handed_back > 0 && handed_back + lost <= left,
+        "{handed_back} handed back and {lost} given up of {left} left"
     );
-    assert_eq!(stat(&stack, "lease_requests_lost").await, 0);
     assert_eq!(stat(&stack, "requests_allowed").await, admitted);
     let now_unspent = unspent().await;
     let usage = stack.usage(&tenant.key).await;
