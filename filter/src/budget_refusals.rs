@@ -6,8 +6,10 @@
 //! `budget_refusals.routes`, the filter remembers such a refusal and repeats it from Envoy,
 //! without going upstream, until its `Retry-After` has passed (at most `max_ttl`).
 //!
-//! A refusal is remembered for exactly who was refused, never more: the same client address,
-//! the same API key (or none), the same `Origin` and the same listed route. Every one of those
+//! A refusal is remembered for exactly who was refused, never more: the same client host
+//! (IPv6 by its whole address, as the control-plane counts), the same credentials (the key
+//! header and `Authorization`, whatever the filter's `bearer`), the same `Origin` and the same
+//! listed route. Every one of those
 //! requests would spend from the budget the control-plane found spent, so the edge refuses
 //! nothing the control-plane would have let through, except that `Retry-After` is in whole
 //! seconds: a budget that refills within the second (usage, 10 per second) is held shut up to
@@ -20,14 +22,22 @@
 //! more than the control-plane's refusal did (side by side under a flood of 1 MiB webhook
 //! bodies, the legitimate tenant's p99 went from about 2x to 4.5x its no-attack p99).
 //!
-//! The repeated reply is the control-plane's: 429 problem+json `rate_limited`, `Retry-After`
-//! counting down, the `RateLimit-Policy` it sent and the CORS headers it sent for that origin
-//! (so a dashboard on another origin sees the 429, not a CORS failure).
+//! The repeated reply is the control-plane's but for its wording: 429 problem+json
+//! `rate_limited` (its `detail` written by the edge, a `retry_after` member added, as in the
+//! filter's other 429s), `Retry-After` counting down, the `RateLimit-Policy` it sent, and
+//! whichever CORS headers it carried (the control-plane's budget refusals carry none today:
+//! its budgets are checked before its CORS layer).
+//!
+//! This spares the control-plane and Envoy's upstream work for a client that keeps asking;
+//! it does not stop one that varies what the subject is made of (its `Origin`, random keys):
+//! each variation goes upstream once, where the control-plane's budgets, per tenant and per
+//! address whatever the key, still refuse it.
 //!
 //! The refusals live in proxy-wasm shared data like the deny cache: a fixed number of
 //! direct-mapped slots (`tollgate.budget.<n>`), written without compare-and-swap (a refusal
 //! overwritten by another only costs the next request a trip upstream), each holding a 64-bit
-//! hash of who was refused, never the key or the address.
+//! hash of who was refused, never the key or the address, and at most about 1.3 KB (the
+//! repeated headers are at most five of 256 bytes).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 

@@ -52,6 +52,17 @@ impl ClientId {
     /// IPv6 counts by its /64. Anything else (a pipe, an internal listener) is hashed as it
     /// is: every client of it shares one budget. `None` for an empty value.
     pub fn from_source_address(address: &[u8]) -> Option<ClientId> {
+        Self::hashed(address, 64)
+    }
+
+    /// As [`Self::from_source_address`], but one host: IPv6 by its whole address, as the
+    /// control-plane counts its per-address budgets.
+    pub fn host_of_source_address(address: &[u8]) -> Option<ClientId> {
+        Self::hashed(address, 128)
+    }
+
+    /// The hash of the address, IPv6 by its first `ipv6_bits` (64 or 128).
+    fn hashed(address: &[u8], ipv6_bits: u32) -> Option<ClientId> {
         let text = std::str::from_utf8(address).ok().map(str::trim);
         let ip = text.and_then(|text| {
             text.parse::<SocketAddr>()
@@ -62,7 +73,13 @@ impl ClientId {
         let mut hasher = DefaultHasher::new();
         match ip.map(|ip| ip.to_canonical()) {
             Some(IpAddr::V4(ip)) => (4u8, ip.to_bits()).hash(&mut hasher),
-            Some(IpAddr::V6(ip)) => (6u8, ip.to_bits() >> 64).hash(&mut hasher),
+            Some(IpAddr::V6(ip)) => {
+                let prefix = ip
+                    .to_bits()
+                    .checked_shr(128u32.saturating_sub(ipv6_bits))
+                    .unwrap_or(0);
+                (6u8, prefix).hash(&mut hasher);
+            }
             None if address.trim_ascii().is_empty() => return None,
             None => (0u8, address).hash(&mut hasher),
         }
@@ -278,6 +295,15 @@ mod tests {
         assert_eq!(ClientId::from_source_address(b""), None);
         assert_eq!(ClientId::from_source_address(b"  "), None);
         assert!(ClientId::from_source_address(b"\xff\xfe:1").is_some());
+
+        // One host: IPv6 by its whole address, the port still dropped.
+        let host = |address: &str| ClientId::host_of_source_address(address.as_bytes());
+        assert_ne!(
+            host("[2001:db8:1:2:aaaa::1]:1"),
+            host("[2001:db8:1:2:bbbb::2]:1")
+        );
+        assert_eq!(host("[2001:db8:1:2::1]:1"), host("[2001:db8:1:2::1]:2"));
+        assert_eq!(host("203.0.113.7:1"), Some(client("203.0.113.7:2")));
     }
 
     #[test]

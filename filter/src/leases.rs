@@ -477,22 +477,25 @@ impl LeaseTable {
         format!("tollgate.lease.{}", key.0 % u64::from(self.slots.max(1)))
     }
 
-    /// For a request before its callout: spends one request of the key's live lease, if it
-    /// has one and nobody needs to renew it; writes nothing otherwise. `None`: the request
-    /// needs a callout (or renews the lease with it, see [`Self::take_or_claim`]).
-    pub fn take(&self, shared: &impl SharedData, key: LeaseKey, now_ms: u64) -> Option<Leased> {
+    /// [`Self::take_batch`] of one request.
+    #[cfg(test)]
+    fn take(&self, shared: &impl SharedData, key: LeaseKey, now_ms: u64) -> Option<Leased> {
         Self::taken(self.lookup(shared, key, now_ms, Intent::Take { most: 1 }))
     }
 
-    /// As [`Self::take`], but takes a batch: this request and up to [`MAX_BATCH`] − 1 more
-    /// (at most a [`BATCH_SHARE`]th of what the lease has left) for the worker to spend.
+    /// For a request before its callout: spends one request of the key's live lease, if it
+    /// has one and nobody needs to renew it, and takes up to `most` − 1 more for its worker
+    /// (at most a [`BATCH_SHARE`]th of what the lease has left; see
+    /// [`WorkerBatches::room`]); writes nothing otherwise. `None`: the request needs a
+    /// callout (or renews the lease with it, see [`Self::take_or_claim`]).
     pub fn take_batch(
         &self,
         shared: &impl SharedData,
         key: LeaseKey,
         now_ms: u64,
+        most: u32,
     ) -> Option<Batch> {
-        match self.lookup(shared, key, now_ms, Intent::Take { most: MAX_BATCH }) {
+        match self.lookup(shared, key, now_ms, Intent::Take { most }) {
             LeaseLookup::Taken(batch) => Some(batch),
             LeaseLookup::Claimed(_) | LeaseLookup::Busy => None,
         }
@@ -842,6 +845,27 @@ impl WorkerBatches {
     fn index(key: LeaseKey) -> usize {
         // The remainder of a division by 64 fits any usize.
         (key.0 % WORKER_BATCHES as u64) as usize
+    }
+
+    /// How many requests a batch of `key` may take: [`MAX_BATCH`], or 1 while another key's
+    /// live batch holds its slot (two busy keys sharing a slot would otherwise keep
+    /// displacing each other's batches and give up a batch each time).
+    pub fn room(&self, key: LeaseKey, now_ms: u64) -> u32 {
+        match self.slots.get(Self::index(key)) {
+            Some(Some(held)) if held.key != key && held.live(now_ms) => 1,
+            _ => MAX_BATCH,
+        }
+    }
+
+    /// The requests all its batches hold, given up (for a set about to be dropped).
+    pub fn give_up(&mut self) -> u64 {
+        let held: u64 = self
+            .slots
+            .drain(..)
+            .flatten()
+            .map(|h| u64::from(h.left))
+            .sum();
+        held.saturating_add(self.take_lost())
     }
 
     /// Spends one held request of `key`, if the worker holds a live batch of it: the
@@ -1667,7 +1691,9 @@ mod tests {
         let mut worker = WorkerBatches::default();
         assert_eq!(worker.spend(key("tg_a"), 10), None, "nothing held yet");
 
-        let batch = TABLE.take_batch(&shared, key("tg_a"), 10).expect("leased");
+        let batch = TABLE
+            .take_batch(&shared, key("tg_a"), 10, MAX_BATCH)
+            .expect("leased");
         assert_eq!((batch.requests, batch.deadline), (MAX_BATCH, 1_000));
         assert_eq!(batch.leased.quota.reset_ms, 30_000 - 5);
         worker.hold(key("tg_a"), &batch, 10);
@@ -1693,7 +1719,9 @@ mod tests {
     fn near_its_end_a_lease_is_taken_one_request_at_a_time() {
         let shared = FakeShared::default();
         granted(&TABLE, &shared, "tg_a", &roomy(2 * BATCH_SHARE), 0, 5);
-        let batch = TABLE.take_batch(&shared, key("tg_a"), 10).expect("leased");
+        let batch = TABLE
+            .take_batch(&shared, key("tg_a"), 10, MAX_BATCH)
+            .expect("leased");
         assert_eq!(batch.requests, 1, "under a share of one left");
         let mut worker = WorkerBatches::default();
         worker.hold(key("tg_a"), &batch, 10);
@@ -1703,7 +1731,9 @@ mod tests {
         let mut tight = roomy(1_001);
         tight.quota.remaining = 2 * BATCH_SHARE;
         granted(&TABLE, &shared, "tg_b", &tight, 0, 5);
-        let batch = TABLE.take_batch(&shared, key("tg_b"), 10).expect("leased");
+        let batch = TABLE
+            .take_batch(&shared, key("tg_b"), 10, MAX_BATCH)
+            .expect("leased");
         assert_eq!(batch.requests, 2, "a share of the room, not of the lease");
     }
 
@@ -1718,7 +1748,7 @@ mod tests {
             let now = 10 + n / 100;
             if worker.spend(key("tg_a"), now).is_some() {
                 admitted += 1;
-            } else if let Some(batch) = TABLE.take_batch(&shared, key("tg_a"), now) {
+            } else if let Some(batch) = TABLE.take_batch(&shared, key("tg_a"), now, MAX_BATCH) {
                 worker.hold(key("tg_a"), &batch, now);
                 admitted += 1;
             } else if TABLE.spend(&shared, key("tg_a"), now).is_some() {
@@ -1742,7 +1772,9 @@ mod tests {
     fn a_batch_ends_with_its_lease_and_what_it_held_is_given_up() {
         let shared = FakeShared::default();
         granted(&TABLE, &shared, "tg_a", &roomy(1_001), 0, 5);
-        let batch = TABLE.take_batch(&shared, key("tg_a"), 100).expect("leased");
+        let batch = TABLE
+            .take_batch(&shared, key("tg_a"), 100, MAX_BATCH)
+            .expect("leased");
         let mut worker = WorkerBatches::default();
         worker.hold(key("tg_a"), &batch, 100);
         assert_eq!(worker.spend(key("tg_a"), 99), None, "the clock went back");
@@ -1758,7 +1790,8 @@ mod tests {
         assert_eq!(worker.take_lost(), u64::from(MAX_BATCH - 2));
         assert_eq!(worker.take_lost(), 0, "counted once");
 
-        // Another key's batch in the same worker slot displaces it.
+        // Another key sharing the worker's slot takes one request at a time while this
+        // key's batch is live, rather than displace it; a batch once ended, it may take one.
         let other = (0..)
             .map(|n| format!("tg_{n}"))
             .find(|k| {
@@ -1766,9 +1799,24 @@ mod tests {
             })
             .unwrap();
         worker.hold(key("tg_a"), &batch, 100);
-        worker.hold(key(&other), &batch, 100);
-        assert_eq!(worker.spend(key("tg_a"), 101), None);
-        assert_eq!(worker.take_lost(), u64::from(MAX_BATCH - 1));
-        assert!(worker.spend(key(&other), 101).is_some());
+        assert_eq!(worker.room(key("tg_a"), 101), MAX_BATCH, "its own");
+        assert_eq!(worker.room(key(&other), 101), 1);
+        assert_eq!(worker.room(key(&other), 1_000), MAX_BATCH, "ended");
+        worker.hold(key(&other), &batch, 1_000);
+        assert_eq!(
+            worker.take_lost(),
+            u64::from(MAX_BATCH - 1),
+            "displaced once ended"
+        );
+        assert!(
+            worker.spend(key(&other), 1_000).is_none(),
+            "past the batch's deadline"
+        );
+        assert_eq!(
+            worker.give_up(),
+            u64::from(MAX_BATCH - 1),
+            "the other's batch, ended unspent"
+        );
+        assert_eq!(worker.give_up(), 0, "counted once");
     }
 }

@@ -166,7 +166,8 @@ pub fn before_callout(
     // The refresh's callout goes out whatever: it carries the denials answered meanwhile.
     let leases = settings.leases.filter(|_| !refreshing);
     if let Some(table) = &leases
-        && let Some(batch) = table.take_batch(shared, lease_key, now_ms)
+        && let Some(batch) =
+            table.take_batch(shared, lease_key, now_ms, batches.room(lease_key, now_ms))
     {
         batches.hold(lease_key, &batch, now_ms);
         return leased(&batch.leased);
@@ -333,7 +334,10 @@ mod tests {
     const KEY: &str = "tg_hot";
     const REQUEST: (&str, &str, u32) = (KEY, "ingest", 1);
 
+    /// Every test starts here, so this also gives the test's worker no batches: under
+    /// wasm32 all tests run on one thread and would otherwise share them.
     fn settings(extra: &str) -> Settings {
+        WORKER.with_borrow_mut(|batches| *batches = WorkerBatches::default());
         let json = format!(
             r#"{{"control_plane":{{"cluster":"cp","timeout":"100ms"}},
                 "routes":[{{"prefix":"/i","name":"ingest"}}]{extra}}}"#
@@ -370,7 +374,7 @@ mod tests {
     }
 
     thread_local! {
-        /// The batches of the one worker a test's requests run on (each test has a thread).
+        /// The batches of the one worker a test's requests run on (reset by `settings`).
         static WORKER: RefCell<WorkerBatches> = RefCell::default();
     }
 
@@ -636,6 +640,41 @@ mod tests {
         };
         assert_eq!(reply.status, 403);
         assert_eq!(counts, [(Stat::Forbidden, 1), (Stat::ForbiddenCached, 1)]);
+    }
+
+    #[test]
+    fn a_batch_the_worker_holds_is_spent_before_a_cached_refusal() {
+        let settings = settings("");
+        let shared = FakeShared::default();
+        // A roomy lease: the next request takes a batch of 3 (a share of the 99 left).
+        lease(&settings, &shared, 0, ("L1", 100, 1_000));
+        assert!(admitted_from_lease(&before(&settings, &shared, 5)));
+        let (plain, ..) = callout(before_callout(
+            &settings,
+            &shared,
+            (KEY, "other", 1),
+            10,
+            || None,
+        ));
+        let suspended = Ok(Answer::Suspended {
+            tenant: "tn_hot".into(),
+        });
+        after_answer(&settings, &shared, &plain, suspended, || 20);
+        // The batch's two were counted when the lease was granted: spent, within its TTL.
+        for now in [30, 40] {
+            assert!(
+                admitted_from_lease(&before(&settings, &shared, now)),
+                "{now}"
+            );
+        }
+        let Before::Answered {
+            action: Action::Reply(reply),
+            ..
+        } = before(&settings, &shared, 50)
+        else {
+            panic!("refused from the cache");
+        };
+        assert_eq!(reply.status, 403, "then the cache answers");
     }
 
     #[test]

@@ -42,6 +42,16 @@ pub fn run(data: &[u8]) {
         assert!((1..=1 << 20).contains(&cache.slots));
         assert!((1..=10_000).contains(&cache.max_ttl_ms));
     }
+    if let Some(refusals) = &settings.budget_refusals {
+        assert!((1..=1 << 20).contains(&refusals.slots));
+        assert!((1..=10_000).contains(&refusals.max_ttl_ms));
+        assert!(!refusals.routes.is_empty() && refusals.routes.len() <= 100);
+        assert!(
+            refusals.routes.iter().all(|p| matches(p, p)),
+            "a budget-refusal prefix that never matches: {:?}",
+            refusals.routes
+        );
+    }
     assert!(
         settings.usage_routes.iter().all(|p| matches(p, p)),
         "a usage prefix that never matches: {:?}",

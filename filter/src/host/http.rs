@@ -245,11 +245,16 @@ impl RequestContext {
         let Some(route) = refusals.route(path) else {
             return false;
         };
+        // Every credential the control-plane may read, whatever the filter's `bearer`.
+        let credentials = (
+            headers.get(&self.settings.key_header),
+            headers.get("authorization"),
+        );
         let subject = BudgetRefusals::subject(
             route,
-            headers.key_headers(&self.settings),
+            credentials,
             headers.get("origin"),
-            self.worker.client(),
+            self.worker.client_host(),
         );
         if let Some(reply) = refusals.lookup(&HostSharedData, subject, now_ms()) {
             self.worker.count(None, &[Stat::BudgetRefusedCached]);
@@ -268,6 +273,11 @@ impl RequestContext {
         else {
             return;
         };
+        // Most answers are not refusals: one small read tells.
+        let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status");
+        if !matches!(status, Ok(Some(status)) if status == "429") {
+            return;
+        }
         match hostcalls::get_map_bytes(MapType::HttpResponseHeaders) {
             Ok(headers) => {
                 refusals.remember(&HostSharedData, subject, &headers, now_ms());

@@ -67,8 +67,9 @@ impl Worker {
     }
 
     /// Runs `f` on the worker's lease batches, then counts the requests of batches given up
-    /// meanwhile. Should the batches ever be borrowed already, `f` gets an empty set instead
-    /// (its requests then go to the shared table), never a panic.
+    /// meanwhile (on `route`, the route of the request that found them). Should the batches
+    /// ever be borrowed already, `f` gets an empty set instead, whose batch is given up at
+    /// once, never a panic.
     fn with_batches<R>(&self, route: Option<usize>, f: impl FnOnce(&mut WorkerBatches) -> R) -> R {
         let (result, lost) = match self.batches.try_borrow_mut() {
             Ok(mut batches) => {
@@ -77,7 +78,7 @@ impl Worker {
             }
             Err(_) => {
                 let mut empty = WorkerBatches::default();
-                (f(&mut empty), empty.take_lost())
+                (f(&mut empty), empty.give_up())
             }
         };
         if lost > 0 {
@@ -146,11 +147,20 @@ impl Worker {
     }
 
     /// The client of this stream, from Envoy's `source.address` (the downstream peer); only a
-    /// hash of it is kept.
+    /// hash of it is kept. IPv6 by its /64 (see [`ClientId::from_source_address`]).
     fn client(&self) -> Option<ClientId> {
+        ClientId::from_source_address(&self.source_address()?)
+    }
+
+    /// The client host of this stream, IPv6 by its whole address (see
+    /// [`ClientId::host_of_source_address`]).
+    fn client_host(&self) -> Option<ClientId> {
+        ClientId::host_of_source_address(&self.source_address()?)
+    }
+
+    fn source_address(&self) -> Option<Vec<u8>> {
         match hostcalls::get_property(vec!["source", "address"]) {
-            Ok(Some(address)) => ClientId::from_source_address(&address),
-            Ok(None) => None,
+            Ok(address) => address,
             Err(status) => {
                 self.log(
                     log::Level::Error,

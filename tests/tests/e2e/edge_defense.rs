@@ -24,6 +24,9 @@ const INGEST: &str = "/api/v1/ingest";
 const MAX_TTL: Duration = Duration::from_secs(1);
 /// The filter's default `invalid_keys.budget`.
 const BUDGET: u64 = 20;
+/// The filter's default `budget_refusals.max_ttl`, and the control-plane's `Retry-After` for
+/// a budget of a few requests a second.
+const BUDGET_REFUSAL_TTL: Duration = Duration::from_secs(1);
 /// What an answer may take beyond `MAX_TTL` on a debug build: the refresh callout itself,
 /// and the test's own polling.
 const SLACK: Duration = Duration::from_millis(400);
@@ -587,8 +590,8 @@ async fn a_budget_refusal_is_repeated_at_the_edge_until_retry_after() {
     let problem: Value = over.json().await.unwrap();
     assert_eq!(problem["code"], "rate_limited");
 
-    // Only who was refused: another key from this address, and this key from another
-    // address, still reach the control-plane.
+    // Only who was refused, and only without a body: another key from this address, this
+    // key from another address, and this key with a body, still reach the control-plane.
     let at_edge = stat(&stack, "requests_budget_refused_cached").await;
     assert_eq!(
         stack.call("/api/v1/usage", &other.key).await.status(),
@@ -604,15 +607,24 @@ async fn a_budget_refusal_is_repeated_at_the_edge_until_retry_after() {
         [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS].contains(&elsewhere.status()),
         "{elsewhere:?}"
     );
+    let with_body = stack
+        .client()
+        .post(stack.url("/api/v1/usage"))
+        .header("x-api-key", &flooder.key)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(with_body.status(), StatusCode::OK, "usage takes GET");
     assert_eq!(
         stat(&stack, "requests_budget_refused_cached").await,
         at_edge,
-        "neither was answered at the edge"
+        "none was answered at the edge"
     );
 
     // Once Retry-After has passed, the flooder's polls reach the control-plane again, whose
     // budget has refilled meanwhile.
-    tokio::time::sleep(MAX_TTL + SLACK).await;
+    tokio::time::sleep(BUDGET_REFUSAL_TTL + SLACK).await;
     assert_eq!(
         stack.call("/api/v1/usage", &flooder.key).await.status(),
         StatusCode::OK
