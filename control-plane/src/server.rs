@@ -203,7 +203,13 @@ impl Parts {
             trusted_hops: usize::from(config.trusted_hops),
         };
         Ok(Self {
-            admission: Admission::new(budgets, client, PUBLIC_MAX_IN_FLIGHT, clock.clone()),
+            admission: Admission::new(
+                budgets,
+                client,
+                PUBLIC_MAX_IN_FLIGHT,
+                clock.clone(),
+                &config.cors_origins,
+            ),
             tiers,
             tenants,
             windows,

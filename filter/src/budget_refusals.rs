@@ -24,9 +24,9 @@
 //!
 //! The repeated reply is the control-plane's but for its wording: 429 problem+json
 //! `rate_limited` (its `detail` written by the edge, a `retry_after` member added, as in the
-//! filter's other 429s), `Retry-After` counting down, the `RateLimit-Policy` it sent, and
-//! whichever CORS headers it carried (the control-plane's budget refusals carry none today:
-//! its budgets are checked before its CORS layer).
+//! filter's other 429s), `Retry-After` counting down, the `RateLimit-Policy` it sent, and the
+//! CORS headers it sent for that origin (the usage and tier routes grant allowed origins),
+//! so a dashboard on another origin sees a 429, not a CORS failure.
 //!
 //! This spares the control-plane and Envoy's upstream work for a client that keeps asking;
 //! it does not stop one that varies what the subject is made of (its `Origin`, random keys):

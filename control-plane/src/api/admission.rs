@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
@@ -136,7 +136,9 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
     };
     if let Err(exhausted) = admitted {
         state.metrics.count_budget_refusal(exhausted.budget.name);
-        return ApiError::OverBudget(exhausted).into_response();
+        let mut refusal = ApiError::OverBudget(exhausted).into_response();
+        state.admission.allow_origin(path, headers, &mut refusal);
+        return refusal;
     }
     let response = next.run(request).await;
     if keyed && response.status() == StatusCode::UNAUTHORIZED {
@@ -153,7 +155,14 @@ pub struct Admission {
     pub client: ClientAddress,
     /// Requests being served; past its permits, a request is shed before any work.
     pub in_flight: Arc<Semaphore>,
+    /// Browser origins allowed on the routes with CORS, so a refusal here, answered before
+    /// those routes' own CORS layers, still reaches a dashboard on such an origin as a 429.
+    pub cors_origins: Arc<[HeaderValue]>,
 }
+
+/// The public routes with a CORS layer of their own (`usage::public_routes`,
+/// `dashboard::routes`).
+const CORS_PATHS: [&str; 3] = ["/api/v1/usage", "/api/v1/tiers", "/ui/tollgate-usage.js"];
 
 impl Admission {
     /// Slots in the bucket table: 64 Ki buckets, 2 MiB.
@@ -164,12 +173,26 @@ impl Admission {
         client: ClientAddress,
         max_in_flight: usize,
         clock: Arc<dyn Clock>,
+        cors_origins: &[HeaderValue],
     ) -> Self {
         Self {
             budgets,
             buckets: Arc::new(Budgets::new(Self::BUCKETS, clock)),
             client,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            cors_origins: cors_origins.into(),
+        }
+    }
+
+    /// On a route with CORS, the grant its layer would have given the request's origin.
+    fn allow_origin(&self, path: &str, request: &HeaderMap, response: &mut Response) {
+        let Some(origin) = request.get(header::ORIGIN) else {
+            return;
+        };
+        if CORS_PATHS.contains(&path) && self.cors_origins.contains(origin) {
+            let headers = response.headers_mut();
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            headers.append(header::VARY, HeaderValue::from_static("origin"));
         }
     }
 }

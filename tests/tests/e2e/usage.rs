@@ -135,7 +135,9 @@ async fn usage_needs_the_tenants_own_key() {
 #[tokio::test]
 async fn cors_lets_configured_origins_poll_and_no_others() {
     let allowed = "https://dashboard.example.com";
-    let options = StackOptions::default().control_plane_env("TOLLGATE_CORS_ORIGINS", allowed);
+    let options = StackOptions::default()
+        .control_plane_env("TOLLGATE_CORS_ORIGINS", allowed)
+        .control_plane_env("TOLLGATE_USAGE_BUDGET", "1");
     let stack = Stack::start(options).await;
     let preflight = |origin: &'static str| {
         stack
@@ -175,6 +177,33 @@ async fn cors_lets_configured_origins_poll_and_no_others() {
         .await
         .unwrap();
     assert_eq!(read.headers()["access-control-allow-origin"], allowed);
+
+    // Past the usage budget (1 a second, bursts of 2) the 429 reaches the dashboard's origin
+    // too, from the control-plane and then repeated by Envoy.
+    let refusals_at_edge = || async {
+        stack.envoy_stats().await["wasmcustom.tollgate.requests_budget_refused_cached"]
+    };
+    let before = refusals_at_edge().await;
+    let mut refused = Vec::new();
+    for _ in 0..10 {
+        let read = stack
+            .client()
+            .get(stack.url("/api/v1/usage"))
+            .header("origin", allowed)
+            .header("x-api-key", &tenant.key)
+            .send()
+            .await
+            .unwrap();
+        if read.status() == 429 {
+            refused.push(read);
+        }
+    }
+    assert!(refused.len() >= 2, "{} refused", refused.len());
+    for read in &refused {
+        assert_eq!(read.headers()["access-control-allow-origin"], allowed);
+        assert_eq!(read.headers()["ratelimit-policy"], "\"usage\";q=1;w=1");
+    }
+    assert!(refusals_at_edge().await > before, "some repeated by Envoy");
 }
 
 #[tokio::test]
