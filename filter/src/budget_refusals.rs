@@ -45,7 +45,7 @@ use crate::invalid_keys::ClientId;
 use crate::outcome::{Headers, LocalReply};
 use crate::ratelimit_headers::ceil_seconds;
 use crate::routes;
-use crate::shared_data::SharedData;
+use crate::shared_data::{SharedData, slot_key};
 
 /// The settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,10 +146,7 @@ impl BudgetRefusals {
     }
 
     fn slot_key(&self, subject: Subject) -> String {
-        format!(
-            "tollgate.budget.{}",
-            subject.0 % u64::from(self.slots.max(1))
-        )
+        slot_key("budget", subject.0, self.slots)
     }
 
     /// The refusal to repeat to `subject` at `now_ms`, if one is remembered and not over.
@@ -400,9 +397,26 @@ mod tests {
         assert_eq!(refusals.lookup(&shared, first, 1), None);
         assert!(refusals.lookup(&shared, second, 1).is_some());
 
-        for garbled in [&b""[..], &[0; 15], &[0; 17], &[0; 19]] {
-            shared.set("tollgate.budget.0", garbled, None);
-            assert_eq!(refusals.lookup(&shared, second, 1), None);
+        // The right subject and a live refusal, then a header that does not decode.
+        let live = |tail: &[u8]| {
+            let mut bytes = second.0.to_le_bytes().to_vec();
+            bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+            bytes.extend_from_slice(tail);
+            bytes
+        };
+        assert!(refusals.lookup(&shared, second, 1).is_some());
+        shared.set("tollgate.budget.0", &live(&[]), None);
+        assert!(refusals.lookup(&shared, second, 1).is_some(), "decodes");
+        for garbled in [
+            live(&[0]),
+            live(&[9, 0, 0]),
+            live(&[0, 5, 0, b'a']),
+            live(&[0, 1, 0, 0xff]),
+            live(&[0, 0, 0, 7]),
+            vec![0; 15],
+        ] {
+            shared.set("tollgate.budget.0", &garbled, None);
+            assert_eq!(refusals.lookup(&shared, second, 1), None, "{garbled:?}");
         }
     }
 

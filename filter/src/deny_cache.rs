@@ -22,7 +22,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use tollgate_protocol::{MonthlyQuota, Quota};
 
-use crate::shared_data::{CAS_ATTEMPTS, SharedData};
+use crate::shared_data::{CAS_ATTEMPTS, SharedData, slot_key};
 
 /// The cache's settings: how many slots, and the longest a refusal is served without asking
 /// the control-plane again.
@@ -247,10 +247,7 @@ impl Fingerprint {
 
 impl DenyCache {
     fn slot_key(&self, fingerprint: u64) -> String {
-        format!(
-            "tollgate.deny.{}",
-            fingerprint % u64::from(self.slots.max(1))
-        )
+        slot_key("deny", fingerprint, self.slots)
     }
 
     /// What the cache says about a request of this key at this cost at `now_ms`:

@@ -30,7 +30,7 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
-use crate::shared_data::{CAS_ATTEMPTS, SharedData};
+use crate::shared_data::{CAS_ATTEMPTS, SharedData, slot_key};
 
 /// The budget's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,10 +140,7 @@ impl Entry {
 
 impl InvalidKeys {
     fn slot_key(&self, client: ClientId) -> String {
-        format!(
-            "tollgate.invalid.{}",
-            client.0 % u64::from(self.slots.max(1))
-        )
+        slot_key("invalid", client.0, self.slots)
     }
 
     /// Milliseconds until `client` may make callouts again, if it is over its budget at

@@ -63,7 +63,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use tollgate_protocol::{Lease, MonthlyQuota, Quota};
 
-use crate::shared_data::{CAS_ATTEMPTS, SharedData};
+use crate::shared_data::{CAS_ATTEMPTS, SharedData, slot_key};
 
 /// The table's settings: its slots, the longest the filter uses a lease whatever its TTL, and
 /// the most requests it asks for in one.
@@ -474,7 +474,7 @@ enum Step {
 
 impl LeaseTable {
     fn slot_key(&self, key: LeaseKey) -> String {
-        format!("tollgate.lease.{}", key.0 % u64::from(self.slots.max(1)))
+        slot_key("lease", key.0, self.slots)
     }
 
     /// [`Self::take_batch`] of one request.

@@ -99,7 +99,7 @@ fn counted(stats: &[Stat]) -> Counts {
     stats.iter().map(|stat| (*stat, 1)).collect()
 }
 
-fn leased(leased: &Leased) -> Before {
+fn leased(leased: Leased) -> Before {
     let (stats, action) = outcome::on_leased(leased);
     Before::Answered {
         counts: counted(stats),
@@ -129,7 +129,7 @@ pub fn before_callout(
     if settings.leases.is_some()
         && let Some(admission) = batches.spend(lease_key, now_ms)
     {
-        return leased(&admission);
+        return leased(admission);
     }
     let mut pending = Pending {
         dispatched_at: now_ms,
@@ -170,7 +170,7 @@ pub fn before_callout(
             table.take_batch(shared, lease_key, now_ms, batches.room(lease_key, now_ms))
     {
         batches.hold(lease_key, &batch, now_ms);
-        return leased(&batch.leased);
+        return leased(batch.leased);
     }
     if settings.leases.is_some() {
         pending.lease = Some((lease_key, None));
@@ -195,7 +195,7 @@ pub fn before_callout(
     if let Some(table) = &leases {
         let until = now_ms.saturating_add(settings.timeout_ms());
         match table.take_or_claim(shared, lease_key, now_ms, until) {
-            LeaseLookup::Taken(batch) => return leased(&batch.leased),
+            LeaseLookup::Taken(batch) => return leased(batch.leased),
             LeaseLookup::Claimed(claim) => {
                 pending.lease_max = table.max_requests;
                 if let Some(unused) = &claim.returned {
@@ -294,7 +294,7 @@ pub fn after_answer(
         } else {
             Stat::LeasedAfterDenial
         };
-        return leased_instead(&admission, instead, lease_counts);
+        return leased_instead(admission, instead, lease_counts);
     }
     let mut counts = counted(decision.stats);
     counts.extend(lease_counts);
@@ -309,7 +309,7 @@ pub fn after_answer(
 
 /// A request whose callout was denied or failed, admitted from its key's live lease instead:
 /// counted as leased, and under `instead` (the denial or the failure).
-fn leased_instead(admission: &Leased, instead: Stat, lease_counts: Counts) -> (Counts, Action) {
+fn leased_instead(admission: Leased, instead: Stat, lease_counts: Counts) -> (Counts, Action) {
     let (stats, action) = outcome::on_leased(admission);
     let mut counts = counted(stats);
     counts.push((instead, 1));
@@ -614,15 +614,12 @@ mod tests {
         assert_eq!(header(&response, "ratelimit"), Some("\"pro\";r=900;t=30"));
     }
 
-    #[test]
-    fn a_cached_refusal_wins_over_a_live_lease() {
-        let settings = settings("");
-        let shared = FakeShared::default();
-        lease(&settings, &shared, 0, ("L1", 100, 1_000));
-        // A plain callout, sent while the lease was asked for, learns the tenant is suspended.
+    /// A plain callout of the hot key on another route, sent at 10 ms while the lease was
+    /// asked for, learns at 20 ms that the tenant is suspended: the deny cache keeps it.
+    fn suspended_by_a_plain_callout(settings: &Settings, shared: &FakeShared) {
         let (plain, ..) = callout(before_callout(
-            &settings,
-            &shared,
+            settings,
+            shared,
             (KEY, "other", 1),
             10,
             || None,
@@ -630,7 +627,15 @@ mod tests {
         let suspended = Ok(Answer::Suspended {
             tenant: "tn_hot".into(),
         });
-        after_answer(&settings, &shared, &plain, suspended, || 20);
+        after_answer(settings, shared, &plain, suspended, || 20);
+    }
+
+    #[test]
+    fn a_cached_refusal_wins_over_a_live_lease() {
+        let settings = settings("");
+        let shared = FakeShared::default();
+        lease(&settings, &shared, 0, ("L1", 100, 1_000));
+        suspended_by_a_plain_callout(&settings, &shared);
         let Before::Answered {
             action: Action::Reply(reply),
             counts,
@@ -649,17 +654,7 @@ mod tests {
         // A roomy lease: the next request takes a batch of 3 (a share of the 99 left).
         lease(&settings, &shared, 0, ("L1", 100, 1_000));
         assert!(admitted_from_lease(&before(&settings, &shared, 5)));
-        let (plain, ..) = callout(before_callout(
-            &settings,
-            &shared,
-            (KEY, "other", 1),
-            10,
-            || None,
-        ));
-        let suspended = Ok(Answer::Suspended {
-            tenant: "tn_hot".into(),
-        });
-        after_answer(&settings, &shared, &plain, suspended, || 20);
+        suspended_by_a_plain_callout(&settings, &shared);
         // The batch's two were counted when the lease was granted: spent, within its TTL.
         for now in [30, 40] {
             assert!(

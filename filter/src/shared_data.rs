@@ -12,6 +12,13 @@ pub trait SharedData {
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
 }
 
+/// The key of the slot of `table` (`tollgate.<table>.<n>`) that a 64-bit `hash` maps to,
+/// among `slots`: how every edge table direct-maps its entries, so each is bounded by its
+/// slot count.
+pub(crate) fn slot_key(table: &str, hash: u64, slots: u32) -> String {
+    format!("tollgate.{table}.{}", hash % u64::from(slots.max(1)))
+}
+
 /// How many times a slot's read-modify-write is tried when another worker wrote the slot in
 /// between; giving up only costs a callout (or one uncounted unknown key).
 pub(crate) const CAS_ATTEMPTS: usize = 4;

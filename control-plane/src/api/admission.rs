@@ -20,8 +20,10 @@ use tollgate_protocol::api_key_extraction;
 
 use super::AppState;
 use super::budgets::{Budget, Budgets};
+use super::dashboard::COMPONENT_PATH;
 use super::error::ApiError;
 use super::listener::peer;
+use super::usage::{TIERS_PATH, USAGE_PATH};
 use super::usage_tokens::UsageTokens;
 use crate::clock::Clock;
 
@@ -112,7 +114,7 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
         // Minting a usage token spends the same budget as reading usage, and a token spends
         // its tenant's (`UsageTokens::budget_key`): however many are minted, they buy no more
         // reads than the key could make itself.
-        "/api/v1/usage" | "/api/v1/usage/tokens" => Some(budgets.usage),
+        USAGE_PATH | "/api/v1/usage/tokens" => Some(budgets.usage),
         "/api/v1/billing/checkout" | "/api/v1/billing/portal" => Some(budgets.billing),
         _ => None,
     };
@@ -162,7 +164,7 @@ pub struct Admission {
 
 /// The public routes with a CORS layer of their own (`usage::public_routes`,
 /// `dashboard::routes`).
-const CORS_PATHS: [&str; 3] = ["/api/v1/usage", "/api/v1/tiers", "/ui/tollgate-usage.js"];
+const CORS_PATHS: [&str; 3] = [USAGE_PATH, TIERS_PATH, COMPONENT_PATH];
 
 impl Admission {
     /// Slots in the bucket table: 64 Ki buckets, 2 MiB.

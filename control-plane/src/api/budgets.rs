@@ -72,14 +72,22 @@ impl Budgets {
         self.take(budget, subject, false)
     }
 
+    /// The owner hash of (budget, subject) and the slot it maps to.
+    fn slot(&self, budget: Budget, subject: impl std::hash::Hash) -> (u64, usize) {
+        let owner = self.hasher.hash_one((budget.name, subject)) | 1;
+        (
+            owner,
+            usize::try_from(owner % self.slots.len() as u64).unwrap_or(0),
+        )
+    }
+
     fn take(
         &self,
         budget: Budget,
         subject: impl std::hash::Hash,
         spend: bool,
     ) -> Result<(), Exhausted> {
-        let owner = self.hasher.hash_one((budget.name, subject)) | 1;
-        let index = usize::try_from(owner % self.slots.len() as u64).unwrap_or(0);
+        let (owner, index) = self.slot(budget, subject);
         let now = self.clock.now_ms();
         let capacity = u64::from(budget.burst.max(1)) * 1000;
         let mut bucket = self.slots[index]
@@ -137,7 +145,16 @@ mod tests {
                 retry_after_ms: 100
             })
         );
-        assert_eq!(budgets.spend(TEN, "b"), Ok(()), "another subject is apart");
+        // A subject in another slot (one sharing "a"'s would share its bucket, by design).
+        let other = (0..)
+            .map(|n| format!("b{n}"))
+            .find(|b| budgets.slot(TEN, b).1 != budgets.slot(TEN, "a").1)
+            .unwrap();
+        assert_eq!(
+            budgets.spend(TEN, &other),
+            Ok(()),
+            "another subject is apart"
+        );
         clock.advance(Duration::from_millis(100));
         assert_eq!(
             budgets.spend(TEN, "a"),

@@ -32,6 +32,9 @@ const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 
      style-src 'self' 'unsafe-inline'; img-src 'self' data:; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
+/// The usage panel's script, the one dashboard route other origins may load.
+pub const COMPONENT_PATH: &str = "/ui/tollgate-usage.js";
+
 /// The dashboard and its scripts; `origins` may load the component cross-origin.
 pub fn routes(origins: &[HeaderValue]) -> Router<AppState> {
     let cors = CorsLayer::new()
@@ -40,7 +43,7 @@ pub fn routes(origins: &[HeaderValue]) -> Router<AppState> {
     let (component, dashboard_script) = (Script::new(COMPONENT), Script::new(DASHBOARD_SCRIPT));
     Router::new()
         .route(
-            "/ui/tollgate-usage.js",
+            COMPONENT_PATH,
             get(move |headers: HeaderMap| std::future::ready(component.serve(&headers)))
                 .layer(cors),
         )

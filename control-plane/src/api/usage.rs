@@ -57,6 +57,11 @@ async fn tiers(State(state): State<AppState>) -> Json<Vec<TierInfo>> {
     )
 }
 
+/// The usage route (also its budget's, see `admission`).
+pub const USAGE_PATH: &str = "/api/v1/usage";
+/// The tier table's public route.
+pub const TIERS_PATH: &str = "/api/v1/tiers";
+
 /// The tenant-facing routes, with CORS for `origins` (none: same-origin only); browsers may
 /// send the key in `key_header` or `Authorization`.
 pub fn public_routes(origins: &[HeaderValue], key_header: &HeaderName) -> Router<AppState> {
@@ -68,9 +73,9 @@ pub fn public_routes(origins: &[HeaderValue], key_header: &HeaderName) -> Router
     // Minting has no CORS on purpose: it takes the API key, which belongs on the dashboard's
     // backend, not in a browser.
     Router::new()
-        .route("/api/v1/usage", get(tenant_usage).layer(cors.clone()))
+        .route(USAGE_PATH, get(tenant_usage).layer(cors.clone()))
         .route("/api/v1/usage/tokens", post(mint_usage_token))
-        .route("/api/v1/tiers", get(tiers).layer(cors))
+        .route(TIERS_PATH, get(tiers).layer(cors))
 }
 
 /// `GET /api/v1/usage`: the caller's usage in the current window, by its API key or a usage
