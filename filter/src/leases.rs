@@ -45,9 +45,9 @@
 //! A worker takes a busy lease's requests a few at a time ([`LeaseTable::take_batch`]) and
 //! spends them from its own memory ([`WorkerBatches`]): a leased request then reads and writes
 //! no shared data at all, which is most of what a leased request cost Envoy beyond the filter
-//! itself. A batch is a small share of what the lease has left and of the room its grant left
-//! in the window, so near either end requests are taken one at a time and the other workers
-//! find some left; what a worker still holds when the lease ends is given up (never handed
+//! itself. A batch is a small share of what the lease has left, taken only while the grant
+//! left hundreds of units of room in the window, so near the lease's end and near the limit
+//! requests are taken one at a time and the other workers find some left; what a worker still holds when the lease ends is given up (never handed
 //! back, so never freed twice): under-admission of at most a batch per worker.
 //!
 //! Route and cost are part of the fingerprint because a tier may price routes differently
@@ -193,10 +193,15 @@ const KIND_LEASE: u64 = 1;
 const LEASE_NUMBERS: usize = 20;
 /// Where the requests left sit in an encoded lease: spending one rewrites these 8 bytes only.
 const LEFT_OFFSET: usize = 16;
-/// A worker's batch takes at most this share of the requests a lease has left, and of the
-/// room its grant left in the window (so near either end requests are taken one at a time,
-/// and the other workers find some left) ...
+/// A worker's batch takes at most this share of the requests a lease has left (so near its
+/// end requests are taken one at a time, and the other workers find some left) ...
 const BATCH_SHARE: u32 = 32;
+/// ... only while the lease's grant left at least this much room in the window: a batch
+/// held by a worker that gets no more requests (the last of a burst went to the other) keeps
+/// its units counted, and near the limit that would get the other worker's requests denied.
+/// With this much room, hundreds of the key's requests come before the limit, and every
+/// worker's batch is long spent by then ...
+const BATCH_ROOM: u32 = BATCH_SHARE * MAX_BATCH;
 /// ... and at most this many requests: a few milliseconds of a hot key's traffic on one
 /// worker, and at most this many requests per worker that a lease ending unspent leaves
 /// counted in the window (under-admission).
@@ -573,12 +578,10 @@ impl LeaseTable {
                     }
                 }
                 let requests = match intent {
-                    // A share of what the lease has left and of the room the window had
-                    // beyond it, so near the limit (where a batch stranded on an idle worker
-                    // could leave another worker's requests denied) it is one at a time.
-                    Intent::Take { most } => {
-                        (lease.left.min(lease.remaining) / BATCH_SHARE).clamp(1, most.max(1))
+                    Intent::Take { most } if lease.remaining >= BATCH_ROOM => {
+                        (lease.left / BATCH_SHARE).clamp(1, most.max(1))
                     }
+                    Intent::Take { .. } => 1,
                     Intent::Spend | Intent::Claim { .. } => 1,
                 };
                 // Only the count changes: rewrite its 8 bytes in the slot's own copy.
@@ -1727,14 +1730,20 @@ mod tests {
         worker.hold(key("tg_a"), &batch, 10);
         assert_eq!(worker.spend(key("tg_a"), 11), None, "nothing held");
 
-        // Near the limit too: a large lease whose grant left little room in the window.
+        // Near the limit too: a large lease whose grant left under BATCH_ROOM in the window.
         let mut tight = roomy(1_001);
-        tight.quota.remaining = 2 * BATCH_SHARE;
+        tight.quota.remaining = BATCH_ROOM - 1;
         granted(&TABLE, &shared, "tg_b", &tight, 0, 5);
         let batch = TABLE
             .take_batch(&shared, key("tg_b"), 10, MAX_BATCH)
             .expect("leased");
-        assert_eq!(batch.requests, 2, "a share of the room, not of the lease");
+        assert_eq!(batch.requests, 1, "too little room for batches");
+        tight.quota.remaining = BATCH_ROOM;
+        granted(&TABLE, &shared, "tg_c", &tight, 0, 5);
+        let batch = TABLE
+            .take_batch(&shared, key("tg_c"), 10, MAX_BATCH)
+            .expect("leased");
+        assert_eq!(batch.requests, MAX_BATCH, "room enough");
     }
 
     #[test]
