@@ -12,6 +12,7 @@ use tollgate_protocol::{MAX_API_KEY_LEN, MAX_LEASE_REQUESTS};
 
 use crate::budget_refusals::BudgetRefusals;
 use crate::deny_cache::DenyCache;
+use crate::held_replies::Hold;
 use crate::invalid_keys::InvalidKeys;
 use crate::leases::LeaseTable;
 use crate::routes::{LimitedRoute, RouteTable};
@@ -36,6 +37,13 @@ const MAX_INVALID_KEY_WINDOW: Duration = Duration::from_secs(3600);
 /// The longest a control-plane budget's refusal is repeated at the edge by default: its
 /// budgets refill within a second.
 const DEFAULT_BUDGET_REFUSAL_TTL: Duration = Duration::from_secs(1);
+/// Long enough that a client repeating a refused request as fast as it can sends four a
+/// second per connection, short against the second a budget's `Retry-After` asks for.
+const DEFAULT_HOLD: Duration = Duration::from_millis(250);
+/// The longest hold: a refusal is for a client that was told to wait about a second.
+const MAX_HOLD: Duration = Duration::from_secs(1);
+/// Held replies per worker: a paused stream each, a few kilobytes of Envoy's memory.
+const MAX_HELD: u32 = 65_536;
 /// Short, so a revocation, a suspension or a tier change waits at most this long at the edge.
 const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(1);
 /// Enough for a whole lease TTL at about what one Envoy carries (10,000 requests per second
@@ -64,6 +72,8 @@ struct ConfigWire {
     usage_routes: Vec<String>,
     #[serde(default)]
     budget_refusals: BudgetRefusalsWire,
+    #[serde(default)]
+    held_replies: HeldRepliesWire,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +95,28 @@ impl Default for BudgetRefusalsWire {
             slots: default_slots(),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeldRepliesWire {
+    #[serde(default)]
+    hold: Option<String>,
+    #[serde(default = "default_max_held")]
+    max_held: u32,
+}
+
+impl Default for HeldRepliesWire {
+    fn default() -> Self {
+        Self {
+            hold: None,
+            max_held: default_max_held(),
+        }
+    }
+}
+
+fn default_max_held() -> u32 {
+    1024
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,6 +301,9 @@ pub struct Settings {
     /// `None` when no route is listed: every request to the control-plane's public routes
     /// then goes upstream, refused or not.
     pub budget_refusals: Option<BudgetRefusals>,
+    /// `None` when `held_replies.hold` is 0s: refusals to clients that keep asking are then
+    /// sent at once (see [`crate::held_replies`]).
+    pub held_replies: Option<Hold>,
 }
 
 /// Why a configuration was refused. The message is what Envoy's log shows the operator.
@@ -317,6 +352,10 @@ pub enum ConfigError {
     BudgetRefusalSlots,
     #[error("budget_refusals.routes may list at most {MAX_ROUTES} prefixes")]
     TooManyBudgetRoutes,
+    #[error("held_replies.hold {0:?} is not a duration like \"250ms\" between 0s (no hold) and 1s")]
+    Hold(String),
+    #[error("held_replies.max_held must be between 1 and {MAX_HELD}")]
+    MaxHeld,
     #[error("routes must list at least one limited route")]
     NoRoutes,
     #[error("routes may list at most {MAX_ROUTES} limited routes")]
@@ -484,6 +523,22 @@ impl Settings {
             })
         };
 
+        let held_replies = {
+            let wire = wire.held_replies;
+            let hold = match wire.hold {
+                None => DEFAULT_HOLD,
+                Some(text) if matches!(text.as_str(), "0s" | "0ms") => Duration::ZERO,
+                Some(text) => parse_duration(&text, MAX_HOLD).ok_or(ConfigError::Hold(text))?,
+            };
+            if !(1..=MAX_HELD).contains(&wire.max_held) {
+                return Err(ConfigError::MaxHeld);
+            }
+            (!hold.is_zero()).then(|| Hold {
+                hold_ms: millis(hold),
+                max_held: wire.max_held,
+            })
+        };
+
         Ok(Settings {
             deny_cache,
             invalid_keys,
@@ -491,6 +546,7 @@ impl Settings {
             forward_api_key: wire.api_key.forward,
             usage_routes: wire.usage_routes,
             budget_refusals,
+            held_replies,
             cluster: wire.control_plane.cluster,
             authority: wire.control_plane.authority,
             timeout,
@@ -773,6 +829,37 @@ mod tests {
         );
         let many = format!(r#"{{"routes":[{}]}}"#, vec!["\"/u\""; 101].join(","));
         assert_eq!(with(&many), Err(ConfigError::TooManyBudgetRoutes));
+    }
+
+    #[test]
+    fn refusals_are_held_a_quarter_second_unless_told_otherwise() {
+        let with = |held_replies: &str| {
+            parse(&format!(
+                r#"{{"control_plane":{{"cluster":"cp"}},"held_replies":{held_replies},
+                    "routes":[{{"prefix":"/a","name":"a"}}]}}"#
+            ))
+            .map(|s| s.held_replies)
+        };
+        let default = Some(Hold {
+            hold_ms: 250,
+            max_held: 1024,
+        });
+        assert_eq!(parse(MINIMAL).unwrap().held_replies, default);
+        assert_eq!(with("{}"), Ok(default));
+        assert_eq!(
+            with(r#"{"hold":"1s","max_held":4}"#),
+            Ok(Some(Hold {
+                hold_ms: 1000,
+                max_held: 4
+            }))
+        );
+        assert_eq!(with(r#"{"hold":"0s"}"#), Ok(None));
+        assert_eq!(
+            with(r#"{"hold":"2s"}"#),
+            Err(ConfigError::Hold("2s".to_owned()))
+        );
+        assert_eq!(with(r#"{"max_held":0}"#), Err(ConfigError::MaxHeld));
+        assert_eq!(with(r#"{"max_held":65537}"#), Err(ConfigError::MaxHeld));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! within `window` is refused at the edge (429 `too_many_invalid_keys`) until that window
 //! ends, without a callout. The deny cache makes a repeated unknown key cheap; this makes a
 //! stream of distinct random keys from one address cheap too: it costs about `budget + 1`
-//! callouts per `window` per Envoy, not one per request.
+//! callouts per `window` per Envoy, not one per request, and its refusals are held before
+//! they are sent ([`crate::held_replies`]), so a client that asks again the moment it is
+//! answered cannot make them a flood of its own.
 //!
 //! The counts live in proxy-wasm shared data like the deny cache (every worker of one Envoy
 //! sees them; one Envoy does not see another's): a fixed number of direct-mapped slots

@@ -6,7 +6,8 @@
 //! and what each answer does to it ([`deny_cache`]), the admissions leased by the control-plane
 //! and spent without callouts ([`leases`]), the invalid-key budget per client address
 //! ([`invalid_keys`]), the control-plane's budget refusals repeated at the edge
-//! ([`budget_refusals`]), all over [`shared_data`], the order a limited request goes through them
+//! ([`budget_refusals`]), all over [`shared_data`], the refusals held back before they are sent
+//! ([`held_replies`]), the order a limited request goes through them
 //! ([`request_path`]), the mapping of a decision to an action and its stats ([`outcome`],
 //! [`ratelimit_headers`]), the rate limit on repeated failure log lines ([`log_limit`]), and
 //! the tracing headers a callout carries ([`tollgate_protocol::trace_context`]). The `host`
@@ -16,6 +17,7 @@
 pub mod budget_refusals;
 pub mod config;
 pub mod deny_cache;
+pub mod held_replies;
 pub mod invalid_keys;
 pub mod leases;
 pub mod log_limit;

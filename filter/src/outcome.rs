@@ -50,6 +50,9 @@ pub enum Action {
     },
     /// Answer the client from Envoy.
     Reply(LocalReply),
+    /// Answer the client from Envoy after a hold (`held_replies`): a refusal to a client that
+    /// keeps asking after it was refused (see [`crate::held_replies`]).
+    Hold(LocalReply),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

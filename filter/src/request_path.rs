@@ -186,7 +186,7 @@ pub fn before_callout(
         {
             return Before::Answered {
                 counts: counted(&[Stat::InvalidKeysThrottled]),
-                action: Action::Reply(outcome::too_many_invalid_keys(retry_after_ms)),
+                action: Action::Hold(outcome::too_many_invalid_keys(retry_after_ms)),
             };
         }
     }
@@ -1012,7 +1012,7 @@ mod tests {
         }
         let refused = before(&settings, &shared, 1_000);
         assert!(
-            matches!(&refused, Before::Answered { action: Action::Reply(r), .. } if r.status == 429),
+            matches!(&refused, Before::Answered { action: Action::Hold(r), .. } if r.status == 429),
             "{refused:?}"
         );
         let elsewhere = before_callout(&settings, &shared, REQUEST, 1_001, || {

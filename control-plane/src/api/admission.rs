@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use tollgate_protocol::api_key_extraction;
 
 use super::AppState;
+use super::billing::WEBHOOK_PATH;
 use super::budgets::{Budget, Budgets};
 use super::dashboard::COMPONENT_PATH;
 use super::error::ApiError;
@@ -133,7 +134,7 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
         Some((budget, key)) => buckets
             .check(budgets.per_address, address)
             .and_then(|()| buckets.spend(budget, key)),
-        None if path == "/api/v1/billing/webhook" => buckets.spend(budgets.webhook, address),
+        None if path == WEBHOOK_PATH => buckets.spend(budgets.webhook, address),
         None => buckets.spend(budgets.per_address, address),
     };
     if let Err(exhausted) = admitted {
@@ -142,12 +143,23 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
         state.admission.allow_origin(path, headers, &mut refusal);
         return refusal;
     }
+    let webhook = path == WEBHOOK_PATH;
     let response = next.run(request).await;
     if keyed && response.status() == StatusCode::UNAUTHORIZED {
         let _ = buckets.spend(budgets.per_address, address);
     }
+    if webhook && response.status() == StatusCode::BAD_REQUEST {
+        buckets.charge(budgets.webhook, address, FAILED_WEBHOOK_CHARGE);
+    }
     response
 }
+
+/// Tokens more a webhook delivery that fails its signature (or its reading) spends from its
+/// address's budget: Stripe's own deliveries verify, so a sender of forged ones gets a tenth
+/// of the budget's rate in bodies read and verified (each up to 1 MiB), not all of it. A
+/// real delivery refused meanwhile (a secret rotated on one side only) is lost to nobody:
+/// Stripe redelivers for days.
+const FAILED_WEBHOOK_CHARGE: u32 = 9;
 
 /// Admission state shared by the public router.
 #[derive(Clone)]

@@ -19,10 +19,13 @@ use super::{AppState, caller};
 use crate::billing::{HostedSession, SyncReport, SyncSummary, Trigger};
 use crate::tenants::Tenant;
 
+/// Stripe's webhook deliveries.
+pub const WEBHOOK_PATH: &str = "/api/v1/billing/webhook";
+
 /// The billing routes, the only public ones that read a body (see [`super::body_limit`]).
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/billing/webhook", post(webhook))
+        .route(WEBHOOK_PATH, post(webhook))
         .route("/api/v1/billing/checkout", post(checkout))
         .route("/api/v1/billing/portal", post(portal))
         .route_layer(axum::middleware::from_fn_with_state(

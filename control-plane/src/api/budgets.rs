@@ -41,8 +41,9 @@ pub struct Budgets {
 struct Bucket {
     /// Hash of (budget, subject) owning the slot; 0 is free.
     owner: u64,
-    /// Tokens left, in thousandths, as of `at_ms`.
-    milli_tokens: u64,
+    /// Tokens left, in thousandths, as of `at_ms`; below zero after a charge (a debt the
+    /// rate repays before the next request is admitted).
+    milli_tokens: i64,
     at_ms: u64,
 }
 
@@ -81,15 +82,47 @@ impl Budgets {
         )
     }
 
+    /// Spends `tokens` more of `budget` for `subject`, into debt if fewer are left: for a
+    /// request that turned out to cost more than the token it spent when admitted. The debt
+    /// is bounded by what the requests admitted at once are charged.
+    pub fn charge(&self, budget: Budget, subject: impl std::hash::Hash, tokens: u32) {
+        self.with_bucket(budget, subject, |bucket| {
+            bucket.milli_tokens = bucket.milli_tokens.saturating_sub(i64::from(tokens) * 1000);
+        });
+    }
+
     fn take(
         &self,
         budget: Budget,
         subject: impl std::hash::Hash,
         spend: bool,
     ) -> Result<(), Exhausted> {
+        self.with_bucket(budget, subject, |bucket| {
+            if bucket.milli_tokens >= 1000 {
+                if spend {
+                    bucket.milli_tokens -= 1000;
+                }
+                Ok(())
+            } else {
+                let missing = (1000 - bucket.milli_tokens).unsigned_abs();
+                Err(Exhausted {
+                    budget,
+                    retry_after_ms: missing.div_ceil(u64::from(budget.per_second.max(1))),
+                })
+            }
+        })
+    }
+
+    /// Runs `f` on the bucket of (budget, subject), refilled to now.
+    fn with_bucket<R>(
+        &self,
+        budget: Budget,
+        subject: impl std::hash::Hash,
+        f: impl FnOnce(&mut Bucket) -> R,
+    ) -> R {
         let (owner, index) = self.slot(budget, subject);
         let now = self.clock.now_ms();
-        let capacity = u64::from(budget.burst.max(1)) * 1000;
+        let capacity = i64::from(budget.burst.max(1)) * 1000;
         let mut bucket = self.slots[index]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -101,21 +134,11 @@ impl Budgets {
             };
         }
         // per_second tokens a second is per_second thousandths a millisecond.
-        let refill = now.saturating_sub(bucket.at_ms) * u64::from(budget.per_second);
+        let refill = i64::try_from(now.saturating_sub(bucket.at_ms) * u64::from(budget.per_second))
+            .unwrap_or(i64::MAX);
         bucket.milli_tokens = bucket.milli_tokens.saturating_add(refill).min(capacity);
         bucket.at_ms = now;
-        if bucket.milli_tokens >= 1000 {
-            if spend {
-                bucket.milli_tokens -= 1000;
-            }
-            Ok(())
-        } else {
-            let missing = 1000 - bucket.milli_tokens;
-            Err(Exhausted {
-                budget,
-                retry_after_ms: missing.div_ceil(u64::from(budget.per_second.max(1))),
-            })
-        }
+        f(&mut bucket)
     }
 }
 
@@ -183,6 +206,29 @@ mod tests {
             assert_eq!(budgets.spend(TEN, "a"), Ok(()));
         }
         assert!(budgets.check(TEN, "a").is_err());
+    }
+
+    #[test]
+    fn a_charge_is_a_debt_the_rate_repays() {
+        let clock = ManualClock::new(0);
+        let budgets = Budgets::new(64, Arc::new(clock.clone()));
+        assert_eq!(budgets.spend(TEN, "a"), Ok(()));
+        budgets.charge(TEN, "a", 1);
+        assert_eq!(budgets.spend(TEN, "a"), Ok(()), "one of three left");
+        assert!(budgets.spend(TEN, "a").is_err());
+        // Five tokens into debt: six tenths of a second before the next request.
+        budgets.charge(TEN, "a", 5);
+        assert_eq!(
+            budgets.spend(TEN, "a"),
+            Err(Exhausted {
+                budget: TEN,
+                retry_after_ms: 600
+            })
+        );
+        clock.advance(Duration::from_millis(599));
+        assert!(budgets.spend(TEN, "a").is_err());
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(budgets.spend(TEN, "a"), Ok(()));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use proxy_wasm::types::{Action as HostAction, MapType};
 use tollgate_protocol::header::EDGE_DENIED;
 use tollgate_protocol::{Answer, DECISION_PATH, DecisionRequest};
 
-use super::{HostSharedData, Worker, now_ms};
+use super::{HostSharedData, Worker, now_ms, send_reply};
 use crate::budget_refusals::{BudgetRefusals, Subject};
 use crate::config::Settings;
 use crate::deny_cache::Fingerprint;
@@ -69,6 +69,8 @@ impl RequestHeaders {
 }
 
 pub(super) struct RequestContext {
+    /// The host's id of this stream, by which a held reply finds it again.
+    context_id: u32,
     settings: Rc<Settings>,
     worker: Rc<Worker>,
     /// Reserved headers the client sent, removed before the request goes upstream.
@@ -93,8 +95,9 @@ pub(super) struct RequestContext {
 }
 
 impl RequestContext {
-    pub(super) fn new(settings: Rc<Settings>, worker: Rc<Worker>) -> Self {
+    pub(super) fn new(context_id: u32, settings: Rc<Settings>, worker: Rc<Worker>) -> Self {
         Self {
+            context_id,
             settings,
             worker,
             reserved: Vec::new(),
@@ -160,6 +163,10 @@ impl RequestContext {
                 self.send(reply);
                 false
             }
+            Action::Hold(reply) => {
+                self.hold(reply);
+                false
+            }
         }
     }
 
@@ -188,19 +195,18 @@ impl RequestContext {
     }
 
     fn send(&self, reply: LocalReply) {
-        let headers: Vec<(&str, &str)> = reply
-            .headers
-            .iter()
-            .map(|(n, v)| (*n, v.as_str()))
-            .collect();
-        if let Err(status) =
-            hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes()))
-        {
-            self.worker.log(
-                Level::Error,
-                "cannot send a local reply",
-                format_args!("{}: {status:?}", reply.status),
-            );
+        send_reply(&self.worker, reply);
+    }
+
+    /// Holds `reply` before it is sent (see [`crate::held_replies`]), or sends it at once when
+    /// holds are off or the worker holds its most already.
+    fn hold(&self, reply: LocalReply) {
+        let held = match &self.settings.held_replies {
+            Some(hold) => self.worker.hold(self.context_id, reply, hold),
+            None => Err(reply),
+        };
+        if let Err(reply) = held {
+            self.send(reply);
         }
     }
 
@@ -258,7 +264,7 @@ impl RequestContext {
         );
         if let Some(reply) = refusals.lookup(&HostSharedData, subject, now_ms()) {
             self.worker.count(None, &[Stat::BudgetRefusedCached]);
-            self.send(reply);
+            self.hold(reply);
             return true;
         }
         self.budget_subject = Some(subject);
@@ -420,9 +426,11 @@ impl HttpContext for RequestContext {
         let path = String::from_utf8_lossy(path);
         let settings = Rc::clone(&self.settings);
         let Some(route) = settings.routes.find(&path) else {
-            // A request with a body is left to the control-plane, which reads or drains it
-            // before refusing (see `budget_refusals`).
-            if end_of_stream && self.refused_at_edge(&headers, &path) {
+            // A request with a body is answered at the edge only when held (see
+            // `held_replies`); else it is left to the control-plane, which reads or drains
+            // it before refusing (see `budget_refusals`).
+            let held = settings.held_replies.is_some();
+            if (end_of_stream || held) && self.refused_at_edge(&headers, &path) {
                 return HostAction::Pause;
             }
             if !self.strip_for_upstream() {

@@ -16,10 +16,11 @@ use std::time::UNIX_EPOCH;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MetricType, Status};
 
+use crate::held_replies::{HeldReplies, Hold};
 use crate::invalid_keys::ClientId;
 use crate::leases::WorkerBatches;
 use crate::log_limit::LogLimiter;
-use crate::outcome::Stat;
+use crate::outcome::{LocalReply, Stat};
 use crate::shared_data::SharedData;
 
 /// Proxy-wasm shared data, seen by every worker's VM with the same `vm_id`.
@@ -55,6 +56,9 @@ struct Worker {
     /// [`Worker::log`] and [`Worker::flush_logs`], which call nothing that logs, so a borrow
     /// never overlaps another (and if one did, the line is logged unlimited, not a panic).
     logs: RefCell<LogLimiter>,
+    /// Borrowed only inside [`Worker::hold`] and [`Worker::release_held`], around no call
+    /// that borrows it again.
+    held: RefCell<HeldReplies>,
 }
 
 impl Worker {
@@ -63,6 +67,30 @@ impl Worker {
             stats,
             batches: RefCell::default(),
             logs: RefCell::new(LogLimiter::default()),
+            held: RefCell::default(),
+        }
+    }
+
+    /// Holds `reply` for stream `context_id` (see [`crate::held_replies`]); gives it back
+    /// to be sent at once when the worker holds its most already.
+    fn hold(&self, context_id: u32, reply: LocalReply, hold: &Hold) -> Result<(), LocalReply> {
+        match self.held.try_borrow_mut() {
+            Ok(mut held) => held.hold(context_id, reply, now_ms(), hold),
+            Err(_) => Err(reply),
+        }
+    }
+
+    /// Sends the held replies whose hold has passed, each on its own stream. A stream the
+    /// client closed meanwhile is gone from the host, which says so; its reply is dropped.
+    fn release_held(&self, hold: &Hold) {
+        let due = match self.held.try_borrow_mut() {
+            Ok(mut held) if !held.is_empty() => held.take_due(now_ms(), hold),
+            _ => return,
+        };
+        for held in due {
+            if hostcalls::set_effective_context(held.context_id).is_ok() {
+                send_reply(self, held.reply);
+            }
         }
     }
 
@@ -170,6 +198,24 @@ impl Worker {
                 None
             }
         }
+    }
+}
+
+/// Sends a local reply on the stream of the current (or effective) context.
+fn send_reply(worker: &Worker, reply: LocalReply) {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(n, v)| (*n, v.as_str()))
+        .collect();
+    if let Err(status) =
+        hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes()))
+    {
+        worker.log(
+            log::Level::Error,
+            "cannot send a local reply",
+            format_args!("{}: {status:?}", reply.status),
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! The VM's entry point and root context: installs the panic hook, reads and validates the
-//! plugin configuration, then creates one [`RequestContext`] per HTTP stream. Its timer logs
-//! the counts of failure lines that were left out (see [`crate::log_limit`]).
+//! plugin configuration, then creates one [`RequestContext`] per HTTP stream. Its timer sends
+//! the held replies whose hold has passed (see [`crate::held_replies`]) and logs the counts of
+//! failure lines that were left out (see [`crate::log_limit`]).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -30,6 +31,15 @@ proxy_wasm::main! {{
         Box::new(FilterRoot { settings: None, worker: None })
     });
 }}
+
+/// The timer's period: [`LOG_TICK`], or a fifth of the hold (at least 10 ms) when replies
+/// are held, so a held reply waits at most a fifth longer than its hold.
+fn tick_period(settings: &Settings) -> Duration {
+    match &settings.held_replies {
+        Some(hold) => Duration::from_millis((hold.hold_ms / 5).max(10)).min(LOG_TICK),
+        None => LOG_TICK,
+    }
+}
 
 struct FilterRoot {
     /// Shared with every request context of this worker; `Rc` because a wasm VM is
@@ -63,26 +73,30 @@ impl RootContext for FilterRoot {
                         return false;
                     }
                 };
+                let mut settings = settings;
+                // Without the timer, held replies would never be sent: they are sent at once
+                // instead. Left-out failure lines are still reported, by the next failure of
+                // the same cause after its interval. Neither is a reason to refuse the
+                // configuration.
+                if let Err(status) = hostcalls::set_tick_period(tick_period(&settings)) {
+                    log::warn!("tollgate: cannot set the timer, replies are not held: {status:?}");
+                    settings.held_replies = None;
+                }
                 log::info!(
                     "tollgate: configured: cluster {}, timeout {:?}, failure mode {:?}, \
-                     deny cache {:?}, invalid-key budget {:?}, leases {:?}, API key forwarded \
-                     upstream: {}",
+                     deny cache {:?}, invalid-key budget {:?}, leases {:?}, held replies {:?}, \
+                     API key forwarded upstream: {}",
                     settings.cluster,
                     settings.timeout,
                     settings.failure_mode,
                     settings.deny_cache,
                     settings.invalid_keys,
                     settings.leases,
+                    settings.held_replies,
                     settings.forward_api_key
                 );
                 self.settings = Some(Rc::new(settings));
                 self.worker = Some(Rc::new(Worker::new(stats)));
-                // Without the timer, left-out failure lines are still reported, by the next
-                // failure of the same cause after its interval: a log detail, not a reason
-                // to refuse the configuration.
-                if let Err(status) = hostcalls::set_tick_period(LOG_TICK) {
-                    log::warn!("tollgate: cannot set the log timer: {status:?}");
-                }
                 true
             }
             Err(error) => {
@@ -94,14 +108,17 @@ impl RootContext for FilterRoot {
 
     fn on_tick(&mut self) {
         if let Some(worker) = &self.worker {
+            if let Some(hold) = self.settings.as_ref().and_then(|s| s.held_replies.as_ref()) {
+                worker.release_held(hold);
+            }
             worker.flush_logs();
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let settings = self.settings.clone()?;
         let worker = self.worker.clone()?;
-        Some(Box::new(RequestContext::new(settings, worker)))
+        Some(Box::new(RequestContext::new(context_id, settings, worker)))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -27,6 +27,8 @@ const BUDGET: u64 = 20;
 /// The filter's default `budget_refusals.max_ttl`, and the control-plane's `Retry-After` for
 /// a budget of a few requests a second.
 const BUDGET_REFUSAL_TTL: Duration = Duration::from_secs(1);
+/// The filter's default `held_replies.hold`.
+const DEFAULT_HOLD: Duration = Duration::from_millis(250);
 /// What an answer may take beyond `MAX_TTL` on a debug build: the refresh callout itself,
 /// and the test's own polling.
 const SLACK: Duration = Duration::from_millis(400);
@@ -245,8 +247,14 @@ async fn distinct_random_keys_from_one_address_are_refused_at_the_edge_after_the
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    let started = Instant::now();
     let same_address = stack.call(INGEST, &tenant.key).await;
     assert_eq!(same_address.status(), 429);
+    assert!(
+        started.elapsed() >= DEFAULT_HOLD,
+        "an address that keeps asking is answered after the hold: {:?}",
+        started.elapsed()
+    );
     assert_eq!(
         code(&same_address.text().await.unwrap()),
         "too_many_invalid_keys"
@@ -544,7 +552,10 @@ async fn refused_upstream(stack: &Stack, budget: &str) -> u64 {
 
 #[tokio::test]
 async fn a_budget_refusal_is_repeated_at_the_edge_until_retry_after() {
-    let options = StackOptions::default().control_plane_env("TOLLGATE_USAGE_BUDGET", "2");
+    // Without the hold, which the next test covers: 40 polls would take ten seconds.
+    let options = StackOptions::default()
+        .control_plane_env("TOLLGATE_USAGE_BUDGET", "2")
+        .filter("held_replies", json!({"hold": "0s"}));
     let stack = Stack::start(options).await;
     let flooder = stack.create_tenant("pro").await;
     let other = stack.create_tenant("pro").await;
@@ -590,8 +601,9 @@ async fn a_budget_refusal_is_repeated_at_the_edge_until_retry_after() {
     let problem: Value = over.json().await.unwrap();
     assert_eq!(problem["code"], "rate_limited");
 
-    // Only who was refused, and only without a body: another key from this address, this
-    // key from another address, and this key with a body, still reach the control-plane.
+    // Only who was refused, and (without a hold) only without a body: another key from this
+    // address, this key from another address, and this key with a body, still reach the
+    // control-plane.
     let at_edge = stat(&stack, "requests_budget_refused_cached").await;
     assert_eq!(
         stack.call("/api/v1/usage", &other.key).await.status(),
@@ -628,5 +640,161 @@ async fn a_budget_refusal_is_repeated_at_the_edge_until_retry_after() {
     assert_eq!(
         stack.call("/api/v1/usage", &flooder.key).await.status(),
         StatusCode::OK
+    );
+}
+
+/// A repeated refusal is held `hold` before it is sent, however fast the client asks again.
+const HOLD: Duration = Duration::from_millis(800);
+
+/// Polls usage with `key` until the control-plane refuses it (a budget of 1 a second, bursts
+/// of 2): from then on, for a second, the edge repeats the refusal.
+async fn refuse_usage(stack: &Stack, key: &str) {
+    for _ in 0..4 {
+        if stack.call("/api/v1/usage", key).await.status() == StatusCode::TOO_MANY_REQUESTS {
+            return;
+        }
+    }
+    panic!("the usage budget never refused");
+}
+
+#[tokio::test]
+async fn a_repeated_refusal_is_held_without_holding_up_anyone_else() {
+    // One held reply per worker at most (two workers), so the bound is seen with a few.
+    let options = StackOptions::default()
+        .control_plane_env("TOLLGATE_USAGE_BUDGET", "1")
+        .filter("held_replies", json!({"hold": "800ms", "max_held": 1}));
+    let stack = Stack::start(options).await;
+    let flooder = stack.create_tenant("pro").await;
+    let other = stack.create_tenant("pro").await;
+
+    refuse_usage(&stack, &flooder.key).await;
+
+    // Four polls at once on their own connections: each worker holds one and answers the
+    // rest at once; every one is a 429.
+    let at_edge = stat(&stack, "requests_budget_refused_cached").await;
+    let mut polls = JoinSet::new();
+    for _ in 0..4 {
+        let request = client_from("127.0.0.1")
+            .get(stack.url("/api/v1/usage"))
+            .header("x-api-key", &flooder.key);
+        polls.spawn(async move {
+            let started = Instant::now();
+            let response = request.send().await.unwrap();
+            (response.status(), started.elapsed())
+        });
+    }
+    // Meanwhile another tenant is answered by the control-plane, held up by no one.
+    let started = Instant::now();
+    let meanwhile = stack.call("/api/v1/usage", &other.key).await;
+    assert_eq!(meanwhile.status(), StatusCode::OK);
+    let meanwhile = started.elapsed();
+    let polls = polls.join_all().await;
+    assert!(
+        polls
+            .iter()
+            .all(|(status, _)| *status == StatusCode::TOO_MANY_REQUESTS),
+        "{polls:?}"
+    );
+    let held = polls.iter().filter(|(_, took)| *took >= HOLD).count();
+    assert!((1..=2).contains(&held), "one held per worker: {polls:?}");
+    assert!(
+        meanwhile < HOLD,
+        "another tenant waited {meanwhile:?} behind the held ones"
+    );
+    assert_eq!(
+        stat(&stack, "requests_budget_refused_cached").await,
+        at_edge + 4,
+        "all four refused by Envoy"
+    );
+
+    // A client that gives up while held costs nothing: when its reply comes due its stream
+    // is gone, and everyone is served as before. (First a fresh refusal: the last has run
+    // out, and so have the held replies.)
+    tokio::time::sleep(BUDGET_REFUSAL_TTL + SLACK).await;
+    refuse_usage(&stack, &flooder.key).await;
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .get(stack.url("/api/v1/usage"))
+        .header("x-api-key", &flooder.key)
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|error| error.is_timeout()), "held");
+    tokio::time::sleep(HOLD + SLACK).await;
+    assert_eq!(
+        stack.call("/api/v1/usage", &other.key).await.status(),
+        StatusCode::OK
+    );
+    let next = stack.call("/api/v1/usage", &flooder.key).await.status();
+    assert!(
+        [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS].contains(&next),
+        "{next}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_upload_is_held_at_the_edge_and_never_read_upstream() {
+    let options = StackOptions::default().control_plane_env("TOLLGATE_BILLING_BUDGET", "1");
+    let stack = Stack::start(options).await;
+    let tenant = stack.create_tenant("standard").await;
+    let checkout = |body: &'static str| {
+        stack
+            .client()
+            .post(stack.url("/api/v1/billing/checkout"))
+            .header("x-api-key", &tenant.key)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    // Past the budget (1 a second, bursts of 5), until the control-plane refuses.
+    let mut refused = false;
+    for _ in 0..8 {
+        if checkout("{}").send().await.unwrap().status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the budget refused");
+    let (at_edge, upstream) = (
+        stat(&stack, "requests_budget_refused_cached").await,
+        refused_upstream(&stack, "billing").await,
+    );
+
+    // An upload announcing 1 MiB, 64 KiB sent, then stalled: the 429 comes from Envoy after
+    // the hold, without the body ever reaching the control-plane.
+    let mut upload = tokio::net::TcpStream::connect(("127.0.0.1", stack.envoy_port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/billing/checkout HTTP/1.1\r\nhost: tollgate\r\nx-api-key: {}\r\n\
+         content-type: application/json\r\ncontent-length: 1048576\r\n\r\n",
+        tenant.key
+    );
+    let started = Instant::now();
+    tokio::io::AsyncWriteExt::write_all(&mut upload, head.as_bytes())
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut upload, &[b' '; 64 * 1024])
+        .await
+        .unwrap();
+    let (status, problem) =
+        super::envoy_hardening::read_problem(&mut upload, Duration::from_secs(5)).await;
+    assert_eq!(status, 429, "{problem}");
+    assert_eq!(problem["code"], "rate_limited");
+    assert!(
+        started.elapsed() >= DEFAULT_HOLD,
+        "held: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        stat(&stack, "requests_budget_refused_cached").await,
+        at_edge + 1
+    );
+    assert_eq!(
+        refused_upstream(&stack, "billing").await,
+        upstream,
+        "the control-plane saw nothing of it"
     );
 }

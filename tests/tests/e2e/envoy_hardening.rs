@@ -70,7 +70,7 @@ async fn raw(stack: &Stack, request: &[u8]) -> (u16, Value, Duration) {
 
 /// Reads one whole HTTP/1.1 answer from `connection` (at most `limit`): its status and its
 /// problem body.
-async fn read_problem(connection: &mut TcpStream, limit: Duration) -> (u16, Value) {
+pub(crate) async fn read_problem(connection: &mut TcpStream, limit: Duration) -> (u16, Value) {
     let mut answer = Vec::new();
     let whole = tokio::time::timeout(limit, async {
         let mut buffer = [0; 4096];

@@ -158,6 +158,40 @@ async fn random_keys_cannot_each_buy_a_usage_budget() {
 }
 
 #[tokio::test]
+async fn a_forged_webhook_spends_ten_deliveries_of_its_addresss_budget() {
+    let stack = Stack::start(
+        StackOptions::default().control_plane_env("STRIPE_WEBHOOK_SECRET", "whsec_e2e_secret"),
+    )
+    .await;
+    let webhook = stack.control_planes[0].url("/api/v1/billing/webhook");
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..60 {
+        let response = stack
+            .client()
+            .post(&webhook)
+            .header("stripe-signature", "t=1,v1=00")
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let forged = count(&statuses, StatusCode::BAD_REQUEST);
+    let refused = count(&statuses, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(forged + refused, 60, "{statuses:?}");
+    // The budget: 200 deliveries at once, then 100 a second; each forged one spends ten.
+    let allowed = 20 + (10.0 * elapsed).ceil() as usize + 1;
+    assert!(
+        forged <= allowed,
+        "{forged} forged deliveries read in {elapsed:.1} s; budget {allowed}"
+    );
+    assert!(refused > 0, "{statuses:?}");
+}
+
+#[tokio::test]
 async fn a_forged_edge_denied_count_cannot_break_a_tenants_decisions() {
     // Leases off: the burst below counts exactly 60 admissions, and a lease that runs out
     // unspent mid-burst on a loaded machine leaves a unit free behind a cached denial
