@@ -16,15 +16,15 @@
 //! that second, which is what the client was told to wait anyway. Only a 429 carrying
 //! `RateLimit-Policy` counts (a budget's refusal; a 429 passed on from Stripe carries none).
 //!
-//! With a hold (`held_replies.hold`, the default; see [`crate::held_replies`]) every repeated refusal waits
-//! a moment before it is sent, uploads included: a held upload stalls once Envoy's connection
-//! buffer is full, so its body costs a buffer, and its sender reconnects once per hold.
-//! Without a hold, only requests without a body are answered at the edge (usage polls, tier
-//! reads): answered at once, before its body has arrived, an upload makes Envoy close the
-//! connection under it, and a client that reconnects and uploads again at once cost Envoy
-//! more than the control-plane's refusal did (side by side under a flood of 1 MiB webhook
-//! bodies, the legitimate tenant's p99 went from about 2x to 4.5x its no-attack p99), so
-//! they are left to the control-plane.
+//! With a hold (`held_replies.hold`, the default; see [`crate::held_replies`]) every repeated
+//! refusal waits a moment before it is sent, uploads included: a held upload stalls once its
+//! connection's buffer limit is reached, so its body costs a buffer, and its sender
+//! reconnects once per hold. An upload whose refusal cannot be held (holds off, or the worker
+//! holding its most) goes on to the control-plane, which reads or drains it before refusing:
+//! answered at once, before its body has arrived, an upload makes Envoy close the connection
+//! under it, and a client that reconnects and uploads again at once cost Envoy more than the
+//! control-plane's refusal did (side by side under a flood of 1 MiB webhook bodies, the
+//! legitimate tenant's p99 went from about 2x to 4.5x its no-attack p99).
 //!
 //! The repeated reply is the control-plane's but for its wording: 429 problem+json
 //! `rate_limited` (its `detail` written by the edge, a `retry_after` member added, as in the

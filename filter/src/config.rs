@@ -42,8 +42,9 @@ const DEFAULT_BUDGET_REFUSAL_TTL: Duration = Duration::from_secs(1);
 const DEFAULT_HOLD: Duration = Duration::from_millis(250);
 /// The longest hold: a refusal is for a client that was told to wait about a second.
 const MAX_HOLD: Duration = Duration::from_secs(1);
-/// Held replies per worker: a paused stream each, a few kilobytes of Envoy's memory.
-const MAX_HELD: u32 = 65_536;
+/// Held replies per worker: a paused stream each, whose memory in Envoy is a few kilobytes,
+/// or up to its connection's buffer limit for a held upload (32 KiB in the shipped Envoy).
+const MAX_HELD: u32 = 16_384;
 /// Short, so a revocation, a suspension or a tier change waits at most this long at the edge.
 const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(1);
 /// Enough for a whole lease TTL at about what one Envoy carries (10,000 requests per second
@@ -534,7 +535,7 @@ impl Settings {
                 return Err(ConfigError::MaxHeld);
             }
             (!hold.is_zero()).then(|| Hold {
-                hold_ms: millis(hold),
+                duration_ms: millis(hold),
                 max_held: wire.max_held,
             })
         };
@@ -841,7 +842,7 @@ mod tests {
             .map(|s| s.held_replies)
         };
         let default = Some(Hold {
-            hold_ms: 250,
+            duration_ms: 250,
             max_held: 1024,
         });
         assert_eq!(parse(MINIMAL).unwrap().held_replies, default);
@@ -849,7 +850,7 @@ mod tests {
         assert_eq!(
             with(r#"{"hold":"1s","max_held":4}"#),
             Ok(Some(Hold {
-                hold_ms: 1000,
+                duration_ms: 1000,
                 max_held: 4
             }))
         );
@@ -859,7 +860,7 @@ mod tests {
             Err(ConfigError::Hold("2s".to_owned()))
         );
         assert_eq!(with(r#"{"max_held":0}"#), Err(ConfigError::MaxHeld));
-        assert_eq!(with(r#"{"max_held":65537}"#), Err(ConfigError::MaxHeld));
+        assert_eq!(with(r#"{"max_held":16385}"#), Err(ConfigError::MaxHeld));
     }
 
     #[test]

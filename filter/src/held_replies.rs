@@ -9,15 +9,20 @@
 //! the last is answered (a polling loop gone wrong, a flood) sends more of them the cheaper
 //! they are, and every one of them is parsed and answered by the same workers as every
 //! tenant's requests. Holding each repeated refusal for a moment before it is sent caps such a
-//! client at one request per connection per hold, for the price of a paused stream: a flood
-//! then costs its sender connections, which Envoy's overload manager bounds, rather than
-//! costing Envoy's workers CPU. An upload held this way stalls once Envoy's connection
-//! buffer is full (a paused stream reads no further), so a held 1 MiB body costs a buffer's
-//! worth, not a megabyte.
+//! client at one request per hold for each it keeps in flight (one per HTTP/1.1 connection,
+//! up to the listener's concurrent streams per HTTP/2 connection), for the price of a paused
+//! stream: a flood then costs its sender connections, which Envoy's overload manager bounds,
+//! rather than costing Envoy's workers CPU. An upload held this way stalls once its
+//! connection's buffer limit is reached (a paused stream reads no further), so a held 1 MiB
+//! body costs a buffer's worth (32 KiB in the shipped Envoy), not a megabyte.
 //!
-//! The replies wait in a bounded queue per worker, sent by the root context's timer once
-//! their hold has passed (or at once when the queue is full). The hold is the same for every
-//! reply, so the queue is in order of due time.
+//! The replies wait in a bounded queue per worker (`max_held`), sent by the root context's
+//! timer once their hold has passed; a stream that ends meanwhile (its client gave up) leaves
+//! the queue at once. When the queue is full a refusal is not held: a request without a body
+//! is answered at once, one with a body goes on to the control-plane, which reads or drains
+//! it before refusing (answered before its body, an upload makes Envoy close the connection,
+//! which cost more under a flood than the control-plane's refusal). The hold is the same for
+//! every reply, so the queue is in order of due time.
 
 use std::collections::VecDeque;
 
@@ -26,7 +31,7 @@ use crate::outcome::LocalReply;
 /// The settings: how long a reply is held, and how many one worker holds at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hold {
-    pub hold_ms: u64,
+    pub duration_ms: u64,
     pub max_held: u32,
 }
 
@@ -66,24 +71,32 @@ impl HeldReplies {
         Ok(())
     }
 
-    /// The replies held at least `hold.hold_ms` by `now_ms`, oldest first. A reply held
+    /// The replies held at least `hold.duration_ms` by `now_ms`, oldest first. A reply held
     /// "after" `now_ms` (the host's clock stepped back) is due too: a clock step must not keep
     /// a stream waiting.
     pub fn take_due(&mut self, now_ms: u64, hold: &Hold) -> Vec<HeldReply> {
         let due = self
             .queue
             .iter()
-            .take_while(|held| now_ms < held.held_at_ms || now_ms - held.held_at_ms >= hold.hold_ms)
+            .take_while(|held| {
+                now_ms < held.held_at_ms || now_ms - held.held_at_ms >= hold.duration_ms
+            })
             .count();
         self.queue.drain(..due).collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.queue.len()
+    /// Drops the reply held for stream `context_id`, if any: the stream has ended.
+    pub fn forget(&mut self, context_id: u32) {
+        self.queue.retain(|held| held.context_id != context_id);
     }
 
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.queue.len()
     }
 }
 
@@ -102,7 +115,7 @@ mod tests {
     }
 
     const HOLD: Hold = Hold {
-        hold_ms: 250,
+        duration_ms: 250,
         max_held: 8,
     };
 
@@ -138,6 +151,23 @@ mod tests {
         assert_eq!(held.len(), 2);
         held.take_due(250, &two);
         assert_eq!(held.hold(3, reply(3), 250, &two), Ok(()));
+    }
+
+    #[test]
+    fn a_stream_that_ended_frees_its_place_at_once() {
+        let one = Hold {
+            max_held: 1,
+            ..HOLD
+        };
+        let mut held = HeldReplies::default();
+        held.hold(1, reply(1), 0, &one).unwrap();
+        assert_eq!(held.hold(2, reply(2), 0, &one), Err(reply(2)));
+        held.forget(7);
+        assert_eq!(held.len(), 1, "another stream's end changes nothing");
+        held.forget(1);
+        assert!(held.is_empty());
+        assert_eq!(held.hold(2, reply(2), 0, &one), Ok(()));
+        assert_eq!(ids(&held.take_due(250, &one)), [2]);
     }
 
     #[test]

@@ -350,6 +350,11 @@ pub enum Stat {
     /// A request to the control-plane's public routes answered at the edge with a budget
     /// refusal the control-plane gave the same client ([`crate::budget_refusals`]).
     BudgetRefusedCached,
+    /// Refusals held before they were sent ([`crate::held_replies`]).
+    RepliesHeld,
+    /// Refusals that would have been held but were not, the worker holding its most
+    /// (`held_replies.max_held`): sent at once, or left to the control-plane for an upload.
+    RepliesNotHeld,
     /// Callouts sent to the control-plane (or attempted: a callout Envoy refused to dispatch
     /// is counted here and in [`Stat::CalloutFailed`]).
     Callouts,
@@ -374,7 +379,7 @@ pub enum Stat {
 }
 
 impl Stat {
-    pub const ALL: [Stat; 21] = [
+    pub const ALL: [Stat; 23] = [
         Stat::Allowed,
         Stat::AllowedLeased,
         Stat::LeasedAfterDenial,
@@ -387,6 +392,8 @@ impl Stat {
         Stat::InvalidKeysThrottled,
         Stat::InvalidKeyBudgetExceeded,
         Stat::BudgetRefusedCached,
+        Stat::RepliesHeld,
+        Stat::RepliesNotHeld,
         Stat::Callouts,
         Stat::CalloutFailed,
         Stat::PassedFailOpen,
@@ -413,6 +420,8 @@ impl Stat {
             Stat::InvalidKeysThrottled => "tollgate.requests_invalid_keys_throttled",
             Stat::InvalidKeyBudgetExceeded => "tollgate.invalid_key_budgets_exceeded",
             Stat::BudgetRefusedCached => "tollgate.requests_budget_refused_cached",
+            Stat::RepliesHeld => "tollgate.replies_held",
+            Stat::RepliesNotHeld => "tollgate.replies_not_held",
             Stat::Callouts => "tollgate.callouts",
             Stat::CalloutFailed => "tollgate.callout_failures",
             Stat::PassedFailOpen => "tollgate.requests_passed_fail_open",

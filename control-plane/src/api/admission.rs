@@ -22,7 +22,7 @@ use super::AppState;
 use super::billing::WEBHOOK_PATH;
 use super::budgets::{Budget, Budgets};
 use super::dashboard::COMPONENT_PATH;
-use super::error::ApiError;
+use super::error::{ApiError, ProblemCode};
 use super::listener::peer;
 use super::usage::{TIERS_PATH, USAGE_PATH};
 use super::usage_tokens::UsageTokens;
@@ -148,18 +148,18 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
     if keyed && response.status() == StatusCode::UNAUTHORIZED {
         let _ = buckets.spend(budgets.per_address, address);
     }
-    if webhook && response.status() == StatusCode::BAD_REQUEST {
-        buckets.charge(budgets.webhook, address, FAILED_WEBHOOK_CHARGE);
+    if webhook && response.extensions().get() == Some(&ProblemCode("invalid_signature")) {
+        buckets.charge(budgets.webhook, address, FORGED_WEBHOOK_CHARGE);
     }
     response
 }
 
-/// Tokens more a webhook delivery that fails its signature (or its reading) spends from its
-/// address's budget: Stripe's own deliveries verify, so a sender of forged ones gets a tenth
-/// of the budget's rate in bodies read and verified (each up to 1 MiB), not all of it. A
-/// real delivery refused meanwhile (a secret rotated on one side only) is lost to nobody:
-/// Stripe redelivers for days.
-const FAILED_WEBHOOK_CHARGE: u32 = 9;
+/// Tokens more a webhook delivery whose signature does not verify spends from its address's
+/// budget, as a debt the rate repays: Stripe's own deliveries verify, so a sender of forged
+/// ones gets a tenth of the budget's rate in bodies read and verified (each up to 1 MiB),
+/// not all of it. A real delivery refused meanwhile (its address shared with a forger, a
+/// secret rotated on one side only) is lost to nobody: Stripe redelivers for days.
+const FORGED_WEBHOOK_CHARGE: u32 = 9;
 
 /// Admission state shared by the public router.
 #[derive(Clone)]

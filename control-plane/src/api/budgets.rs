@@ -3,7 +3,8 @@
 //! The table is direct-mapped by a keyed hash of (budget, subject), so memory stays bounded
 //! however many keys or addresses arrive. Two subjects sharing a slot share (or reset) a
 //! bucket; with thousands of slots and the hash keyed at random per process, an attacker can
-//! neither aim at a tenant's slot nor gain more than one bucket's worth from a collision.
+//! neither aim at a tenant's slot nor gain more than one bucket's worth from a collision (a
+//! debt [`Budgets::charge`] left included).
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};

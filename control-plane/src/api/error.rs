@@ -231,6 +231,11 @@ impl ApiError {
     }
 }
 
+/// The stable `code` of a problem answer, kept on the response for middleware that acts on
+/// what a handler answered (admission charges a forged webhook's sender more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProblemCode(pub &'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
@@ -249,6 +254,7 @@ impl IntoResponse for ApiError {
             detail: self.to_string(),
         };
         let mut response = (status, Json(problem)).into_response();
+        response.extensions_mut().insert(ProblemCode(code));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/problem+json"),

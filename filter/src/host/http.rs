@@ -71,6 +71,8 @@ impl RequestHeaders {
 pub(super) struct RequestContext {
     /// The host's id of this stream, by which a held reply finds it again.
     context_id: u32,
+    /// Whether a reply to this stream is held (see [`crate::held_replies`]).
+    held: bool,
     settings: Rc<Settings>,
     worker: Rc<Worker>,
     /// Reserved headers the client sent, removed before the request goes upstream.
@@ -98,6 +100,7 @@ impl RequestContext {
     pub(super) fn new(context_id: u32, settings: Rc<Settings>, worker: Rc<Worker>) -> Self {
         Self {
             context_id,
+            held: false,
             settings,
             worker,
             reserved: Vec::new(),
@@ -164,7 +167,9 @@ impl RequestContext {
                 false
             }
             Action::Hold(reply) => {
-                self.hold(reply);
+                if let Err(reply) = self.hold(reply) {
+                    self.send(reply);
+                }
                 false
             }
         }
@@ -198,16 +203,20 @@ impl RequestContext {
         send_reply(&self.worker, reply);
     }
 
-    /// Holds `reply` before it is sent (see [`crate::held_replies`]), or sends it at once when
-    /// holds are off or the worker holds its most already.
-    fn hold(&self, reply: LocalReply) {
-        let held = match &self.settings.held_replies {
-            Some(hold) => self.worker.hold(self.context_id, reply, hold),
-            None => Err(reply),
+    /// Holds `reply` before it is sent (see [`crate::held_replies`]); gives it back when holds
+    /// are off or the worker holds its most already.
+    fn hold(&mut self, reply: LocalReply) -> Result<(), LocalReply> {
+        let Some(hold) = &self.settings.held_replies else {
+            return Err(reply);
         };
-        if let Err(reply) = held {
-            self.send(reply);
-        }
+        let held = self.worker.hold(self.context_id, reply, hold);
+        self.held = held.is_ok();
+        let stat = match held {
+            Ok(()) => Stat::RepliesHeld,
+            Err(_) => Stat::RepliesNotHeld,
+        };
+        self.worker.count(self.route_stats, &[stat]);
+        held
     }
 
     /// On a usage request: hands the key's cached denials, not yet reported, to the
@@ -243,11 +252,16 @@ impl RequestContext {
 
     /// On a route of `budget_refusals`: answers a refusal the control-plane gave this client
     /// and that has not run out; else notes who the client is, for [`Self::remember_refusal`].
-    /// Returns whether it answered.
-    fn refused_at_edge(&mut self, headers: &RequestHeaders, path: &str) -> bool {
-        let Some(refusals) = &self.settings.budget_refusals else {
+    /// Returns whether it answered. A request with a body is answered only when its refusal
+    /// is held (see [`crate::held_replies`]); else the control-plane reads and refuses it.
+    fn refused_at_edge(&mut self, headers: &RequestHeaders, path: &str, body: bool) -> bool {
+        let settings = Rc::clone(&self.settings);
+        let Some(refusals) = &settings.budget_refusals else {
             return false;
         };
+        if body && settings.held_replies.is_none() {
+            return false;
+        }
         let Some(route) = refusals.route(path) else {
             return false;
         };
@@ -263,8 +277,15 @@ impl RequestContext {
             self.worker.client_host(),
         );
         if let Some(reply) = refusals.lookup(&HostSharedData, subject, now_ms()) {
+            match self.hold(reply) {
+                Ok(()) => {}
+                Err(reply) if !body => self.send(reply),
+                Err(_) => {
+                    self.budget_subject = Some(subject);
+                    return false;
+                }
+            }
             self.worker.count(None, &[Stat::BudgetRefusedCached]);
-            self.hold(reply);
             return true;
         }
         self.budget_subject = Some(subject);
@@ -381,6 +402,15 @@ fn continue_if(resume: bool) -> HostAction {
 }
 
 impl Context for RequestContext {
+    /// A stream whose reply is held ends before the reply is sent when its client gives up:
+    /// its place in the queue is freed at once, for someone else's.
+    fn on_done(&mut self) -> bool {
+        if self.held {
+            self.worker.forget_held(self.context_id);
+        }
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         _token_id: u32,
@@ -426,11 +456,7 @@ impl HttpContext for RequestContext {
         let path = String::from_utf8_lossy(path);
         let settings = Rc::clone(&self.settings);
         let Some(route) = settings.routes.find(&path) else {
-            // A request with a body is answered at the edge only when held (see
-            // `held_replies`); else it is left to the control-plane, which reads or drains
-            // it before refusing (see `budget_refusals`).
-            let held = settings.held_replies.is_some();
-            if (end_of_stream || held) && self.refused_at_edge(&headers, &path) {
+            if self.refused_at_edge(&headers, &path, !end_of_stream) {
                 return HostAction::Pause;
             }
             if !self.strip_for_upstream() {

@@ -56,8 +56,8 @@ struct Worker {
     /// [`Worker::log`] and [`Worker::flush_logs`], which call nothing that logs, so a borrow
     /// never overlaps another (and if one did, the line is logged unlimited, not a panic).
     logs: RefCell<LogLimiter>,
-    /// Borrowed only inside [`Worker::hold`] and [`Worker::release_held`], around no call
-    /// that borrows it again.
+    /// Borrowed only inside [`Worker::hold`], [`Worker::forget_held`] and
+    /// [`Worker::release_held`], around no call that borrows it again.
     held: RefCell<HeldReplies>,
 }
 
@@ -77,6 +77,13 @@ impl Worker {
         match self.held.try_borrow_mut() {
             Ok(mut held) => held.hold(context_id, reply, now_ms(), hold),
             Err(_) => Err(reply),
+        }
+    }
+
+    /// Drops the reply held for stream `context_id`, which has ended.
+    fn forget_held(&self, context_id: u32) {
+        if let Ok(mut held) = self.held.try_borrow_mut() {
+            held.forget(context_id);
         }
     }
 

@@ -36,7 +36,7 @@ proxy_wasm::main! {{
 /// are held, so a held reply waits at most a fifth longer than its hold.
 fn tick_period(settings: &Settings) -> Duration {
     match &settings.held_replies {
-        Some(hold) => Duration::from_millis((hold.hold_ms / 5).max(10)).min(LOG_TICK),
+        Some(hold) => Duration::from_millis((hold.duration_ms / 5).max(10)).min(LOG_TICK),
         None => LOG_TICK,
     }
 }
