@@ -398,6 +398,11 @@ impl Metrics {
             .inc();
     }
 
+    /// Exports `budget`'s refusal count before its first refusal.
+    pub fn declare_budget_refusal(&self, budget: &'static str) {
+        let _ = self.public_refusals.get_or_create(&BudgetLabel { budget });
+    }
+
     pub fn count_budget_refusal(&self, budget: &'static str) {
         self.public_refusals
             .get_or_create(&BudgetLabel { budget })

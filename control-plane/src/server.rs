@@ -199,6 +199,11 @@ impl Parts {
             },
             ..defaults
         };
+        // Every refusal reason exported from the start, so a dashboard reads zeros, not
+        // missing series, until the first refusal.
+        for reason in budgets.refusal_reasons() {
+            metrics.declare_budget_refusal(reason);
+        }
         let client = ClientAddress {
             trusted_hops: usize::from(config.trusted_hops),
         };

@@ -69,6 +69,22 @@ impl Default for PublicBudgets {
     }
 }
 
+/// The refusal reason of a request shed because too many are in flight.
+const IN_FLIGHT: &str = "in_flight";
+
+impl PublicBudgets {
+    /// Every reason admission refuses a request for: each budget's name, and shedding.
+    pub fn refusal_reasons(&self) -> [&'static str; 5] {
+        [
+            self.usage.name,
+            self.billing.name,
+            self.webhook.name,
+            self.per_address.name,
+            IN_FLIGHT,
+        ]
+    }
+}
+
 /// Where the client's address comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddress {
@@ -106,7 +122,7 @@ impl ClientAddress {
 /// it, so random keys cannot each buy a fresh budget.
 pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Ok(_in_flight) = state.admission.in_flight.clone().try_acquire_owned() else {
-        state.metrics.count_budget_refusal("in_flight");
+        state.metrics.count_budget_refusal(IN_FLIGHT);
         return ApiError::Overloaded.into_response();
     };
     let (budgets, buckets) = (state.admission.budgets, &state.admission.buckets);
