@@ -164,18 +164,21 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
     if keyed && response.status() == StatusCode::UNAUTHORIZED {
         let _ = buckets.spend(budgets.per_address, address);
     }
-    // A webhook delivery whose signature does not verify spends a second of its address's
-    // budget, as a debt the rate repays: Stripe's own deliveries verify, so a sender of forged
-    // ones gets one body a second read and verified (each up to 1 MiB), not the budget's
-    // hundred. A real delivery refused meanwhile (its address shared with a forger, a secret
-    // rotated on one side only) is lost to nobody: Stripe redelivers for days.
+    // A webhook delivery whose signature does not verify spends ten deliveries of its
+    // address's budget, as a debt the rate repays: Stripe's own deliveries verify, so a sender
+    // of forged ones gets a tenth of the budget's rate in bodies read and verified (each up to
+    // 1 MiB). Not more: Stripe may also deliver to this endpoint for a second, misconfigured
+    // endpoint (a secret that is not ours), from the same addresses as the real deliveries,
+    // which must keep arriving (a second's worth per forged delivery held them back for
+    // longer than the tier may lag Stripe).
     if webhook && response.extensions().get() == Some(&ProblemCode("invalid_signature")) {
-        // The token it was admitted with is the second's first.
-        let charge = budgets.webhook.per_second.saturating_sub(1);
-        buckets.charge(budgets.webhook, address, charge);
+        buckets.charge(budgets.webhook, address, FORGED_WEBHOOK_CHARGE);
     }
     response
 }
+
+/// Tokens more than the one it was admitted with that a forged webhook delivery spends.
+const FORGED_WEBHOOK_CHARGE: u32 = 9;
 
 /// Admission state shared by the public router.
 #[derive(Clone)]

@@ -69,7 +69,11 @@ async fn a_standard_tenant_gets_60_requests_a_minute_and_the_61st_is_refused_at_
 
 #[tokio::test]
 async fn a_pro_tenant_gets_1000_requests_a_minute() {
-    let stack = Stack::start(StackOptions::default()).await;
+    // Leases off: the burst must get exactly 1,000, and a worker's batch given up unspent
+    // when its lease ends on a loaded machine stays counted until it leaves the window
+    // (under-admission by design, at most 2% at the limit rate: leases.rs covers it).
+    let stack =
+        Stack::start(StackOptions::default().filter("lease", json!({"enabled": false}))).await;
     let tenant = stack.create_tenant("pro").await;
     let statuses = stack.burst("/api/v1/ingest", &tenant.key, 1000, 16).await;
     assert_eq!(count(&statuses, StatusCode::OK), 1000);
