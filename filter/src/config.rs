@@ -607,6 +607,14 @@ mod tests {
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    /// A minimal configuration with `section` set to the JSON `value`.
+    fn with_section(section: &str, value: &str) -> Result<Settings, ConfigError> {
+        parse(&format!(
+            r#"{{"control_plane":{{"cluster":"cp"}},"{section}":{value},
+                "routes":[{{"prefix":"/a","name":"a"}}]}}"#
+        ))
+    }
+
     fn parse(json: &str) -> Result<Settings, ConfigError> {
         Settings::from_json(Some(json.as_bytes()))
     }
@@ -655,13 +663,7 @@ mod tests {
 
     #[test]
     fn leases_can_be_tuned_or_disabled_and_bad_values_are_refused() {
-        let with = |lease: &str| {
-            parse(&format!(
-                r#"{{"control_plane":{{"cluster":"cp"}},"lease":{lease},
-                    "routes":[{{"prefix":"/a","name":"a"}}]}}"#
-            ))
-            .map(|s| s.leases)
-        };
+        let with = |lease: &str| with_section("lease", lease).map(|s| s.leases);
         assert_eq!(
             with(r#"{"max_ttl":"250ms","max_requests":2,"slots":1}"#),
             Ok(Some(LeaseTable {
@@ -714,12 +716,7 @@ mod tests {
 
     #[test]
     fn the_invalid_key_budget_can_be_tuned_or_disabled_and_bad_values_are_refused() {
-        let with = |invalid_keys: &str| {
-            parse(&format!(
-                r#"{{"control_plane":{{"cluster":"cp"}},"invalid_keys":{invalid_keys},
-                    "routes":[{{"prefix":"/a","name":"a"}}]}}"#
-            ))
-        };
+        let with = |invalid_keys: &str| with_section("invalid_keys", invalid_keys);
         assert_eq!(
             with(r#"{"budget":5,"window":"1500ms","slots":64}"#).map(|s| s.invalid_keys),
             Ok(Some(InvalidKeys {
@@ -795,11 +792,7 @@ mod tests {
     #[test]
     fn budget_refusals_are_off_until_routes_are_listed_and_bounded() {
         let with = |budget_refusals: &str| {
-            parse(&format!(
-                r#"{{"control_plane":{{"cluster":"cp"}},"budget_refusals":{budget_refusals},
-                    "routes":[{{"prefix":"/a","name":"a"}}]}}"#
-            ))
-            .map(|s| s.budget_refusals)
+            with_section("budget_refusals", budget_refusals).map(|s| s.budget_refusals)
         };
         assert_eq!(parse(MINIMAL).unwrap().budget_refusals, None);
         assert_eq!(with("{}"), Ok(None));
@@ -834,13 +827,8 @@ mod tests {
 
     #[test]
     fn refusals_are_held_a_quarter_second_unless_told_otherwise() {
-        let with = |held_replies: &str| {
-            parse(&format!(
-                r#"{{"control_plane":{{"cluster":"cp"}},"held_replies":{held_replies},
-                    "routes":[{{"prefix":"/a","name":"a"}}]}}"#
-            ))
-            .map(|s| s.held_replies)
-        };
+        let with =
+            |held_replies: &str| with_section("held_replies", held_replies).map(|s| s.held_replies);
         let default = Some(Hold {
             duration_ms: 250,
             max_held: 1024,

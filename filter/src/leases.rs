@@ -47,8 +47,9 @@
 //! no shared data at all, which is most of what a leased request cost Envoy beyond the filter
 //! itself. A batch is a small share of what the lease has left, taken only while the grant
 //! left hundreds of units of room in the window, so near the lease's end and near the limit
-//! requests are taken one at a time and the other workers find some left; what a worker still holds when the lease ends is given up (never handed
-//! back, so never freed twice): under-admission of at most a batch per worker.
+//! requests are taken one at a time and the other workers find some left; what a worker
+//! still holds when the lease ends is given up (never handed back, so never freed twice):
+//! under-admission of at most a batch per worker.
 //!
 //! Route and cost are part of the fingerprint because a tier may price routes differently
 //! (the tier table's per-route costs): a lease granted for one route is spent only on it.
@@ -581,8 +582,7 @@ impl LeaseTable {
                     Intent::Take { most } if lease.remaining >= BATCH_ROOM => {
                         (lease.left / BATCH_SHARE).clamp(1, most.max(1))
                     }
-                    Intent::Take { .. } => 1,
-                    Intent::Spend | Intent::Claim { .. } => 1,
+                    Intent::Take { .. } | Intent::Spend | Intent::Claim { .. } => 1,
                 };
                 // Only the count changes: rewrite its 8 bytes in the slot's own copy.
                 let left = u64::from(lease.left.saturating_sub(requests)).to_le_bytes();

@@ -146,11 +146,12 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
         key.ok().map(|key| (budget, UsageTokens::budget_key(key)))
     });
     let keyed = key.is_some();
+    let webhook = path == WEBHOOK_PATH;
     let admitted = match key {
         Some((budget, key)) => buckets
             .check(budgets.per_address, address)
             .and_then(|()| buckets.spend(budget, key)),
-        None if path == WEBHOOK_PATH => buckets.spend(budgets.webhook, address),
+        None if webhook => buckets.spend(budgets.webhook, address),
         None => buckets.spend(budgets.per_address, address),
     };
     if let Err(exhausted) = admitted {
@@ -159,7 +160,6 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
         state.admission.allow_origin(path, headers, &mut refusal);
         return refusal;
     }
-    let webhook = path == WEBHOOK_PATH;
     let response = next.run(request).await;
     if keyed && response.status() == StatusCode::UNAUTHORIZED {
         let _ = buckets.spend(budgets.per_address, address);

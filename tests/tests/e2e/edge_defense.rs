@@ -616,9 +616,7 @@ async fn a_budget_refusal_is_repeated_at_the_edge_until_retry_after() {
         stack.call("/api/v1/usage", &other.key).await.status(),
         StatusCode::OK
     );
-    let elsewhere = client_from("127.0.0.2")
-        .get(stack.url("/api/v1/usage"))
-        .header("x-api-key", &flooder.key)
+    let elsewhere = poll_usage(&client_from("127.0.0.2"), &stack, &flooder.key)
         .send()
         .await
         .unwrap();
@@ -653,6 +651,14 @@ async fn a_budget_refusal_is_repeated_at_the_edge_until_retry_after() {
 /// A repeated refusal is held `hold` before it is sent, however fast the client asks again.
 const HOLD: Duration = Duration::from_millis(800);
 
+/// A usage poll with `key` through `client` (a client of its own: its own connections, from
+/// its own address).
+fn poll_usage(client: &reqwest::Client, stack: &Stack, key: &str) -> reqwest::RequestBuilder {
+    client
+        .get(stack.url("/api/v1/usage"))
+        .header("x-api-key", key)
+}
+
 /// Polls usage with `key` until the control-plane refuses it (a budget of 1 a second, bursts
 /// of 2): from then on, for a second, the edge repeats the refusal.
 async fn refuse_usage(stack: &Stack, key: &str) {
@@ -685,9 +691,7 @@ async fn a_repeated_refusal_is_held_without_holding_up_anyone_else() {
     );
     let mut polls = JoinSet::new();
     for _ in 0..4 {
-        let request = client_from("127.0.0.1")
-            .get(stack.url("/api/v1/usage"))
-            .header("x-api-key", &flooder.key);
+        let request = poll_usage(&client_from("127.0.0.1"), &stack, &flooder.key);
         polls.spawn(async move {
             let started = Instant::now();
             let response = request.send().await.unwrap();
@@ -738,16 +742,10 @@ async fn a_repeated_refusal_is_held_without_holding_up_anyone_else() {
         .timeout(Duration::from_millis(100))
         .build()
         .unwrap();
-    let gave_up = impatient
-        .get(stack.url("/api/v1/usage"))
-        .header("x-api-key", &flooder.key)
-        .send()
-        .await;
+    let gave_up = poll_usage(&impatient, &stack, &flooder.key).send().await;
     assert!(gave_up.is_err_and(|error| error.is_timeout()), "held");
     let started = Instant::now();
-    let next = client_from("127.0.0.1")
-        .get(stack.url("/api/v1/usage"))
-        .header("x-api-key", &flooder.key)
+    let next = poll_usage(&client_from("127.0.0.1"), &stack, &flooder.key)
         .send()
         .await
         .unwrap();

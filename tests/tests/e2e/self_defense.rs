@@ -39,6 +39,17 @@ async fn stalled_upload(port: u16, path: &str, sent: usize) -> TcpStream {
     stream
 }
 
+/// Asserts that `served` (what got through, named `what`) in `elapsed` seconds is within a
+/// token bucket of `burst` at once and `per_second` after (one more for a token refilled
+/// while the last request was in flight).
+fn within_budget(served: usize, what: &str, elapsed: f64, burst: usize, per_second: f64) {
+    let allowed = burst + (per_second * elapsed).ceil() as usize + 1;
+    assert!(
+        served <= allowed,
+        "{served} {what} in {elapsed:.1} s, budget {allowed}"
+    );
+}
+
 /// The legitimate tenant's traffic: `n` requests through Envoy, 8 at a time.
 async fn legitimate(stack: &Stack, key: &str, n: usize) -> Vec<StatusCode> {
     let statuses = stack.burst("/api/v1/ingest", key, n, 8).await;
@@ -107,11 +118,7 @@ async fn a_tenant_flooding_usage_is_refused_past_its_budget_and_others_are_decid
     let refused = count(&flood, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(served + refused, 400, "only 200 or 429: {flood:?}");
     // A burst of 20, then 10 a second.
-    let allowed = 20 + (10.0 * elapsed).ceil() as usize + 1;
-    assert!(
-        served <= allowed,
-        "{served} usage answers in {elapsed:.1} s, budget {allowed}"
-    );
+    within_budget(served, "usage answers", elapsed, 20, 10.0);
 
     let over = stack.call("/api/v1/usage", &flooder.key).await;
     if over.status() == StatusCode::TOO_MANY_REQUESTS {
@@ -150,11 +157,7 @@ async fn random_keys_cannot_each_buy_a_usage_budget() {
     let refused = count(&statuses, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(unknown + refused, 200, "{statuses:?}");
     // Each unknown key spends from the address's budget: a burst of 40, then 20 a second.
-    let allowed = 40 + (20.0 * elapsed).ceil() as usize + 1;
-    assert!(
-        unknown <= allowed,
-        "{unknown} unknown keys looked up in {elapsed:.1} s; budget {allowed}"
-    );
+    within_budget(unknown, "unknown keys looked up", elapsed, 40, 20.0);
 }
 
 #[tokio::test]
@@ -183,11 +186,7 @@ async fn a_forged_webhook_spends_ten_deliveries_of_its_addresss_budget() {
     let refused = count(&statuses, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(forged + refused, 60, "{statuses:?}");
     // The budget: 200 deliveries at once, then 100 a second; each forged one spends ten.
-    let allowed = 20 + (10.0 * elapsed).ceil() as usize + 1;
-    assert!(
-        forged <= allowed,
-        "{forged} forged deliveries read in {elapsed:.1} s; budget {allowed}"
-    );
+    within_budget(forged, "forged deliveries read", elapsed, 20, 10.0);
     assert!(refused > 0, "{statuses:?}");
 }
 
