@@ -15,10 +15,10 @@
 //! or to a stream reset before its answer) only keeps its units counted until they leave the
 //! window: under-admission, never over.
 //!
-//! A large lease is renewed before it runs out (`LeaseEntry::wants_renewal`): when, at the
-//! rate it is spent, it would run out within a few claim round trips, one request claims
-//! the renewal (marking the lease) and makes the callout,
-//! while the others go on spending the lease; without it every request arriving during the
+//! A large lease is renewed before it ends (`LeaseEntry::wants_renewal`): when its deadline
+//! is a few claim round trips away, or when at the rate it is spent it would run out within
+//! them, one request claims the renewal (marking the lease) and makes the callout, while the
+//! others go on spending the lease; without it every request arriving during the
 //! claim's round trip would make a plain callout, which for a hot key is most of its
 //! callouts. The renewed lease's unused requests are kept with its successor and handed back
 //! by the next claim. A callout hands back one lease, so a claim that finds two (an ended
@@ -178,8 +178,8 @@ const MAX_TEXT: usize = 256;
 /// `LeaseEntry::wants_renewal`). A smaller one belongs to a key too slow for the requests
 /// arriving during its claim's round trip to matter.
 const RENEW_FROM: u32 = 32;
-/// A lease is renewed when, at the rate it has been spent, it would run out within this long:
-/// several claim round trips (1–3 ms on a healthy control-plane), and a small share of a
+/// A lease is renewed when its deadline is this near or, at the rate it has been spent, it
+/// would run out within this long: several claim round trips (1–3 ms on a healthy control-plane), and a small share of a
 /// lease sized for a second, so renewing costs few more callouts than waiting for the end
 /// would.
 const RENEW_RUNWAY_MS: u64 = 25;
@@ -254,12 +254,17 @@ impl LeaseEntry {
     }
 
     /// Whether a request should renew it now: a large lease that nobody is renewing and that
-    /// will run out within [`RENEW_RUNWAY_MS`] at the rate it has been spent. The renewing request makes the
-    /// claim's callout while the others go on spending it, so a hot key's requests never meet
-    /// an empty slot and turn into plain callouts during the round trip.
+    /// ends within [`RENEW_RUNWAY_MS`], by its deadline or, at the rate it has been spent, by
+    /// running out. The renewing request makes the claim's callout while the others go on
+    /// spending it, so a hot key's requests never meet an ended lease and turn into plain
+    /// callouts during the round trip: every request in flight when a lease ends would,
+    /// which on a store a round trip away (Redis) queues them behind one another.
     fn wants_renewal(&self, now_ms: u64) -> bool {
         if self.stored_left < RENEW_FROM || now_ms < self.renewing_until {
             return false;
+        }
+        if now_ms.saturating_add(RENEW_RUNWAY_MS) >= self.deadline {
+            return true;
         }
         // left / (spent / elapsed) <= runway, without dividing.
         let spent = u64::from(self.stored_left.saturating_sub(self.left));
@@ -1107,7 +1112,7 @@ mod tests {
             1_000,
             1_300,
         );
-        assert!(TABLE.take(&shared, key("tg_a"), 1_499).is_some());
+        assert!(TABLE.spend(&shared, key("tg_a"), 1_499).is_some());
         assert_eq!(TABLE.take(&shared, key("tg_a"), 1_500), None);
 
         // A TTL above max_ttl is cut to it.
@@ -1119,7 +1124,7 @@ mod tests {
             1_000,
             1_010,
         );
-        assert!(TABLE.take(&shared, key("tg_b"), 1_999).is_some());
+        assert!(TABLE.spend(&shared, key("tg_b"), 1_999).is_some());
         assert_eq!(TABLE.take(&shared, key("tg_b"), 2_000), None);
         assert_eq!(
             claim(&TABLE, &shared, "tg_b", 2_000).returned,
@@ -1251,6 +1256,43 @@ mod tests {
         // return of it.
         TABLE.settle(&shared, key("tg_a"), Some(next.ticket), None, 500, || 501);
         assert_eq!(claim(&TABLE, &shared, "tg_a", 502).returned, None);
+    }
+
+    #[test]
+    fn a_large_lease_is_renewed_before_its_deadline_however_much_it_has_left() {
+        let shared = FakeShared::default();
+        granted(&TABLE, &shared, "tg_a", &grant("L1", 1_001, 1_000), 0, 5);
+        // Barely spent, so it would not run out for a long time; but it ends at 1,000.
+        spend(&TABLE, &shared, "tg_a", 500, 10);
+        spend(&TABLE, &shared, "tg_a", 974, 1);
+        assert_eq!(
+            TABLE.take(&shared, key("tg_a"), 975),
+            None,
+            "within the runway of its deadline, a request renews"
+        );
+        let renewal = claim(&TABLE, &shared, "tg_a", 975);
+        assert_eq!(renewal.returned, None);
+        // The others go on spending it until the deadline, with no callout.
+        spend(&TABLE, &shared, "tg_a", 990, 5);
+        TABLE.settle(
+            &shared,
+            key("tg_a"),
+            Some(renewal.ticket),
+            Some(&grant("L2", 1_001, 1_000)),
+            975,
+            || 980,
+        );
+        spend(&TABLE, &shared, "tg_a", 1_500, 10);
+        // The renewed lease's rest (1,000 − 16 spent) is handed back by the next claim, the
+        // renewal of the new lease before its own deadline.
+        let next = claim(&TABLE, &shared, "tg_a", 1_960);
+        assert_eq!(
+            next.returned,
+            Some(Unused {
+                id: "L1".into(),
+                requests: 984
+            })
+        );
     }
 
     #[test]
