@@ -655,6 +655,72 @@ async fn concurrent_decisions_of_a_tenant_share_one_round_trip() {
     assert_eq!((hot.used, quiet.used), (90, 10));
 }
 
+/// On Redis a lease is one member of the window however many units it holds, and a return
+/// shrinks it: a hot tenant's lease costs Redis what a plain admission does (a member per unit
+/// once held Redis, and every tenant's decisions behind it, for tens of milliseconds per
+/// lease). The window's count follows members the scripts did not write: one unit each for an
+/// older Tollgate's, counted again when they appear behind its back.
+#[tokio::test]
+async fn a_lease_is_one_member_of_the_redis_window_and_the_count_follows_every_writer() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(START_MS);
+    let store = redis_store(RedisTarget::Standalone(server.url()), Some(clock.clone())).await;
+    let window_key = "tollgate:{t1}:window";
+    let members = || -> u64 { server.cli(&["zcard", window_key]).trim().parse().unwrap() };
+    let limit = per(1_000_000, 60);
+    // 5,000 units in one request: a recent rate of 5 a millisecond, so a lease of a second
+    // wants 5,000 requests.
+    assert!(store.decide("t1", limit, 5_000, 0).await.unwrap().admitted);
+    let lease = store
+        .decide_request("t1", limit, asking(10_000))
+        .await
+        .unwrap()
+        .lease
+        .expect("a lease");
+    assert_eq!(lease.requests, 5_001);
+    let usage = store.usage("t1", limit, 0).await.unwrap();
+    assert_eq!((usage.used, usage.leased), (10_001, 5_000));
+    assert_eq!(members(), 3, "two decisions' admissions and one lease");
+
+    let returning = handing_back(Returned {
+        lease: lease.id,
+        requests: 4_000,
+    });
+    assert!(
+        store
+            .decide_request("t1", limit, returning)
+            .await
+            .unwrap()
+            .admitted
+    );
+    let usage = store.usage("t1", limit, 0).await.unwrap();
+    assert_eq!((usage.used, usage.leased), (6_002, 1_000));
+    assert_eq!(members(), 4, "the lease shrank in place");
+
+    // Three members an older Tollgate wrote, a unit each, added behind the scripts' back.
+    let now = START_MS.to_string();
+    for seq in ["900001", "900002", "900003"] {
+        server.cli(&["zadd", window_key, &now, &format!("{now}-{seq}")]);
+    }
+    let usage = store.usage("t1", limit, 0).await.unwrap();
+    assert_eq!(usage.used, 6_005);
+    let decided = store.decide("t1", per(6_006, 60), 2, 0).await.unwrap();
+    assert!(!decided.admitted, "6,005 + 2 is over 6,006");
+
+    let ttl: i64 = server
+        .cli(&["pttl", "tollgate:{t1}:window-count"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ttl > 0, "the count expires too: {ttl}");
+    // Everything leaves a window after its stamp: the lease's a second later.
+    clock.advance(Duration::from_millis(60_999));
+    assert_eq!(store.usage("t1", limit, 0).await.unwrap().used, 1_000);
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(store.usage("t1", limit, 0).await.unwrap().used, 0);
+    assert_eq!(members(), 0);
+}
+
 /// The window key's expiry, set on the minute's first admission to a window past the end of
 /// the minute, covers every later member of that minute.
 #[tokio::test]

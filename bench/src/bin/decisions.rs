@@ -139,7 +139,8 @@ async fn main() {
                 .unwrap_or(0)
         };
         let window = usage("window");
-        let all = window + usage("denied") + usage("usage") + usage("month");
+        let all =
+            window + usage("window-count") + usage("denied") + usage("usage") + usage("month");
         println!(
             "memory:        {} per minute full: window ZSET {window} B ({:.0} B per admitted request), all keys of the tenant {all} B",
             limit.limit,

@@ -11,7 +11,8 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `tollgate:{t}:window` | ZSET | one member per admitted unit of the last window, scored by ms |
+//! | `tollgate:{t}:window` | ZSET | the admitted units of the last window in blocks: one member `<ms>-<seq>:<units>` per decision's admissions (`<ms>-<seq>` for one unit), scored by ms, and one `L<ms>-<seq>:<units>` per lease, scored at its deadline |
+//! | `tollgate:{t}:window-count` | HASH | the window's units (`u`) and members (`m`), trusted while the window has that many members |
 //! | `tollgate:{t}:denied` | ZSET | one member `<ms>-<minute's total>-<count>` per denial record (a decision's or a batch's denials, or the filter's report) of the last window |
 //! | `tollgate:{t}:usage` | HASH | admitted (`a<minute>`, only ever growing: it names the window's members), leased units of that minute handed back (`r<minute>`) and denied (`d<minute>`) units per minute of the last hour |
 //! | `tollgate:{t}:month` | HASH | month-to-date admitted units, field `<yyyymm>` |
@@ -58,12 +59,13 @@ pub const REGISTRY_WRITE_KEYS: [&str; 10] = [
 ];
 
 /// The keys of one tenant's window, in the order the scripts take them.
-pub fn tenant_window(tenant: &str) -> [String; 4] {
+pub fn tenant_window(tenant: &str) -> [String; 5] {
     [
         format!("tollgate:{{{tenant}}}:window"),
         format!("tollgate:{{{tenant}}}:denied"),
         format!("tollgate:{{{tenant}}}:usage"),
         format!("tollgate:{{{tenant}}}:month"),
+        format!("tollgate:{{{tenant}}}:window-count"),
     ]
 }
 

@@ -5,7 +5,7 @@
 //! depends on the count read inside the same transaction.
 //!
 //! Window scripts' keys (see [`super::key_layout`]): KEYS[1] window ZSET, KEYS[2] denied ZSET, KEYS[3] usage HASH,
-//! KEYS[4] month HASH. Time: ARGV `now_ms` empty means "ask Redis" (`TIME`), so replicas with
+//! KEYS[4] month HASH, KEYS[5] the window's count HASH. Time: ARGV `now_ms` empty means "ask Redis" (`TIME`), so replicas with
 //! skewed clocks agree; a number is the caller's clock (for Redis-compatible servers that
 //! refuse `TIME` in scripts, and for tests).
 //!
@@ -118,10 +118,73 @@ local function until_next_month(now)
   return (era * 146097 + doe - 719468) * 86400000 - now
 end
 
--- Drops the members that left the window; returns how many remain.
-local function trim_window(now, window)
+-- A window member is a block of units with one stamp (its score): `<ms>-<seq>:<units>` for
+-- a decision's admissions, `L<ms>-<seq>:<units>` for a lease (`seq`: the block's first unit's
+-- number in its minute, see `count_minute`), so a decision writes a member or two however
+-- many units it admits or leases. A member without `:<units>` is one unit (so were all the
+-- members an older Tollgate wrote).
+local function units_of(member)
+  return tonumber(string.match(member, ':(%d+)$')) or 1
+end
+
+-- Whether the window's members changed since its count was kept (see `keep_count`).
+local count_changed = false
+
+-- The window's units and members, as kept in KEYS[5] so a decision need not add up its
+-- members. The kept count is trusted only while the window still has the members it was
+-- counted with; otherwise (no count yet, it expired, or another writer changed the window)
+-- the members are added up again.
+local function window_count()
+  local kept = redis.call('HMGET', KEYS[5], 'u', 'm')
+  local units, members = tonumber(kept[1]), tonumber(kept[2])
+  local card = redis.call('ZCARD', KEYS[1])
+  if units and members == card then return units, card end
+  units = 0
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    units = units + units_of(member)
+  end
+  count_changed = true
+  return units, card
+end
+
+-- Keeps the window's count for the next script, if it changed. It expires with the window
+-- (`expiry_ms`: the expiry this script gave the window, if it did) or, created without one,
+-- a while after a window; either way its expiry only bounds its memory: a count that
+-- outlives its window no longer matches the window's members, and one that expires before
+-- it is counted again.
+local function keep_count(units, members, window, expiry_ms)
+  if not count_changed then return end
+  local created = redis.call('HSET', KEYS[5], 'u', units, 'm', members) > 0
+  if created or expiry_ms then
+    redis.call('PEXPIRE', KEYS[5], expiry_ms or (window + 120000))
+  end
+end
+
+-- Drops the members that left the window from it and from its count (`units`, `members`);
+-- returns what remains.
+local function trim_window(now, window, units, members)
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  if #gone == 0 then return units, members end
+  for _, member in ipairs(gone) do units = units - units_of(member) end
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-  return redis.call('ZCARD', KEYS[1])
+  count_changed = true
+  return units, members - #gone
+end
+
+-- The stamp of the window's unit of rank `rank` (0: the oldest), walking its members in
+-- stamp order a page at a time: the rank is below the cost of the request that asks, so a
+-- page or two.
+local function stamp_of_rank(rank)
+  local seen, start = 0, 0
+  while true do
+    local page = redis.call('ZRANGE', KEYS[1], start, start + 31, 'WITHSCORES')
+    if #page == 0 then return nil end
+    for j = 1, #page, 2 do
+      seen = seen + units_of(page[j])
+      if seen > rank then return tonumber(page[j + 1]) end
+    end
+    start = start + 32
+  end
 end
 
 -- Milliseconds until the oldest member leaves the window (after `trim_window`, it is first).
@@ -140,11 +203,13 @@ end
 /// default, has no skew.)
 ///
 /// Leases (see `window::lease`): a request may ask for up to `lease max` requests in all; an
-/// admission then counts the extra units at once as members `L<now>-<seq>` scored at the
-/// lease's deadline (`now + lease ttl`), so none leaves the window before a whole window has
-/// passed since its real use. A request may also hand back a lease's unused units (members
-/// `L<granted>-<seq>`, the last `units` of the lease's block), which leave first, and their
-/// count with them from the minute and the month they were granted in.
+/// admission then counts the extra units at once as one member `L<now>-<first>:<units>` scored
+/// at the lease's deadline (`now + lease ttl`), so none leaves the window before a whole
+/// window has passed since its real use. A request may also hand back a lease's unused units
+/// (the member shrinks by them, or goes), which leave first, and their count with them from
+/// the minute and the month they were granted in. A lease's size costs Redis nothing: a
+/// member per unit made a hot tenant's lease of thousands of units block Redis, and every
+/// other tenant's decisions behind it, for tens of milliseconds.
 ///
 /// ARGV: 1 limit, 2 window ms, 3 now ms or "", 4 monthly limit or "" (none), 5 lease ttl ms,
 /// then per request: cost, denials reported by the filter, lease max (≤ 1: none), and a
@@ -161,32 +226,38 @@ local ttl = tonumber(ARGV[5])
 local month = month_of(now)
 local PER = 7
 
--- Returned leases first: their unused units leave the window and the counters.
+local used, members = window_count()
+-- Returned leases first: their unused units leave the window and the counters. (A lease is
+-- handed back once, so its member still has the units it was granted with.)
 for i = 6, #ARGV, PER do
-  local granted, first = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  local granted, first = ARGV[i + 3], ARGV[i + 4]
   local units, back = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
-  if back > 0 then
-    local names = {}
-    for seq = first + units - back, first + units - 1 do
-      names[#names + 1] = 'L' .. granted .. '-' .. seq
+  local lease = 'L' .. granted .. '-' .. first .. ':'
+  local stamp = back > 0 and redis.call('ZSCORE', KEYS[1], lease .. units)
+  if stamp then
+    count_changed = true
+    local removed = math.min(back, units)
+    redis.call('ZREM', KEYS[1], lease .. units)
+    used = used - removed
+    if removed < units then
+      redis.call('ZADD', KEYS[1], stamp, lease .. (units - removed))
+    else
+      members = members - 1
     end
-    local removed = redis.call('ZREM', KEYS[1], unpack(names))
-    if removed > 0 then
-      -- Counted apart in `r<minute>`, never taken off `a<minute>`: that total names the
-      -- window's members, and a total that went back would name a member twice (the second
-      -- ZADD only moves it), so the window would count one unit fewer than it admitted.
-      local minute = math.floor(granted / 60000)
-      if redis.call('HEXISTS', KEYS[3], 'a' .. minute) == 1 then
-        redis.call('HINCRBY', KEYS[3], 'r' .. minute, removed)
-      end
-      if month_of(granted) == month and redis.call('HEXISTS', KEYS[4], month) == 1 then
-        redis.call('HINCRBY', KEYS[4], month, -removed)
-      end
+    -- Counted apart in `r<minute>`, never taken off `a<minute>`: that total names the
+    -- window's members, and a total that went back would name a member twice (the second
+    -- ZADD only moves it), so the window would lose a block it admitted.
+    local minute = math.floor(tonumber(granted) / 60000)
+    if redis.call('HEXISTS', KEYS[3], 'a' .. minute) == 1 then
+      redis.call('HINCRBY', KEYS[3], 'r' .. minute, removed)
+    end
+    if month_of(tonumber(granted)) == month and redis.call('HEXISTS', KEYS[4], month) == 1 then
+      redis.call('HINCRBY', KEYS[4], month, -removed)
     end
   end
 end
 
-local used = trim_window(now, window)
+used, members = trim_window(now, window, used, members)
 local used_before = used
 local month_used = 0
 if monthly then month_used = tonumber(redis.call('HGET', KEYS[4], month)) or 0 end
@@ -197,11 +268,11 @@ if monthly then month_used = tonumber(redis.call('HGET', KEYS[4], month)) or 0 e
 local rate = nil
 local function recent_rate()
   if not rate then
-    local from = '(' .. (now - 5000)
-    local units = redis.call('ZCOUNT', KEYS[1], from, '+inf')
-    local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], from, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    local recent = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - 5000), '+inf', 'WITHSCORES')
+    local units = 0
+    for j = 1, #recent, 2 do units = units + units_of(recent[j]) end
     local span = 1000
-    if oldest[2] then span = math.min(5000, math.max(1000, now - tonumber(oldest[2]))) end
+    if recent[2] then span = math.min(5000, math.max(1000, now - tonumber(recent[2]))) end
     rate = units / span
   end
   return rate
@@ -244,8 +315,8 @@ for i = 6, #ARGV, PER do
         if leased_units > 0 then retry = window + ttl end
       else
         if not retry_of_rank[rank] then
-          local freeing = redis.call('ZRANGE', KEYS[1], rank, rank, 'WITHSCORES')
-          retry_of_rank[rank] = tonumber(freeing[2]) + window - now
+          -- (No such unit only if the count ran ahead of the window: retry a window on.)
+          retry_of_rank[rank] = (stamp_of_rank(rank) or now) + window - now
         end
         retry = retry_of_rank[rank]
       end
@@ -256,46 +327,47 @@ for i = 6, #ARGV, PER do
 end
 
 local all_units = admitted_units + leased_units
+local window_expiry = nil
 if all_units > 0 then
   local last = count_minute(now, 'a', all_units)
-  -- Sequence numbers: the batch's own admissions first, then each lease's block in order.
+  -- Sequence numbers: the batch's own admissions first, then each lease's block in order; a
+  -- block's member is named by its first.
   local seq = last - all_units
-  local members = {}
-  local function add(score, name)
-    members[#members + 1] = score
-    members[#members + 1] = name
-    if #members >= 1000 then
-      redis.call('ZADD', KEYS[1], unpack(members))
-      members = {}
-    end
-  end
-  for _ = 1, admitted_units do
-    seq = seq + 1
-    add(now, now .. '-' .. seq)
+  local added = {}
+  if admitted_units > 0 then
+    -- A single unit needs no count: most members, when decisions come one at a time.
+    local name = now .. '-' .. (seq + 1)
+    if admitted_units > 1 then name = name .. ':' .. admitted_units end
+    added[#added + 1] = now
+    added[#added + 1] = name
+    seq = seq + admitted_units
   end
   for _, o in ipairs(outcomes) do
     if o[5] > 0 then
       o[7] = seq + 1
-      for _ = 1, o[5] * o[6] do
-        seq = seq + 1
-        add(now + ttl, 'L' .. now .. '-' .. seq)
-      end
+      added[#added + 1] = now + ttl
+      added[#added + 1] = 'L' .. now .. '-' .. (seq + 1) .. ':' .. o[5] * o[6]
+      seq = seq + o[5] * o[6]
     end
   end
-  if #members > 0 then redis.call('ZADD', KEYS[1], unpack(members)) end
+  redis.call('ZADD', KEYS[1], unpack(added))
+  members = members + #added / 2
+  count_changed = true
   -- The window must outlive its newest member by the window. Set on the minute's first
   -- admission to reach a window past the minute's end, it does for every admission of the
   -- minute; and whenever the key is new (trimming deletes an emptied ZSET), so a key never
   -- lacks an expiry. A lease stamped past the minute's end needs longer.
   local minute_end = (math.floor(now / 60000) + 1) * 60000
   if last == all_units or used_before == 0 then
-    redis.call('PEXPIRE', KEYS[1], minute_end - now + window)
+    window_expiry = minute_end - now + window
   end
   if leased_units > 0 and now + ttl > minute_end then
-    redis.call('PEXPIRE', KEYS[1], ttl + window)
+    window_expiry = ttl + window
   end
+  if window_expiry then redis.call('PEXPIRE', KEYS[1], window_expiry) end
   count_month(month, all_units)
 end
+keep_count(used, members, window, window_expiry)
 -- The filter's reported denials and this batch's, as one record.
 count_denials(now, window, denied)
 
@@ -338,12 +410,17 @@ pub const USAGE: &str = r#"
 local window = tonumber(ARGV[1])
 local now = clock(ARGV[2])
 count_denials(now, window, tonumber(ARGV[3]) or 0)
-local used = trim_window(now, window)
+local used, members = window_count()
+used, members = trim_window(now, window, used, members)
+keep_count(used, members, window, nil)
 local denied = denied_since('(' .. (now - window))
 local month_to_date = tonumber(redis.call('HGET', KEYS[4], month_of(now))) or 0
 
 local minute = math.floor(now / 60000)
-local leased = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+local leased = 0
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
+  leased = leased + units_of(member)
+end
 local result = {used, denied, oldest_reset(now, window), month_to_date, minute, leased}
 local fields = {}
 for m = minute - 59, minute do
