@@ -27,9 +27,9 @@
 //!
 //! The table lives in proxy-wasm shared data like [`crate::deny_cache`]: every worker of one
 //! Envoy sees it (one Envoy never sees another's leases), nothing expires by itself, so it is
-//! direct-mapped: a fixed number of slots (`tollgate.lease.<n>`), chosen by a 64-bit
-//! fingerprint of (key, route, cost), never the key itself. Memory is bounded by the slot
-//! count. Every write is a compare-and-swap, so two workers never spend the same request or
+//! a fixed number of slots (`tollgate.lease.<n>`), never the key itself: a key's entry lives
+//! in one of two slots chosen by a 64-bit fingerprint of (key, route, cost), the one already
+//! holding it, else the first a claim may take. Memory is bounded by the slot count. Every write is a compare-and-swap, so two workers never spend the same request or
 //! both claim one slot.
 //!
 //! A slot holds one of:
@@ -54,7 +54,7 @@
 //! Route and cost are part of the fingerprint because a tier may price routes differently
 //! (the tier table's per-route costs): a lease granted for one route is spent only on it.
 //! A slot holding another key's live lease or placeholder is left alone (its key is using
-//! it); a request then makes a plain callout. One holding another key's ended lease or expired
+//! it); a request whose two slots are both so taken makes a plain callout. One holding another key's ended lease or expired
 //! placeholder is taken over. A grant is always stored, overwriting whatever the slot holds by
 //! then; a lease overwritten with requests left is counted as lost ([`Settled::lost`]).
 //!
@@ -127,6 +127,8 @@ pub struct Unused {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseTicket {
     pub key: LeaseKey,
+    /// The slot claimed (one of the key's two, see [`LeaseTable::slots_of`]).
+    pub slot: u32,
     /// When the placeholder ends (the callout's timeout); also identifies it, so the request
     /// clears its own placeholder and never a later claimant's.
     pub until: u64,
@@ -173,6 +175,10 @@ pub struct Settled {
 /// name of at most 64 characters); the bound keeps a slot's size bounded whatever the
 /// control-plane says. A lease that does not fit is not stored, and counted as lost.
 const MAX_TEXT: usize = 256;
+
+/// Mixed into a key's fingerprint for its second slot, so two keys sharing a first slot
+/// rarely share the second.
+const SECOND_CHOICE: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// A lease of at least this many requests is renewed before it runs out (see
 /// `LeaseEntry::wants_renewal`). A smaller one belongs to a key too slow for the requests
@@ -483,9 +489,27 @@ enum Step {
     Write(Vec<u8>, LeaseLookup),
 }
 
+/// Whether a slot's bytes hold the entry of `key`: both kinds of entry start with the key's
+/// fingerprint (garbage that happened to would be taken for nothing by [`Entry::decode`]).
+fn holds(bytes: Option<&[u8]>, key: LeaseKey) -> bool {
+    bytes
+        .and_then(|b| b.get(..8))
+        .is_some_and(|start| start == key.0.to_le_bytes())
+}
+
 impl LeaseTable {
-    fn slot_key(&self, key: LeaseKey) -> String {
-        slot_key("lease", key.0, self.slots)
+    /// The two slots a key's entry may live in (one slot twice when they coincide). With one,
+    /// a key whose slot held another busy key's lease made a plain callout for every request
+    /// while that lease lived: a hundred busy keys in 4,096 slots spent a third of their
+    /// callouts so. With two, that needs both taken.
+    fn slots_of(&self, key: LeaseKey) -> [u32; 2] {
+        let slots = u64::from(self.slots.max(1));
+        let index = |hash: u64| u32::try_from(hash % slots).unwrap_or(0);
+        [index(key.0), index(key.0.rotate_left(32) ^ SECOND_CHOICE)]
+    }
+
+    fn slot_name(&self, slot: u32) -> String {
+        slot_key("lease", u64::from(slot), self.slots)
     }
 
     /// [`Self::take_batch`] of one request.
@@ -546,15 +570,46 @@ impl LeaseTable {
         now_ms: u64,
         intent: Intent,
     ) -> LeaseLookup {
-        let slot = self.slot_key(key);
+        let [first, second] = self.slots_of(key);
+        let first_read = shared.get(&self.slot_name(first));
+        if first == second || holds(first_read.0.as_deref(), key) {
+            return self.lookup_in(shared, key, first, first_read, now_ms, intent);
+        }
+        let second_read = shared.get(&self.slot_name(second));
+        if holds(second_read.0.as_deref(), key) {
+            return self.lookup_in(shared, key, second, second_read, now_ms, intent);
+        }
+        // Neither holds the key's entry: only a claim has anything to do, in the first slot
+        // it may take.
+        if !matches!(intent, Intent::Claim { .. }) {
+            return LeaseLookup::Busy;
+        }
+        match self.lookup_in(shared, key, first, first_read, now_ms, intent) {
+            LeaseLookup::Busy => self.lookup_in(shared, key, second, second_read, now_ms, intent),
+            found => found,
+        }
+    }
+
+    /// [`Self::lookup`] in one slot, first read as `read`.
+    fn lookup_in(
+        &self,
+        shared: &impl SharedData,
+        key: LeaseKey,
+        slot: u32,
+        read: (Option<Vec<u8>>, Option<u32>),
+        now_ms: u64,
+        intent: Intent,
+    ) -> LeaseLookup {
+        let name = self.slot_name(slot);
+        let mut read = Some(read);
         // Compare-and-swap can lose to another worker writing the slot; a few rounds settle
         // it, and giving up only costs a plain callout.
         for _ in 0..CAS_ATTEMPTS {
-            let (value, cas) = shared.get(&slot);
-            match Self::step(key, value.unwrap_or_default(), now_ms, intent) {
+            let (value, cas) = read.take().unwrap_or_else(|| shared.get(&name));
+            match Self::step(key, slot, value.unwrap_or_default(), now_ms, intent) {
                 Step::Done(lookup) => return lookup,
                 Step::Write(bytes, lookup) => {
-                    if shared.set(&slot, &bytes, cas) {
+                    if shared.set(&name, &bytes, cas) {
                         return lookup;
                     }
                 }
@@ -564,7 +619,7 @@ impl LeaseTable {
     }
 
     /// What to do with the slot's current bytes.
-    fn step(key: LeaseKey, mut bytes: Vec<u8>, now_ms: u64, intent: Intent) -> Step {
+    fn step(key: LeaseKey, slot: u32, mut bytes: Vec<u8>, now_ms: u64, intent: Intent) -> Step {
         let LeaseKey(fingerprint) = key;
         let entry = Entry::decode(&bytes);
         let ours = entry
@@ -577,7 +632,7 @@ impl LeaseTable {
                 }
                 if lease.wants_renewal(now_ms) {
                     match intent {
-                        Intent::Claim { until } => return Self::renew(key, lease, until),
+                        Intent::Claim { until } => return Self::renew(key, slot, lease, until),
                         // Left for the request's callout to renew.
                         Intent::Take { .. } => return Step::Done(LeaseLookup::Busy),
                         Intent::Spend => {}
@@ -628,7 +683,7 @@ impl LeaseTable {
         }
         .encode();
         let claim = Claim {
-            ticket: LeaseTicket { key, until },
+            ticket: LeaseTicket { key, slot, until },
             returned: left.returned,
             evicted: left.lost,
         };
@@ -637,10 +692,10 @@ impl LeaseTable {
 
     /// Marks the key's live lease as renewed by this request until `until` (its callout's
     /// timeout); the claim hands back what the lease before it left unused.
-    fn renew(key: LeaseKey, mut lease: LeaseEntry, until: u64) -> Step {
+    fn renew(key: LeaseKey, slot: u32, mut lease: LeaseEntry, until: u64) -> Step {
         lease.renewing_until = until;
         let claim = Claim {
-            ticket: LeaseTicket { key, until },
+            ticket: LeaseTicket { key, slot, until },
             returned: lease.pending.take(),
             evicted: None,
         };
@@ -733,7 +788,8 @@ impl LeaseTable {
             tenant: grant.tenant.clone(),
             policy: quota.policy.clone(),
         };
-        let slot = self.slot_key(key);
+        // A grant comes to a claim; one that came unasked goes to the key's first slot.
+        let slot = self.slot_name(ticket.map_or(self.slots_of(key)[0], |ticket| ticket.slot));
         for _ in 0..CAS_ATTEMPTS {
             let (value, cas) = shared.get(&slot);
             // The key's lease this one renews (or one stored meanwhile) leaves its unused
@@ -780,7 +836,7 @@ impl LeaseTable {
     /// that holds anything else by now (a later claimant's, another key, a newer lease) is
     /// left alone.
     fn clear(&self, shared: &impl SharedData, ticket: LeaseTicket) {
-        let slot = self.slot_key(ticket.key);
+        let slot = self.slot_name(ticket.slot);
         for _ in 0..CAS_ATTEMPTS {
             let (value, cas) = shared.get(&slot);
             let cleared = match value.as_deref().and_then(Entry::decode) {
@@ -947,6 +1003,11 @@ mod tests {
 
     fn key(api_key: &str) -> LeaseKey {
         LeaseKey::of(api_key, "ingest", 1)
+    }
+
+    /// The name of the first of a key's two slots in [`TABLE`].
+    fn first_slot(key: LeaseKey) -> String {
+        TABLE.slot_name(TABLE.slots_of(key)[0])
     }
 
     fn quota(remaining: u32) -> Quota {
@@ -1514,6 +1575,41 @@ mod tests {
     }
 
     #[test]
+    fn a_key_whose_first_slot_holds_another_live_lease_takes_its_second() {
+        let eight = LeaseTable { slots: 8, ..TABLE };
+        // Two keys with the same first slot and different second ones.
+        let names: Vec<String> = (0..200).map(|i| format!("tg_{i}")).collect();
+        let (a, b) = names
+            .iter()
+            .flat_map(|a| names.iter().map(move |b| (a, b)))
+            .find(|(a, b)| {
+                let ([a1, a2], [b1, b2]) = (eight.slots_of(key(a)), eight.slots_of(key(b)));
+                a != b && a1 == b1 && a2 != b2 && a1 != a2 && b1 != b2
+            })
+            .expect("such a pair among 200 keys");
+        let shared = FakeShared::default();
+        granted(&eight, &shared, a, &grant("LA", 10, 1_000), 0, 1);
+        // With one slot b would make plain callouts while a's lease lives; it claims its
+        // second and gets a lease there, and both keys spend their own.
+        granted(&eight, &shared, b, &grant("LB", 10, 1_000), 10, 11);
+        for now in [20, 21, 22] {
+            assert!(eight.take(&shared, key(a), now).is_some());
+            assert!(eight.take(&shared, key(b), now).is_some());
+        }
+        // b's next claim finds its ended lease in the second slot and hands it back, even
+        // once a's has ended and freed the first.
+        let again = claim(&eight, &shared, b, 1_100);
+        assert_eq!(
+            again.returned,
+            Some(Unused {
+                id: "LB".into(),
+                requests: 6
+            })
+        );
+        assert_eq!(again.ticket.slot, eight.slots_of(key(b))[1]);
+    }
+
+    #[test]
     fn a_grant_overwrites_whatever_took_the_slot_meanwhile_and_counts_the_loss() {
         let one_slot = LeaseTable { slots: 1, ..TABLE };
         let shared = FakeShared::default();
@@ -1712,7 +1808,7 @@ mod tests {
     #[test]
     fn garbage_in_a_slot_is_claimed_over() {
         let shared = FakeShared::default();
-        shared.set(&TABLE.slot_key(key("tg_a")), b"garbage", None);
+        shared.set(&first_slot(key("tg_a")), b"garbage", None);
         assert_eq!(TABLE.take(&shared, key("tg_a"), 0), None);
         claim(&TABLE, &shared, "tg_a", 0);
     }
@@ -1726,7 +1822,7 @@ mod tests {
 
     /// The slot's bytes, to see that a worker's spends leave it alone.
     fn slot_bytes(shared: &FakeShared, api_key: &str) -> Option<Vec<u8>> {
-        shared.get(&TABLE.slot_key(key(api_key))).0
+        shared.get(&first_slot(key(api_key))).0
     }
 
     #[test]

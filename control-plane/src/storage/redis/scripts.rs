@@ -139,6 +139,8 @@ local function window_count()
   local units, members = tonumber(kept[1]), tonumber(kept[2])
   local card = redis.call('ZCARD', KEYS[1])
   if units and members == card then return units, card end
+  -- An empty window needs no count kept (a stale one does not match the next member).
+  if card == 0 then return 0, 0 end
   units = 0
   for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     units = units + units_of(member)
