@@ -585,7 +585,12 @@ impl LeaseTable {
             return LeaseLookup::Busy;
         }
         match self.lookup_in(shared, key, first, first_read, now_ms, intent) {
-            LeaseLookup::Busy => self.lookup_in(shared, key, second, second_read, now_ms, intent),
+            // Busy with another key's entry, not with this key's (another request's claim
+            // came first): two claims of one key in its two slots would leave one of their
+            // leases unspent.
+            LeaseLookup::Busy if !holds(shared.get(&self.slot_name(first)).0.as_deref(), key) => {
+                self.lookup_in(shared, key, second, second_read, now_ms, intent)
+            }
             found => found,
         }
     }
@@ -1607,6 +1612,55 @@ mod tests {
             })
         );
         assert_eq!(again.ticket.slot, eight.slots_of(key(b))[1]);
+    }
+
+    /// Shared data where another request's claim of the same key lands just before this
+    /// one's first write.
+    struct ClaimedMeanwhile<'a> {
+        inner: &'a FakeShared,
+        key: LeaseKey,
+        done: std::cell::Cell<bool>,
+    }
+
+    impl SharedData for ClaimedMeanwhile<'_> {
+        fn get(&self, slot: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            self.inner.get(slot)
+        }
+
+        fn set(&self, slot: &str, value: &[u8], cas: Option<u32>) -> bool {
+            if !self.done.replace(true) {
+                let theirs = Entry::Asking {
+                    fingerprint: self.key.0,
+                    until: 1_000,
+                    pending: None,
+                };
+                self.inner.set(slot, &theirs.encode(), None);
+            }
+            self.inner.set(slot, value, cas)
+        }
+    }
+
+    #[test]
+    fn a_claim_beaten_to_its_first_slot_by_its_own_key_leaves_the_second_alone() {
+        let shared = FakeShared::default();
+        let [first, second] = TABLE.slots_of(key("tg_a"));
+        assert_ne!(first, second);
+        shared.set(&first_slot(key("tg_a")), b"garbage", None);
+        let racing = ClaimedMeanwhile {
+            inner: &shared,
+            key: key("tg_a"),
+            done: std::cell::Cell::new(false),
+        };
+        assert_eq!(
+            TABLE.take_or_claim(&racing, key("tg_a"), 0, 100),
+            LeaseLookup::Busy,
+            "the other request asks; this one makes a plain callout"
+        );
+        assert!(holds(
+            shared.get(&TABLE.slot_name(first)).0.as_deref(),
+            key("tg_a")
+        ));
+        assert_eq!(shared.get(&TABLE.slot_name(second)).0, None);
     }
 
     #[test]
