@@ -29,8 +29,9 @@
 //! Envoy sees it (one Envoy never sees another's leases), nothing expires by itself, so it is
 //! a fixed number of slots (`tollgate.lease.<n>`), never the key itself: a key's entry lives
 //! in one of two slots chosen by a 64-bit fingerprint of (key, route, cost), the one already
-//! holding it, else the first a claim may take. Memory is bounded by the slot count. Every write is a compare-and-swap, so two workers never spend the same request or
-//! both claim one slot.
+//! holding it, else the first a claim may take. Memory is bounded by the slot count. Every
+//! write is a compare-and-swap, so two workers never spend the same request or both claim one
+//! slot.
 //!
 //! A slot holds one of:
 //! - a placeholder: a request of this key is asking for a lease, until its callout's timeout.
@@ -54,8 +55,8 @@
 //! Route and cost are part of the fingerprint because a tier may price routes differently
 //! (the tier table's per-route costs): a lease granted for one route is spent only on it.
 //! A slot holding another key's live lease or placeholder is left alone (its key is using
-//! it); a request whose two slots are both so taken makes a plain callout. One holding another key's ended lease or expired
-//! placeholder is taken over. A grant is always stored, overwriting whatever the slot holds by
+//! it); a request whose two slots are both so taken makes a plain callout. One holding
+//! another key's ended lease or expired placeholder is taken over. A grant is always stored, overwriting whatever the slot holds by
 //! then; a lease overwritten with requests left is counted as lost ([`Settled::lost`]).
 //!
 //! This module is pure: the host hands it a [`SharedData`] and the time.
@@ -185,9 +186,9 @@ const SECOND_CHOICE: u64 = 0x9e37_79b9_7f4a_7c15;
 /// arriving during its claim's round trip to matter.
 const RENEW_FROM: u32 = 32;
 /// A lease is renewed when its deadline is this near or, at the rate it has been spent, it
-/// would run out within this long: several claim round trips (1–3 ms on a healthy control-plane), and a small share of a
-/// lease sized for a second, so renewing costs few more callouts than waiting for the end
-/// would.
+/// would run out within this long: several claim round trips (1–3 ms on a healthy
+/// control-plane), and a small share of a lease sized for a second, so renewing costs few
+/// more callouts than waiting for the end would.
 const RENEW_RUNWAY_MS: u64 = 25;
 
 const KIND_ASKING: u64 = 0;
@@ -500,8 +501,8 @@ fn holds(bytes: Option<&[u8]>, key: LeaseKey) -> bool {
 impl LeaseTable {
     /// The two slots a key's entry may live in (one slot twice when they coincide). With one,
     /// a key whose slot held another busy key's lease made a plain callout for every request
-    /// while that lease lived: a hundred busy keys in 4,096 slots spent a third of their
-    /// callouts so. With two, that needs both taken.
+    /// while that lease lived: a hundred busy keys in 4,096 slots spent about a quarter of
+    /// their callouts so. With two, that needs both taken.
     fn slots_of(&self, key: LeaseKey) -> [u32; 2] {
         let slots = u64::from(self.slots.max(1));
         let index = |hash: u64| u32::try_from(hash % slots).unwrap_or(0);

@@ -1,13 +1,15 @@
 //! Every Lua script Tollgate runs on Redis: the window store's decision and usage, and the
-//! tenant registry's write, reads and change-log position. One script per operation, so each is one round trip (EVALSHA; the redis crate reloads the script on NOSCRIPT) and atomic: Redis runs a
-//! script without interleaving other commands, which is what makes the window exact across
-//! any number of control-plane replicas. `MULTI` could not do this: the admit-or-deny choice
-//! depends on the count read inside the same transaction.
+//! tenant registry's write, reads and change-log position. One script per operation, so each
+//! is one round trip (EVALSHA; the redis crate reloads the script on NOSCRIPT) and atomic:
+//! Redis runs a script without interleaving other commands, which is what makes the window
+//! exact across any number of control-plane replicas. `MULTI` could not do this: the
+//! admit-or-deny choice depends on the count read inside the same transaction.
 //!
-//! Window scripts' keys (see [`super::key_layout`]): KEYS[1] window ZSET, KEYS[2] denied ZSET, KEYS[3] usage HASH,
-//! KEYS[4] month HASH, KEYS[5] the window's count HASH. Time: ARGV `now_ms` empty means "ask Redis" (`TIME`), so replicas with
-//! skewed clocks agree; a number is the caller's clock (for Redis-compatible servers that
-//! refuse `TIME` in scripts, and for tests).
+//! Window scripts' keys (see [`super::key_layout`]): KEYS[1] window ZSET, KEYS[2] denied
+//! ZSET, KEYS[3] usage HASH, KEYS[4] month HASH, KEYS[5] the window's count HASH. Time: ARGV
+//! `now_ms` empty means "ask Redis" (`TIME`), so replicas with skewed clocks agree; a number
+//! is the caller's clock (for Redis-compatible servers that refuse `TIME` in scripts, and for
+//! tests).
 //!
 //! Each window script is [`PRELUDE`] followed by its body.
 
