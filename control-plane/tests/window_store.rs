@@ -667,6 +667,17 @@ async fn a_lease_is_one_member_of_the_redis_window_and_the_count_follows_every_w
     let store = redis_store(RedisTarget::Standalone(server.url()), Some(clock.clone())).await;
     let window_key = "tollgate:{t1}:window";
     let members = || -> u64 { server.cli(&["zcard", window_key]).trim().parse().unwrap() };
+    // The count the scripts keep is the window's, added up here from its members.
+    let count_is_kept = || {
+        let names = server.cli(&["zrange", window_key, "0", "-1"]);
+        let units: u64 = names
+            .lines()
+            .map(|name| name.rsplit_once(':').map_or(1, |(_, u)| u.parse().unwrap()))
+            .sum();
+        let kept = server.cli(&["hmget", "tollgate:{t1}:window-count", "u", "m"]);
+        let kept: Vec<u64> = kept.lines().map(|n| n.trim().parse().unwrap()).collect();
+        assert_eq!(kept, [units, names.lines().count() as u64], "{names}");
+    };
     let limit = per(1_000_000, 60);
     // 5,000 units in one request: a recent rate of 5 a millisecond, so a lease of a second
     // wants 5,000 requests.
@@ -681,6 +692,7 @@ async fn a_lease_is_one_member_of_the_redis_window_and_the_count_follows_every_w
     let usage = store.usage("t1", limit, 0).await.unwrap();
     assert_eq!((usage.used, usage.leased), (10_001, 5_000));
     assert_eq!(members(), 3, "two decisions' admissions and one lease");
+    count_is_kept();
 
     let returning = handing_back(Returned {
         lease: lease.id,
@@ -696,6 +708,34 @@ async fn a_lease_is_one_member_of_the_redis_window_and_the_count_follows_every_w
     let usage = store.usage("t1", limit, 0).await.unwrap();
     assert_eq!((usage.used, usage.leased), (6_002, 1_000));
     assert_eq!(members(), 4, "the lease shrank in place");
+    count_is_kept();
+
+    // A second lease, handed back whole, leaves the window.
+    let second = store
+        .decide_request("t1", limit, asking(10))
+        .await
+        .unwrap()
+        .lease
+        .expect("a lease");
+    assert_eq!(members(), 6);
+    let returning = handing_back(Returned {
+        lease: second.id,
+        requests: second.requests - 1,
+    });
+    assert!(
+        store
+            .decide_request("t1", limit, returning)
+            .await
+            .unwrap()
+            .admitted
+    );
+    assert_eq!(
+        members(),
+        6,
+        "the returning request's unit in, the lease out"
+    );
+    assert_eq!(store.usage("t1", limit, 0).await.unwrap().used, 6_004);
+    count_is_kept();
 
     // Three members an older Tollgate wrote, a unit each, added behind the scripts' back.
     let now = START_MS.to_string();
@@ -703,9 +743,19 @@ async fn a_lease_is_one_member_of_the_redis_window_and_the_count_follows_every_w
         server.cli(&["zadd", window_key, &now, &format!("{now}-{seq}")]);
     }
     let usage = store.usage("t1", limit, 0).await.unwrap();
-    assert_eq!(usage.used, 6_005);
-    let decided = store.decide("t1", per(6_006, 60), 2, 0).await.unwrap();
-    assert!(!decided.admitted, "6,005 + 2 is over 6,006");
+    assert_eq!(usage.used, 6_007);
+    count_is_kept();
+    let decided = store.decide("t1", per(6_008, 60), 2, 0).await.unwrap();
+    assert!(!decided.admitted, "6,007 + 2 is over 6,008");
+    assert_eq!(
+        decided.retry_after_ms, 60_000,
+        "when the oldest unit leaves"
+    );
+    // Under a tier lowered to 1,000, room comes when all but 999 units have left: the 5,007
+    // stamped now, then the first of the lease's, stamped at its deadline a second on.
+    let lowered = store.decide("t1", per(1_000, 60), 1, 0).await.unwrap();
+    assert!(!lowered.admitted);
+    assert_eq!(lowered.retry_after_ms, 61_000);
 
     let ttl: i64 = server
         .cli(&["pttl", "tollgate:{t1}:window-count"])
@@ -715,7 +765,12 @@ async fn a_lease_is_one_member_of_the_redis_window_and_the_count_follows_every_w
     assert!(ttl > 0, "the count expires too: {ttl}");
     // Everything leaves a window after its stamp: the lease's a second later.
     clock.advance(Duration::from_millis(60_999));
-    assert_eq!(store.usage("t1", limit, 0).await.unwrap().used, 1_000);
+    assert_eq!(
+        store.usage("t1", limit, 0).await.unwrap().used,
+        1_000,
+        "the first lease's rest"
+    );
+    count_is_kept();
     clock.advance(Duration::from_millis(1));
     assert_eq!(store.usage("t1", limit, 0).await.unwrap().used, 0);
     assert_eq!(members(), 0);

@@ -63,8 +63,8 @@ pub struct LeaseId {
     pub stamp_ms: u64,
     /// When the lease was granted: its minute and month counted the units.
     pub granted_ms: u64,
-    /// The lease's number in the store: the first unit's sequence number in Redis (which
-    /// names each unit), the lease's own number in memory.
+    /// The lease's number in the store: its first unit's sequence number in Redis (which
+    /// names the lease's member), the lease's own number in memory.
     pub first: u64,
     /// Units leased, beside the granting request's own.
     pub units: u64,

@@ -137,12 +137,12 @@ local count_changed = false
 -- counted with; otherwise (no count yet, it expired, or another writer changed the window)
 -- the members are added up again.
 local function window_count()
-  local kept = redis.call('HMGET', KEYS[5], 'u', 'm')
-  local units, members = tonumber(kept[1]), tonumber(kept[2])
   local card = redis.call('ZCARD', KEYS[1])
-  if units and members == card then return units, card end
   -- An empty window needs no count kept (a stale one does not match the next member).
   if card == 0 then return 0, 0 end
+  local kept = redis.call('HMGET', KEYS[5], 'u', 'm')
+  local units, members = tonumber(kept[1]), tonumber(kept[2])
+  if units and members == card then return units, card end
   units = 0
   for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     units = units + units_of(member)
@@ -175,19 +175,25 @@ local function trim_window(now, window, units, members)
   return units, members - #gone
 end
 
--- The stamp of the window's unit of rank `rank` (0: the oldest), walking its members in
--- stamp order a page at a time: the rank is below the cost of the request that asks, so a
--- page or two.
-local function stamp_of_rank(rank)
+-- The stamp of the window's unit of rank `rank` (0: the oldest). In a window of single
+-- units (`single`: as many units as members, which only one unit per member gives) that is
+-- the member of that rank; else its members are walked in stamp order a page at a time (the
+-- rank is below the asking request's cost, unless the tier was lowered below what the window
+-- holds).
+local function stamp_of_rank(rank, single)
+  if single then
+    local member = redis.call('ZRANGE', KEYS[1], rank, rank, 'WITHSCORES')
+    return tonumber(member[2])
+  end
   local seen, start = 0, 0
   while true do
-    local page = redis.call('ZRANGE', KEYS[1], start, start + 31, 'WITHSCORES')
+    local page = redis.call('ZRANGE', KEYS[1], start, start + 127, 'WITHSCORES')
     if #page == 0 then return nil end
     for j = 1, #page, 2 do
       seen = seen + units_of(page[j])
       if seen > rank then return tonumber(page[j + 1]) end
     end
-    start = start + 32
+    start = start + 128
   end
 end
 
@@ -263,6 +269,8 @@ end
 
 used, members = trim_window(now, window, used, members)
 local used_before = used
+-- Every member one unit (see `stamp_of_rank`), before this call's own.
+local single = used == members
 local month_used = 0
 if monthly then month_used = tonumber(redis.call('HGET', KEYS[4], month)) or 0 end
 
@@ -272,11 +280,19 @@ if monthly then month_used = tonumber(redis.call('HGET', KEYS[4], month)) or 0 e
 local rate = nil
 local function recent_rate()
   if not rate then
-    local recent = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - 5000), '+inf', 'WITHSCORES')
-    local units = 0
-    for j = 1, #recent, 2 do units = units + units_of(recent[j]) end
+    local from = '(' .. (now - 5000)
+    local units
+    if single then
+      units = redis.call('ZCOUNT', KEYS[1], from, '+inf')
+    else
+      units = 0
+      for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], from, '+inf')) do
+        units = units + units_of(member)
+      end
+    end
+    local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], from, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
     local span = 1000
-    if recent[2] then span = math.min(5000, math.max(1000, now - tonumber(recent[2]))) end
+    if oldest[2] then span = math.min(5000, math.max(1000, now - tonumber(oldest[2]))) end
     rate = units / span
   end
   return rate
@@ -320,7 +336,7 @@ for i = 6, #ARGV, PER do
       else
         if not retry_of_rank[rank] then
           -- (No such unit only if the count ran ahead of the window: retry a window on.)
-          retry_of_rank[rank] = (stamp_of_rank(rank) or now) + window - now
+          retry_of_rank[rank] = (stamp_of_rank(rank, single) or now) + window - now
         end
         retry = retry_of_rank[rank]
       end
@@ -369,9 +385,12 @@ if all_units > 0 then
     window_expiry = ttl + window
   end
   if window_expiry then redis.call('PEXPIRE', KEYS[1], window_expiry) end
+  -- Kept right after the window changed: Redis does not undo a failed script's writes.
+  keep_count(used, members, window, window_expiry)
   count_month(month, all_units)
+else
+  keep_count(used, members, window, nil)
 end
-keep_count(used, members, window, window_expiry)
 -- The filter's reported denials and this batch's, as one record.
 count_denials(now, window, denied)
 
