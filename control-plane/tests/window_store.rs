@@ -11,8 +11,8 @@ use std::time::Duration;
 use tollgate_control_plane::clock::{Clock, ManualClock};
 use tollgate_control_plane::storage::redis::{RedisConnection, RedisTarget};
 use tollgate_control_plane::window::{
-    GrantedLease, Limit, MemoryWindows, RedisWindows, Returned, WindowDecision, WindowRequest,
-    WindowStore,
+    GrantedLease, LeaseId, Limit, MemoryWindows, RedisWindows, Returned, WindowDecision,
+    WindowRequest, WindowStore,
 };
 use tollgate_e2e::redis::{RedisCluster, RedisServer};
 
@@ -381,12 +381,18 @@ async fn warm_lease(store: &impl WindowStore, limit: Limit) -> GrantedLease {
         .expect("a lease")
 }
 
-/// A request of cost 1 handing back `returned`.
-fn handing_back(returned: Returned) -> WindowRequest {
-    WindowRequest {
-        returned: Some(returned),
+/// Decides a request of t1 of cost 1 handing back `requests` of `lease`.
+async fn hand_back(
+    store: &impl WindowStore,
+    limit: Limit,
+    lease: LeaseId,
+    requests: u32,
+) -> WindowDecision {
+    let returning = WindowRequest {
+        returned: Some(Returned { lease, requests }),
         ..WindowRequest::plain(1, 0)
-    }
+    };
+    store.decide_request("t1", limit, returning).await.unwrap()
 }
 
 /// Asks for a lease of up to 10,000 requests; the requests it holds (0: none).
@@ -455,11 +461,7 @@ async fn returned_units_leave_at_once_and_from_the_counters(
     let before = store.usage("t1", limit, 0).await.unwrap();
     assert_eq!((before.used, before.month_to_date), (511, 511));
     clock.advance(Duration::from_millis(500));
-    let returning = handing_back(Returned {
-        lease: lease.id,
-        requests: 7,
-    });
-    let decided = store.decide_request("t1", limit, returning).await.unwrap();
+    let decided = hand_back(&store, limit, lease.id, 7).await;
     assert_eq!(decided.remaining, 1_000 - 511 + 7 - 1);
     let after = store.usage("t1", limit, 0).await.unwrap();
     assert_eq!(
@@ -472,24 +474,13 @@ async fn returned_units_leave_at_once_and_from_the_counters(
     assert_eq!(minutes, 505, "the history forgets what came back");
 
     // Handing it back twice, or what was never ours, takes nothing more.
-    for returned in [
-        Returned {
-            lease: lease.id,
-            requests: 7,
-        },
-        Returned {
-            lease: tollgate_control_plane::window::LeaseId {
-                first: lease.id.first + 1_000,
-                stamp_ms: lease.id.stamp_ms + 7,
-                ..lease.id
-            },
-            requests: 3,
-        },
-    ] {
-        store
-            .decide_request("t1", limit, handing_back(returned))
-            .await
-            .unwrap();
+    let never_ours = LeaseId {
+        first: lease.id.first + 1_000,
+        stamp_ms: lease.id.stamp_ms + 7,
+        ..lease.id
+    };
+    for (id, requests) in [(lease.id, 7), (never_ours, 3)] {
+        hand_back(&store, limit, id, requests).await;
     }
     let last = store.usage("t1", limit, 0).await.unwrap();
     assert_eq!(
@@ -509,17 +500,7 @@ async fn admissions_after_a_return_are_all_counted(store: impl WindowStore, _clo
     for _ in 0..20 {
         assert!(store.decide("t1", limit, 1, 0).await.unwrap().admitted);
     }
-    let returning = handing_back(Returned {
-        lease: lease.id,
-        requests: 7,
-    });
-    assert!(
-        store
-            .decide_request("t1", limit, returning)
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(hand_back(&store, limit, lease.id, 7).await.admitted);
     for _ in 0..5 {
         assert!(store.decide("t1", limit, 1, 0).await.unwrap().admitted);
     }
@@ -694,17 +675,7 @@ async fn a_lease_is_one_member_of_the_redis_window_and_the_count_follows_every_w
     assert_eq!(members(), 3, "two decisions' admissions and one lease");
     count_is_kept();
 
-    let returning = handing_back(Returned {
-        lease: lease.id,
-        requests: 4_000,
-    });
-    assert!(
-        store
-            .decide_request("t1", limit, returning)
-            .await
-            .unwrap()
-            .admitted
-    );
+    assert!(hand_back(&store, limit, lease.id, 4_000).await.admitted);
     let usage = store.usage("t1", limit, 0).await.unwrap();
     assert_eq!((usage.used, usage.leased), (6_002, 1_000));
     assert_eq!(members(), 4, "the lease shrank in place");
@@ -718,15 +689,9 @@ async fn a_lease_is_one_member_of_the_redis_window_and_the_count_follows_every_w
         .lease
         .expect("a lease");
     assert_eq!(members(), 6);
-    let returning = handing_back(Returned {
-        lease: second.id,
-        requests: second.requests - 1,
-    });
     assert!(
-        store
-            .decide_request("t1", limit, returning)
+        hand_back(&store, limit, second.id, second.requests - 1)
             .await
-            .unwrap()
             .admitted
     );
     assert_eq!(

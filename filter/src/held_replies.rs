@@ -119,6 +119,11 @@ mod tests {
         max_held: 8,
     };
 
+    /// [`HOLD`] with room for `max_held` replies.
+    fn holding_at_most(max_held: u32) -> Hold {
+        Hold { max_held, ..HOLD }
+    }
+
     fn ids(held: &[HeldReply]) -> Vec<u32> {
         held.iter().map(|h| h.context_id).collect()
     }
@@ -140,10 +145,7 @@ mod tests {
 
     #[test]
     fn past_the_bound_a_reply_comes_back_to_be_sent_at_once() {
-        let two = Hold {
-            max_held: 2,
-            ..HOLD
-        };
+        let two = holding_at_most(2);
         let mut held = HeldReplies::default();
         held.hold(1, reply(1), 0, &two).unwrap();
         held.hold(2, reply(2), 0, &two).unwrap();
@@ -155,10 +157,7 @@ mod tests {
 
     #[test]
     fn a_stream_that_ended_frees_its_place_at_once() {
-        let one = Hold {
-            max_held: 1,
-            ..HOLD
-        };
+        let one = holding_at_most(1);
         let mut held = HeldReplies::default();
         held.hold(1, reply(1), 0, &one).unwrap();
         assert_eq!(held.hold(2, reply(2), 0, &one), Err(reply(2)));

@@ -167,6 +167,12 @@ end
 -- Drops the members that left the window from it and from its count (`units`, `members`);
 -- returns what remains.
 local function trim_window(now, window, units, members)
+  if units == members then
+    -- Single units only (see `stamp_of_rank`): as many units leave as members.
+    local left = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+    if left > 0 then count_changed = true end
+    return units - left, members - left
+  end
   local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)
   if #gone == 0 then return units, members end
   for _, member in ipairs(gone) do units = units - units_of(member) end
