@@ -14,13 +14,14 @@ FILTER_WASM := target/$(WASM_TARGET)/release/tollgate_filter.wasm
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/[^0-9.]/, ""); print}' Cargo.lock)
 WASM_TEST_RUNNER := $(CARGO_BIN)/wasm-bindgen-test-runner
 
-.PHONY: help deps deps-test build run test lint unit-test wasm-test e2e-test node22 examples bench bench-decisions bench-registry fuzz openapi clean
+.PHONY: help deps deps-test build run test lint unit-test wasm-test e2e-test node22 examples bench bench-decisions bench-instructions bench-registry fuzz openapi clean
 
 help:
 	@echo "make run    start control-plane, demo upstream and Envoy (Ctrl-C stops them)"
 	@echo "make test   format, lint, unit, wasm (Node) and end-to-end tests"
 	@echo "make bench  edge benchmark: Tollgate vs Envoy alone (needs wrk; a few minutes)"
 	@echo "make bench-decisions   decision-path micro-benchmark (memory and Redis)"
+	@echo "make bench-instructions   Envoy's instructions per request under callgrind (~8 min)"
 	@echo "make bench-registry    tenant registry at 10k, 100k and 1M tenants (embedded and Redis; ~10 min)"
 	@echo "make fuzz   fuzz every parser for FUZZ_SECONDS (60) each; prints executions and crashes"
 
@@ -135,6 +136,14 @@ bench: deps-test
 # The decision path's store operation alone, memory and Redis; Redis round trips and memory.
 bench-decisions: deps-test
 	cargo run --release -p tollgate-bench --bin decisions
+
+# Envoy's instructions per request under valgrind's callgrind, with and without the filter:
+# counted, not timed, so a change of a few percent shows on a busy machine (about 8 minutes).
+bench-instructions: deps-test
+	@command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
+	cargo build --release --workspace --bins --exclude tollgate-cli
+	cargo build --release --target $(WASM_TARGET) -p tollgate-filter
+	ENVOY_BIN=$(abspath $(ENVOY)) target/release/instructions
 
 # The tenant registry seeded with 10k, 100k and 1M tenants (REGISTRY_SIZES=... for others):
 # write and cold-lookup latency, control-plane start-up and memory, Redis sync per change.

@@ -16,6 +16,8 @@ use crate::{Process, binaries_dir, envoy_bin, filter_wasm, free_port, within, wo
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 pub const KEY_SECRET: &str = "e2e-key-secret-0123456789-0123456789-0123456789";
 const READY_WITHIN: Duration = Duration::from_secs(20);
+/// How long an Envoy under a tool such as valgrind, some 50 times slower, may take to start.
+const READY_UNDER_A_TOOL: Duration = Duration::from_secs(300);
 
 /// How a test wants its stack to differ from `envoy/envoy.yaml` and the built-in tiers.
 #[derive(Default)]
@@ -34,6 +36,8 @@ pub struct StackOptions {
     control_plane_env: Vec<(&'static str, String)>,
     /// Envoys beside the first, with the same configuration on ports of their own.
     more_envoys: usize,
+    /// A command Envoy runs under (see [`StackOptions::envoy_under`]).
+    envoy_under: Vec<String>,
 }
 
 /// Where the filter's callouts go.
@@ -96,6 +100,14 @@ impl StackOptions {
     /// the raw ceiling of this Envoy on this machine.
     pub fn direct_response(mut self) -> Self {
         self.direct_response = true;
+        self
+    }
+
+    /// Runs Envoy with one worker under `command` (its program and arguments, Envoy's own
+    /// command line after them), and waits [`READY_UNDER_A_TOOL`] for it to be ready: for
+    /// counting Envoy's instructions under valgrind (`bench/src/bin/instructions.rs`).
+    pub fn envoy_under(mut self, command: &[&str]) -> Self {
+        self.envoy_under = command.iter().map(|arg| (*arg).to_owned()).collect();
         self
     }
 
@@ -340,14 +352,19 @@ impl Stack {
                 .as_object_mut()
                 .map(|c| c.remove("typed_extension_protocol_options"));
         }
-        let envoy = start_envoy("envoy", &config, dir.path());
+        let envoy = start_envoy("envoy", &config, dir.path(), &options.envoy_under);
         let more_envoys: Vec<Edge> = (0..options.more_envoys)
             .map(|n| {
                 let (port, admin_port) = (free_port(), free_port());
                 config["admin"]["address"]["socket_address"]["port_value"] = json!(admin_port);
                 public_listener(&mut config)["address"]["socket_address"]["port_value"] =
                     json!(port);
-                let process = start_envoy(&format!("envoy-{}", n + 1), &config, dir.path());
+                let process = start_envoy(
+                    &format!("envoy-{}", n + 1),
+                    &config,
+                    dir.path(),
+                    &options.envoy_under,
+                );
                 Edge {
                     process,
                     port,
@@ -377,13 +394,16 @@ impl Stack {
         stack
             .wait_ready(&format!("http://127.0.0.1:{upstream_port}/"))
             .await;
-        stack
-            .wait_ready(&format!("http://127.0.0.1:{envoy_admin_port}/ready"))
-            .await;
-        for edge in &stack.more_envoys {
-            stack
-                .wait_ready(&format!("http://127.0.0.1:{}/ready", edge.admin_port))
-                .await;
+        let envoy_ready_within = if options.envoy_under.is_empty() {
+            READY_WITHIN
+        } else {
+            READY_UNDER_A_TOOL
+        };
+        let envoy_admin_ports = std::iter::once(envoy_admin_port)
+            .chain(stack.more_envoys.iter().map(|edge| edge.admin_port));
+        for admin_port in envoy_admin_ports {
+            let url = format!("http://127.0.0.1:{admin_port}/ready");
+            stack.wait_ready_within(&url, envoy_ready_within).await;
         }
         stack
     }
@@ -429,7 +449,11 @@ impl Stack {
     }
 
     pub async fn wait_ready(&self, url: &str) {
-        within(READY_WITHIN, &format!("{url} ready"), || async {
+        self.wait_ready_within(url, READY_WITHIN).await;
+    }
+
+    async fn wait_ready_within(&self, url: &str, limit: Duration) {
+        within(limit, &format!("{url} ready"), || async {
             self.client
                 .get(url)
                 .send()
@@ -747,17 +771,26 @@ pub fn spawn_envoy(name: &str, config: &Value, dir: &Path, log_level: &str) -> P
     Process::spawn(name, envoy, dir)
 }
 
-/// Starts Envoy `name` (its log and config files are named after it) on `config`.
-fn start_envoy(name: &str, config: &Value, dir: &Path) -> Process {
+/// Starts Envoy `name` (its log and config files are named after it) on `config`: with two
+/// workers, or with one under `under` (see [`StackOptions::envoy_under`]).
+fn start_envoy(name: &str, config: &Value, dir: &Path, under: &[String]) -> Process {
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, config.to_string()).expect("write envoy config");
-    let mut envoy = Command::new(envoy_bin());
+    let mut envoy = match under.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(envoy_bin());
+            command
+        }
+        None => Command::new(envoy_bin()),
+    };
+    let workers = if under.is_empty() { "2" } else { "1" };
     envoy
         .arg("-c")
         .arg(&path)
         .args([
             "--concurrency",
-            "2",
+            workers,
             "--disable-hot-restart",
             "--log-level",
             "warn",
