@@ -47,7 +47,7 @@ window_seconds = 60
 
 struct Scenario {
     name: &'static str,
-    /// The stack beside Envoy's own settings.
+    /// How the scenario's stack differs from the shipped one.
     options: fn() -> StackOptions,
     tier: &'static str,
     /// The status every counted request must get.
@@ -207,8 +207,9 @@ fn callgrind_control(pid: u32, command: &str) {
     );
 }
 
-/// The instructions in the newest of Envoy's callgrind dumps: its `summary:` line. Waits for
-/// the dump `callgrind_control -d` asked for to be written whole.
+/// The instructions in the newest of Envoy's callgrind dumps: its `summary:` line, which
+/// callgrind writes in the dump's header. Waits for the dump `callgrind_control -d` asked for
+/// to appear with it.
 fn newest_dump_total(dir: &Path, scenario: &str, pid: u32) -> u64 {
     let prefix = format!("callgrind.{scenario}.{pid}.out.");
     for _ in 0..600 {
