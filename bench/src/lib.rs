@@ -1,8 +1,20 @@
-//! What the benchmarks share: driving `wrk` and reading a process's CPU time and memory from
-//! /proc.
+//! What the benchmarks share: the tier table of the edge scenarios, driving `wrk` and reading
+//! a process's CPU time and memory from /proc.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The tiers of the edge scenarios (`edge`, `instructions`): the shipped Standard, whose
+/// tenants flood over their quota, and one no scenario's load reaches the limit of.
+pub const TIERS: &str = r#"
+default_tier = "standard"
+[tiers.standard]
+limit = 60
+window_seconds = 60
+[tiers.unlimited]
+limit = 1000000000
+window_seconds = 60
+"#;
 
 /// What `wrk --latency` reported for one run.
 #[derive(Debug, Clone, Copy)]

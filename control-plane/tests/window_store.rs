@@ -373,8 +373,13 @@ async fn a_lease_counts_its_units_at_once_sized_by_rate_ask_and_room(
 /// After [`warm_up`], a lease of 11 requests (10 units beside the granting one).
 async fn warm_lease(store: &impl WindowStore, limit: Limit) -> GrantedLease {
     warm_up(store, limit).await;
+    lease_of(store, limit, 11).await
+}
+
+/// The lease a request of t1 asking for up to `requests` gets; fails the test without one.
+async fn lease_of(store: &impl WindowStore, limit: Limit, requests: u32) -> GrantedLease {
     store
-        .decide_request("t1", limit, asking(11))
+        .decide_request("t1", limit, asking(requests))
         .await
         .unwrap()
         .lease
@@ -663,12 +668,7 @@ async fn a_lease_is_one_member_of_the_redis_window_and_the_count_follows_every_w
     // 5,000 units in one request: a recent rate of 5 a millisecond, so a lease of a second
     // wants 5,000 requests.
     assert!(store.decide("t1", limit, 5_000, 0).await.unwrap().admitted);
-    let lease = store
-        .decide_request("t1", limit, asking(10_000))
-        .await
-        .unwrap()
-        .lease
-        .expect("a lease");
+    let lease = lease_of(&store, limit, 10_000).await;
     assert_eq!(lease.requests, 5_001);
     let usage = store.usage("t1", limit, 0).await.unwrap();
     assert_eq!((usage.used, usage.leased), (10_001, 5_000));
@@ -682,12 +682,7 @@ async fn a_lease_is_one_member_of_the_redis_window_and_the_count_follows_every_w
     count_is_kept();
 
     // A second lease, handed back whole, leaves the window.
-    let second = store
-        .decide_request("t1", limit, asking(10))
-        .await
-        .unwrap()
-        .lease
-        .expect("a lease");
+    let second = lease_of(&store, limit, 10).await;
     assert_eq!(members(), 6);
     assert!(
         hand_back(&store, limit, second.id, second.requests - 1)

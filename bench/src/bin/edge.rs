@@ -26,7 +26,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde_json::json;
-use tollgate_bench::{cpu_ticks, median, run_wrk, scratch_dir, ticks_per_second, wrk_script};
+use tollgate_bench::{
+    TIERS, cpu_ticks, median, run_wrk, scratch_dir, ticks_per_second, wrk_script,
+};
 use tollgate_e2e::redis::RedisServer;
 use tollgate_e2e::{Stack, StackOptions};
 
@@ -35,15 +37,6 @@ use tollgate_e2e::{Stack, StackOptions};
 const ROUNDS: usize = 5;
 const RUN_SECONDS: u64 = 5;
 const CONNECTIONS: u32 = 64;
-const TIERS: &str = r#"
-default_tier = "standard"
-[tiers.standard]
-limit = 60
-window_seconds = 60
-[tiers.unlimited]
-limit = 1000000000
-window_seconds = 60
-"#;
 
 /// One figure's ratio in every round.
 type Ratios = Vec<f64>;

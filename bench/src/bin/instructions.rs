@@ -28,22 +28,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use tollgate_bench::scratch_dir;
+use tollgate_bench::{TIERS, scratch_dir};
 use tollgate_e2e::{Stack, StackOptions};
 
 /// Requests counted per scenario, after [`WARM_UP`] not counted (the VM's code compiled,
 /// the first lease granted, the deny cache filled).
 const REQUESTS: u64 = 2_000;
 const WARM_UP: u64 = 600;
-const TIERS: &str = r#"
-default_tier = "standard"
-[tiers.standard]
-limit = 60
-window_seconds = 60
-[tiers.unlimited]
-limit = 1000000000
-window_seconds = 60
-"#;
 
 struct Scenario {
     name: &'static str,
@@ -195,15 +186,15 @@ async fn send(stack: &Stack, key: &str, count: u64, expect: Option<u16>) {
 }
 
 fn callgrind_control(pid: u32, command: &str) {
-    let status = Command::new("callgrind_control")
+    let output = Command::new("callgrind_control")
         .arg(command)
         .arg(pid.to_string())
         .output()
         .expect("callgrind_control (Debian's valgrind) runs");
     assert!(
-        status.status.success(),
+        output.status.success(),
         "callgrind_control {command} {pid}: {}",
-        String::from_utf8_lossy(&status.stderr)
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 

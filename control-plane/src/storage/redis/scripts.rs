@@ -129,6 +129,15 @@ local function units_of(member)
   return tonumber(string.match(member, ':(%d+)$')) or 1
 end
 
+-- The units and the members of the window's members scored from `min` to `max` (Redis score
+-- bounds).
+local function units_scored(min, max)
+  local names = redis.call('ZRANGEBYSCORE', KEYS[1], min, max)
+  local units = 0
+  for _, member in ipairs(names) do units = units + units_of(member) end
+  return units, #names
+end
+
 -- Whether the window's members changed since its count was kept (see `keep_count`).
 local count_changed = false
 
@@ -143,12 +152,8 @@ local function window_count()
   local kept = redis.call('HMGET', KEYS[5], 'u', 'm')
   local units, members = tonumber(kept[1]), tonumber(kept[2])
   if units and members == card then return units, card end
-  units = 0
-  for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-    units = units + units_of(member)
-  end
   count_changed = true
-  return units, card
+  return units_scored('-inf', '+inf')
 end
 
 -- Keeps the window's count for the next script, if it changed. It expires with the window
@@ -173,12 +178,11 @@ local function trim_window(now, window, units, members)
     if left > 0 then count_changed = true end
     return units - left, members - left
   end
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)
-  if #gone == 0 then return units, members end
-  for _, member in ipairs(gone) do units = units - units_of(member) end
+  local gone_units, gone = units_scored('-inf', now - window)
+  if gone == 0 then return units, members end
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
   count_changed = true
-  return units, members - #gone
+  return units - gone_units, members - gone
 end
 
 -- The stamp of the window's unit of rank `rank` (0: the oldest). In a window of single
@@ -247,6 +251,7 @@ local used, members = window_count()
 -- handed back once, so its member still has the units it was granted with.)
 for i = 6, #ARGV, PER do
   local granted, first = ARGV[i + 3], ARGV[i + 4]
+  local granted_ms = tonumber(granted)
   local units, back = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
   local lease = 'L' .. granted .. '-' .. first .. ':'
   local stamp = back > 0 and redis.call('ZSCORE', KEYS[1], lease .. units)
@@ -263,11 +268,11 @@ for i = 6, #ARGV, PER do
     -- Counted apart in `r<minute>`, never taken off `a<minute>`: that total names the
     -- window's members, and a total that went back would name a member twice (the second
     -- ZADD only moves it), so the window would lose a block it admitted.
-    local minute = math.floor(tonumber(granted) / 60000)
+    local minute = math.floor(granted_ms / 60000)
     if redis.call('HEXISTS', KEYS[3], 'a' .. minute) == 1 then
       redis.call('HINCRBY', KEYS[3], 'r' .. minute, removed)
     end
-    if month_of(tonumber(granted)) == month and redis.call('HEXISTS', KEYS[4], month) == 1 then
+    if month_of(granted_ms) == month and redis.call('HEXISTS', KEYS[4], month) == 1 then
       redis.call('HINCRBY', KEYS[4], month, -removed)
     end
   end
@@ -291,10 +296,7 @@ local function recent_rate()
     if single then
       units = redis.call('ZCOUNT', KEYS[1], from, '+inf')
     else
-      units = 0
-      for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], from, '+inf')) do
-        units = units + units_of(member)
-      end
+      units = units_scored(from, '+inf')
     end
     local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], from, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
     local span = 1000
@@ -446,10 +448,7 @@ local denied = denied_since('(' .. (now - window))
 local month_to_date = tonumber(redis.call('HGET', KEYS[4], month_of(now))) or 0
 
 local minute = math.floor(now / 60000)
-local leased = 0
-for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
-  leased = leased + units_of(member)
-end
+local leased = units_scored('(' .. now, '+inf')
 local result = {used, denied, oldest_reset(now, window), month_to_date, minute, leased}
 local fields = {}
 for m = minute - 59, minute do
